@@ -1,0 +1,1 @@
+"""Subcommands of the `symbol-tuning` CLI (see symbol_tuning/cli.py)."""

@@ -1,0 +1,219 @@
+"""Data commands: list, inspect, export, stats."""
+import collections
+import difflib
+import json
+import sys
+
+from symbol_tuning.cli import CliError
+
+PASSTHROUGH = ("inputs_pretokenized", "targets_pretokenized", "template", "k", "k_drawn",
+               "num_dropped", "gold", "labels_json", "task", "query")
+
+
+def register(subparsers) -> None:
+  p = subparsers.add_parser("list", help="tasks and mixtures with example counts and rates")
+  p.add_argument("--json", action="store_true", help="one JSON object per line")
+  p.add_argument("--filter", default="", help="only names containing this text")
+  p.set_defaults(func=run_list)
+
+  for name, func, help_ in (("inspect", run_inspect, "print prompts of a task or mixture"),
+                            ("export", run_export, "write prompts of a task or mixture as JSONL"),
+                            ("stats", run_stats, "statistics over sampled prompts")):
+    p = subparsers.add_parser(name, help=help_)
+    p.add_argument("name", help="task or mixture name (see `symbol-tuning list`)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--num", type=int, default={"inspect": 3, "export": 1000, "stats": 10_000}[name])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--input_length", type=int, default=2048, help="input token budget")
+    p.add_argument("--target_length", type=int, default=512)
+    if name == "inspect":
+      p.add_argument("--json", action="store_true", help="one JSON object per line")
+    if name == "export":
+      p.add_argument("--out", required=True, help="output .jsonl file")
+    if name == "stats":
+      p.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    p.set_defaults(func=func)
+
+
+def _provider(name: str):
+  import seqio  # pylint: disable=g-import-not-at-top
+
+  import symbol_tuning.tasks  # pylint: disable=g-import-not-at-top,unused-import
+
+  known = list(seqio.MixtureRegistry.names()) + list(seqio.TaskRegistry.names())
+  if name not in known:
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see `symbol-tuning list`"
+    raise CliError(f"no task or mixture named {name!r}{hint}")
+  return seqio.get_mixture_or_task(name)
+
+
+def records(name: str, split: str, num: int, seed: int, input_length: int,
+            target_length: int):
+  """Yields up to `num` prompt records of a task or mixture, as the seqio pipeline makes them."""
+  provider = _provider(name)
+  if split not in provider.splits:
+    raise CliError(f"{name} has no split {split!r}; it has {sorted(provider.splits)}")
+  kwargs = {"passthrough_features": list(PASSTHROUGH)} if hasattr(provider, "tasks") else {}
+  ds = provider.get_dataset({"inputs": input_length, "targets": target_length}, split=split,
+                            shuffle=True, seed=seed, num_epochs=1, **kwargs)
+  for ex in ds.take(num).as_numpy_iterator():
+    labels = json.loads(ex["labels_json"])
+    yield {
+        "task": ex["task"].decode(),
+        "inputs": ex["inputs_pretokenized"].decode(),
+        "targets": ex["targets_pretokenized"].decode(),
+        "template": int(ex["template"]),
+        "k": int(ex["k"]),
+        "k_drawn": int(ex["k_drawn"]),
+        "num_dropped": int(ex["num_dropped"]),
+        "symbols": labels["symbols"],
+        "options": labels["options"],
+        "gold": int(ex["gold"]),
+        "query_index": int(ex["query"]),
+        "num_input_tokens": int(len(ex["inputs"])),  # including EOS
+        "num_target_tokens": int(len(ex["targets"])),
+        "input_ids": ex["inputs"].tolist(),
+    }
+
+
+def _skipped_note() -> str:
+  from symbol_tuning import pipeline  # pylint: disable=g-import-not-at-top
+
+  if not pipeline.SKIPPED:
+    return ""
+  return "skipped (prompt cannot fit with one exemplar per class): " + ", ".join(
+      f"{task}: {n}" for task, n in sorted(pipeline.SKIPPED.items()))
+
+
+def run_inspect(args) -> None:
+  for rec in records(args.name, args.split, args.num, args.seed, args.input_length,
+                     args.target_length):
+    rec.pop("input_ids")
+    if args.json:
+      print(json.dumps(rec, ensure_ascii=False))
+      continue
+    print(f"=== {rec['task']}  template {rec['template']}  k={rec['k']} per class"
+          f" (drawn {rec['k_drawn']})  {rec['num_input_tokens']} input tokens")
+    print("    labels: " + ", ".join(f"{k} -> {v}" for k, v in rec["symbols"].items()))
+    print(rec["inputs"])
+    print(f"--- target: {rec['targets']}\n")
+  note = _skipped_note()
+  if note:
+    print(note, file=sys.stderr)
+
+
+def run_export(args) -> None:
+  n = 0
+  with open(args.out, "w", encoding="utf-8") as f:
+    for rec in records(args.name, args.split, args.num, args.seed, args.input_length,
+                       args.target_length):
+      rec.pop("input_ids")
+      f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+      n += 1
+  print(f"wrote {n} prompts of {args.name} ({args.split}) to {args.out}", file=sys.stderr)
+  note = _skipped_note()
+  if note:
+    print(note, file=sys.stderr)
+
+
+def prompt_stats(recs, count_tokens) -> dict:
+  """Spread of k, templates and symbol kinds; fitting and query-cut counts."""
+  from symbol_tuning import symbols  # pylint: disable=g-import-not-at-top
+
+  ks, templates, kinds, tasks = (collections.Counter() for _ in range(4))
+  n = dropped = cut = 0
+  for rec in recs:
+    n += 1
+    ks[rec["k_drawn"]] += 1
+    templates[rec["template"]] += 1
+    tasks[rec["task"]] += 1
+    dropped += rec["num_dropped"] > 0
+    # The query is cut if the pipeline trimmed the prompt: the ids (less EOS) would then be
+    # fewer than the tokens of the prompt text.
+    cut += rec["num_input_tokens"] - 1 != count_tokens(rec["inputs"])
+    for option in rec["options"]:
+      kinds[symbols.SymbolPool.kind_of(option)] += 1
+  def share(counter):
+    total = max(sum(counter.values()), 1)
+    return {str(k): round(v / total, 4) for k, v in sorted(counter.items())}
+
+  return {"num_prompts": n, "k_drawn": share(ks), "template": share(templates),
+          "symbol_kind": share(kinds), "share_with_dropped_exemplars": round(dropped / max(n, 1), 4),
+          "num_query_cut": cut, "tasks": len(tasks)}
+
+
+def run_stats(args) -> None:
+  from symbol_tuning import vocab  # pylint: disable=g-import-not-at-top
+
+  counter = vocab.TokenCounter()
+  stats = prompt_stats(records(args.name, args.split, args.num, args.seed, args.input_length,
+                               args.target_length), counter)
+  stats["name"], stats["split"], stats["input_length"] = args.name, args.split, args.input_length
+  if args.json:
+    print(json.dumps(stats))
+    return
+  print(f"{stats['num_prompts']} prompts of {args.name} ({args.split}), "
+        f"{stats['tasks']} tasks, input budget {args.input_length} tokens")
+  for key in ("k_drawn", "template", "symbol_kind"):
+    print(f"  {key:12s} " + "  ".join(f"{k}: {v:.1%}" for k, v in stats[key].items()))
+  print(f"  exemplars dropped to fit: {stats['share_with_dropped_exemplars']:.1%} of prompts")
+  print(f"  prompts whose query was cut: {stats['num_query_cut']}")
+  note = _skipped_note()
+  if note:
+    print("  " + note)
+
+
+def run_list(args) -> None:
+  import seqio  # pylint: disable=g-import-not-at-top
+
+  from symbol_tuning import pipeline, sources  # pylint: disable=g-import-not-at-top
+
+  _provider("symbol_tuning")  # registers
+  counts = {}
+  for name in sorted(seqio.TaskRegistry.names()):
+    if not name.startswith("symbol_tuning.") or args.filter not in name:
+      continue
+    task = seqio.TaskRegistry.get(name)
+    split = "train" if "train" in task.splits else "validation"
+    row = {"name": name, "kind": "task", "split": split}
+    try:
+      row["num_examples"] = task.num_input_examples(split)
+      spec = task.source.spec
+      row["filtered"] = sources.load_split(spec.entry, spec.dataset_split(split)).filtered
+      counts[name] = row["num_examples"]
+    except (sources.DataSourceError, ValueError) as e:
+      row["error"] = str(e)
+    _emit(row, args.json)
+  for name in sorted(seqio.MixtureRegistry.names()):
+    if args.filter not in name:
+      continue
+    mixture = seqio.MixtureRegistry.get(name)
+    rates = {}
+    try:
+      rates = {t.name: mixture.get_rate(t) for t in mixture.tasks}
+      total = sum(rates.values()) or 1.0
+      row = {"name": name, "kind": "mixture", "num_tasks": len(rates),
+             "num_examples": sum(counts.get(t, 0) for t in rates),
+             "rates": {t: round(r / total, 5) for t, r in sorted(rates.items())}}
+    except (sources.DataSourceError, ValueError) as e:
+      row = {"name": name, "kind": "mixture", "num_tasks": len(mixture.tasks), "error": str(e)}
+    _emit(row, args.json)
+  del pipeline
+
+
+def _emit(row: dict, as_json: bool) -> None:
+  if as_json:
+    print(json.dumps(row))
+    return
+  if "error" in row:
+    print(f"{row['kind']:8s} {row['name']:60s} unavailable: {row['error']}")
+  elif row["kind"] == "task":
+    filtered = sum(row.get("filtered", {}).values())
+    extra = f"  ({filtered} filtered: {row['filtered']})" if filtered else ""
+    print(f"task     {row['name']:60s} {row['num_examples']:>7d} {row['split']}{extra}")
+  else:
+    top = sorted(row["rates"].items(), key=lambda kv: -kv[1])[:3]
+    print(f"mixture  {row['name']:60s} {row['num_tasks']:>3d} tasks, "
+          f"{row['num_examples']} examples; top rates "
+          + ", ".join(f"{t.split('.')[-1]} {r:.1%}" for t, r in top))

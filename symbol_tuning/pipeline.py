@@ -1,0 +1,224 @@
+"""The seqio side of prompt building: a source of queries and the prompt preprocessor.
+
+A task is `QuerySource` (which examples are queries) + `build_prompts` (exemplars,
+template, symbols, fitting, tokenization; needs sequence_length) + `append_eos_after_trim`.
+Example (task symbol_tuning.bigbench.navigate, split train):
+  source:       {"query": 17}
+  build_prompts -> {"inputs_pretokenized": "X = Turn left. Take 3 steps.\\nY = 8270\\n\\n...
+                    \\nX = Always face forward. ...\\nY =", "targets_pretokenized": "8270",
+                    "inputs": [...ids...], "targets": [...], "template": 7, "k": 5,
+                    "num_dropped": 0, "gold": 0, "symbols": '{"True": "8270", ...}', ...}
+Randomness is stateless: seqio hands each example a seed (map_over_dataset(num_seeds=1)),
+and the task name and query position are folded into it, so tasks of a mixture never share
+draws and a seed reproduces every prompt.
+"""
+import collections
+import dataclasses
+import functools
+import json
+import random
+
+from absl import logging
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from symbol_tuning import catalogue, prompts, sources, symbols
+from symbol_tuning import vocab as vocab_lib
+from symbol_tuning.sources.examples import DataSourceError, stable_seed
+
+DEFAULT_INPUT_LENGTH = 2048
+_COMPOSE_CHECKS = 16  # prompts per builder whose composed ids are checked against spm
+# Prompts skipped because they could not fit, per task (reported by `symbol-tuning`).
+SKIPPED: collections.Counter = collections.Counter()
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptSpec:
+  """Everything a task needs to build its prompts."""
+
+  task_name: str  # the seqio task name (folded into every seed)
+  entry: catalogue.DatasetEntry  # the dataset
+  setting: prompts.Setting  # how prompts are built
+  query_splits: tuple[tuple[str, str], ...]  # (task split, dataset split the queries come from)
+
+  def dataset_split(self, split: str) -> str:
+    for task_split, data_split in self.query_splits:
+      if task_split == split:
+        return data_split
+    raise ValueError(f"task {self.task_name}: no split {split!r}; "
+                     f"has {[s for s, _ in self.query_splits]}")
+
+
+@functools.cache
+def exemplar_data(entry: catalogue.DatasetEntry) -> prompts.LabelledData:
+  loaded = sources.load_split(entry, entry.train_split)
+  return prompts.LabelledData(name=entry.key, labels=entry.labels, examples=loaded.examples,
+                              instruction=sources.instruction(entry))
+
+
+@functools.cache
+def queries(spec: PromptSpec, split: str) -> tuple[prompts.Example, ...]:
+  """The query examples of a task split (a fixed random subset when capped)."""
+  data_split = spec.dataset_split(split)
+  examples = sources.load_split(spec.entry, data_split).examples
+  cap = spec.entry.max_queries if spec.setting.name != "tune" else None
+  if spec.setting.name != "tune" and cap is not None and len(examples) > cap:
+    rng = random.Random(stable_seed("queries", spec.entry.key, data_split))
+    keep = sorted(rng.sample(range(len(examples)), cap))
+    examples = tuple(examples[i] for i in keep)
+  return examples
+
+
+def k_cap(spec: PromptSpec, split: str) -> int:
+  """The largest k every class supports; a clear error if below the setting's minimum."""
+  data = exemplar_data(spec.entry)
+  same_split = spec.dataset_split(split) == spec.entry.train_split
+  counts = data.class_counts()
+  cap = min(counts) - (1 if same_split else 0)
+  if cap < max(spec.setting.k_min, 1 if spec.setting.k_max else 0):
+    cls = counts.index(min(counts))
+    raise DataSourceError(
+        f"dataset {spec.entry.key!r}: class {spec.entry.labels[cls]!r} has {counts[cls]} "
+        f"examples in split {spec.entry.train_split!r}; setting {spec.setting.name!r} needs "
+        f"at least {spec.setting.k_min} exemplars per class besides the query")
+  return cap
+
+
+class PromptBuilder:
+  """Builds the prompts of one task split in plain Python (used by seqio and the CLI)."""
+
+  def __init__(self, spec: PromptSpec, split: str, max_input_tokens: int | None,
+               vocabulary: seqio.Vocabulary | None = None):
+    self.spec, self.split = spec, split
+    self.data = exemplar_data(spec.entry)
+    self.queries = queries(spec, split)
+    self.k_max = k_cap(spec, split)
+    self.same_split = spec.dataset_split(split) == spec.entry.train_split
+    self.max_input_tokens = max_input_tokens
+    self.tokens = vocab_lib.TokenCounter(vocabulary)
+    self.count_tokens = self.tokens if max_input_tokens else None
+    self.pieces = vocab_lib.PieceEncoder(vocabulary)
+    self.compose = True  # compose ids from memoised pieces while the check below holds
+    self._checked = 0
+    pool = symbols.get_pool(spec.setting.symbol_pool)
+    self.sample_symbols = pool.sample
+
+  def seed(self, position: int, seed: int | tuple[int, ...]) -> int:
+    seed = seed if isinstance(seed, tuple) else (seed,)
+    return stable_seed(self.spec.task_name, self.split, position, *seed)
+
+  def build(self, position: int, seed) -> prompts.Prompt:
+    """The prompt for query `position`; `input_ids` are its token ids (no EOS)."""
+    prompt = prompts.build_prompt(
+        self.data, self.queries[position], self.spec.setting, self.seed(position, seed),
+        sample_symbols=self.sample_symbols, count_tokens=self.count_tokens,
+        max_input_tokens=self.max_input_tokens, k_max=self.k_max,
+        exclude_query=self.same_split, piece_ids=self.pieces if self.compose else None)
+    if self.compose and self._checked < _COMPOSE_CHECKS:
+      # Composed ids must equal whole-prompt tokenization; verify on the first prompts.
+      self._checked += 1
+      if list(prompt.input_ids) != self.pieces.encode_full(prompt.inputs):
+        logging.warning("%s: this vocabulary does not tokenize prompts piecewise; "
+                        "tokenizing whole prompts instead (slower)", self.spec.task_name)
+        self.compose = False
+        return self.build(position, seed)
+    if prompt.input_ids is None:
+      prompt = dataclasses.replace(prompt, input_ids=self.tokens.encode(prompt.inputs))
+    return prompt
+
+
+def clear_caches() -> None:
+  """Forgets loaded data and prompt builders (after moving a data directory)."""
+  sources.clear_caches()
+  for cached in (exemplar_data, queries, _builder):
+    cached.cache_clear()
+
+
+class QuerySource(seqio.DataSource):
+  """Yields {"query": position, "split": split} per query of a split; data is read lazily."""
+
+  def __init__(self, spec: PromptSpec):
+    self.spec = spec
+    super().__init__(splits=[s for s, _ in spec.query_splits], num_input_examples=None,
+                     caching_permitted=False)
+
+  @property
+  def supports_arbitrary_sharding(self) -> bool:
+    return True
+
+  @property
+  def performs_internal_shuffling(self) -> bool:
+    # The query order is a full permutation per epoch and prompts are random anyway, so
+    # seqio's 1000-example post-preprocessing shuffle buffer (filled per task before the
+    # first example of a mixture) would only add start-up latency.
+    return True
+
+  def num_input_examples(self, split: str) -> int:
+    return len(queries(self.spec, split))
+
+  def list_shards(self, split: str):
+    return [split]
+
+  def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
+                  shard_info: seqio.ShardInfo | None = None, *, sequence_length=None,
+                  use_cached=False, num_epochs=1):
+    del sequence_length, use_cached
+    n = self.num_input_examples(split)
+    ds = tf.data.Dataset.range(n)
+    if shard_info:
+      ds = ds.shard(shard_info.num_shards, shard_info.index)
+    if shuffle:
+      ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.repeat(num_epochs) if num_epochs != 1 else ds
+    return ds.map(lambda i: {"query": tf.cast(i, tf.int32), "split": tf.constant(split)})
+
+
+@functools.cache
+def _builder(spec: PromptSpec, split: str, max_input_tokens: int, vocab_spec: str):
+  del vocab_spec  # part of the cache key: a new vocabulary needs a new token counter
+  return PromptBuilder(spec, split, max_input_tokens)
+
+
+def build_prompts(dataset: tf.data.Dataset, sequence_length=None, output_features=None, *,
+                  spec: PromptSpec) -> tf.data.Dataset:
+  """Preprocessor: {"query", "split"} -> prompt features; prompts that cannot fit are
+  skipped and counted in SKIPPED."""
+  del output_features
+  length = (sequence_length or {}).get("inputs") or DEFAULT_INPUT_LENGTH
+  budget = length - 1  # room for EOS
+
+  def make(position, split, seed):
+    builder = _builder(spec, split.decode(), budget, vocab_lib.current_spec())
+    try:
+      p = builder.build(int(position), tuple(int(s) for s in seed))
+    except prompts.PromptError:
+      SKIPPED[spec.task_name] += 1
+      return (b"", b"", np.zeros([0], np.int32), np.zeros([0], np.int32),
+              np.array([0, 0, 0, -1, 0], np.int32), b"{}")
+    m = p.metadata
+    return (p.inputs.encode(), p.targets.encode(),
+            np.asarray(p.input_ids, np.int32),
+            np.asarray(builder.pieces(p.targets), np.int32),
+            np.array([m["template"], m["k"], m["num_dropped"], m["gold"], m["k_drawn"]],
+                     np.int32),
+            json.dumps({"symbols": m["symbols"], "options": m["options"]}).encode())
+
+  @seqio.map_over_dataset(num_seeds=1)
+  def _map(ex, seed):
+    out = tf.numpy_function(make, [ex["query"], ex["split"], seed],
+                            [tf.string, tf.string, tf.int32, tf.int32, tf.int32, tf.string],
+                            stateful=False)
+    inputs_str, targets_str, inputs, targets, meta, labels_json = out
+    inputs.set_shape([None])
+    targets.set_shape([None])
+    meta.set_shape([5])
+    return {
+        "inputs_pretokenized": inputs_str, "targets_pretokenized": targets_str,
+        "inputs": inputs, "targets": targets, "template": meta[0], "k": meta[1],
+        "num_dropped": meta[2], "gold": meta[3], "k_drawn": meta[4],
+        "labels_json": labels_json, "query": ex["query"],
+        "task": tf.constant(spec.task_name),
+    }
+
+  return _map(dataset).filter(lambda ex: ex["gold"] >= 0)

@@ -1,0 +1,47 @@
+"""Where the project's files and data live, and the environment variables that move them.
+
+Environment variables (all optional):
+  SYMBOL_TUNING_DATA_DIR  local copies of HF datasets: <dir>/<key>/ (see README "Local data").
+  BIGBENCH_DIR            a directory laid out as BIG-bench's `bigbench/benchmark_tasks`.
+  SYMBOL_TUNING_CACHE     where downloads go (default ~/.cache/symbol_tuning).
+  SYMBOL_TUNING_SHARED    the workspace's shared/ folder (tests and benchmarks only).
+"""
+import os
+import pathlib
+
+PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+
+
+def _packaged_or_repo(name: str) -> pathlib.Path:
+  """gin/ and tasks/ sit at the repo top; a wheel carries them in symbol_tuning/_data/."""
+  packaged = PACKAGE_DIR / "_data" / name
+  return packaged if packaged.is_dir() else REPO_DIR / name
+
+
+def catalogue_dir() -> pathlib.Path:
+  return _packaged_or_repo("tasks")
+
+
+def gin_dir() -> pathlib.Path:
+  return _packaged_or_repo("gin")
+
+
+def assets_dir() -> pathlib.Path:
+  return PACKAGE_DIR / "assets"
+
+
+def data_dir() -> pathlib.Path | None:
+  value = os.environ.get("SYMBOL_TUNING_DATA_DIR")
+  return pathlib.Path(value).expanduser() if value else None
+
+
+def cache_dir() -> pathlib.Path:
+  value = os.environ.get("SYMBOL_TUNING_CACHE", "~/.cache/symbol_tuning")
+  return pathlib.Path(value).expanduser()
+
+
+def shared_dir() -> pathlib.Path:
+  """The workspace's shared/ folder: $SYMBOL_TUNING_SHARED, else ../shared beside the repo."""
+  value = os.environ.get("SYMBOL_TUNING_SHARED")
+  return pathlib.Path(value).expanduser() if value else REPO_DIR.parent / "shared"

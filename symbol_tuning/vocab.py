@@ -1,0 +1,194 @@
+"""Vocabularies for the tasks' output features.
+
+`SYMBOL_TUNING_VOCAB` (or `set_vocabulary`, or the CLI's --vocab) picks one:
+  flan_t5 (default)  Flan-T5's sentencepiece model on GCS, as t5x uses it (32k + 100 extra
+                     ids, vocab_size 32128). Needs GCS access, e.g. on a Cloud TPU VM.
+  local              a 8k-piece model shipped in the package, trained offline on the BIG-bench
+                     suite's text (T5 layout: pad 0, eos 1, unk 2). For CPU runs and tests.
+  <path>             any sentencepiece .model file (e.g. a local copy of Flan-T5's).
+Tasks are registered with a `LazyVocabulary` that resolves the choice at first use, so the
+choice can be made after `import symbol_tuning.tasks` (e.g. from gin or the CLI).
+
+Rebuild the local model: python -m symbol_tuning.vocab train  (needs BIGBENCH_DIR)
+"""
+import array
+import functools
+import os
+import sys
+
+import seqio
+
+from symbol_tuning import resources
+
+FLAN_T5_VOCAB = "gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model"
+FLAN_T5_EXTRA_IDS = 100
+LOCAL_VOCAB = "local_spm_8k.model"
+_choice: str | None = None
+
+
+def set_vocabulary(spec: str | None) -> None:
+  """flan_t5 | local | a path; None resets to $SYMBOL_TUNING_VOCAB / flan_t5."""
+  global _choice
+  if _choice != spec:
+    _choice = spec
+    resolve.cache_clear()
+
+
+def current_spec() -> str:
+  return _choice or os.environ.get("SYMBOL_TUNING_VOCAB") or "flan_t5"
+
+
+@functools.cache
+def _make(spec: str) -> seqio.SentencePieceVocabulary:
+  if spec == "flan_t5":
+    return seqio.SentencePieceVocabulary(FLAN_T5_VOCAB, extra_ids=FLAN_T5_EXTRA_IDS)
+  if spec == "local":
+    return seqio.SentencePieceVocabulary(str(resources.assets_dir() / LOCAL_VOCAB))
+  if not os.path.exists(spec) and not spec.startswith("gs://"):
+    raise FileNotFoundError(f"vocabulary {spec!r}: no such file (use flan_t5, local or a "
+                            "path to a sentencepiece .model)")
+  return seqio.SentencePieceVocabulary(spec)
+
+
+@functools.cache
+def resolve() -> seqio.SentencePieceVocabulary:
+  return _make(current_spec())
+
+
+class LazyVocabulary(seqio.Vocabulary):
+  """Delegates to the vocabulary chosen by `current_spec()` when first used."""
+
+  def __init__(self):
+    super().__init__(extra_ids=0)
+
+  @property
+  def _real(self) -> seqio.Vocabulary:
+    return resolve()
+
+  @property
+  def eos_id(self):
+    return self._real.eos_id
+
+  @property
+  def pad_id(self):
+    return self._real.pad_id
+
+  @property
+  def unk_id(self):
+    return self._real.unk_id
+
+  @property
+  def _base_vocab_size(self):
+    return self._real.vocab_size
+
+  @property
+  def vocab_size(self):
+    return self._real.vocab_size
+
+  def _encode(self, s):
+    return self._real.encode(s)
+
+  def _decode(self, ids):
+    return self._real.decode(ids)
+
+  def _encode_tf(self, s):
+    return self._real.encode_tf(s)
+
+  def _decode_tf(self, ids):
+    return self._real.decode_tf(ids)
+
+  def encode(self, s):
+    return self._real.encode(s)
+
+  def decode(self, ids):
+    return self._real.decode(ids)
+
+  def encode_tf(self, s):
+    return self._real.encode_tf(s)
+
+  def decode_tf(self, ids):
+    return self._real.decode_tf(ids)
+
+  def __eq__(self, other):
+    return isinstance(other, LazyVocabulary) or self._real == other
+
+  def __hash__(self):
+    return hash("symbol_tuning.LazyVocabulary")
+
+
+class TokenCounter:
+  """text -> number of tokens (no EOS); remembers the last text's ids, so the prompt that
+  was counted last (the final one) need not be tokenized again."""
+
+  def __init__(self, vocabulary: seqio.Vocabulary | None = None):
+    real = vocabulary._real if isinstance(vocabulary, LazyVocabulary) else (
+        vocabulary or resolve())
+    self._encode = real.tokenizer.EncodeAsIds  # sentencepiece, no TF in the loop
+    self._last = (None, None)
+
+  def encode(self, text: str) -> list[int]:
+    last = self._last  # one read: tf.data may call from several threads
+    if last[0] == text:
+      return last[1]
+    ids = self._encode(text)
+    self._last = (text, ids)
+    return ids
+
+  def __call__(self, text: str) -> int:
+    return len(self.encode(text))
+
+
+class PieceEncoder:
+  """Memoised text -> ids for composing prompts from pieces (see prompts.build_prompt).
+
+  Ids are stored as int32 arrays: a 25k-example dataset costs ~10 MB, not ~100 MB of
+  Python ints. `composable` says whether this vocabulary tokenizes whitespace-joined
+  texts as the concatenation of their tokens (true for T5's sentencepiece models, which
+  split on whitespace and turn newlines into spaces); PromptBuilder checks it on real
+  prompts before relying on it.
+  """
+
+  def __init__(self, vocabulary: seqio.Vocabulary | None = None):
+    real = vocabulary._real if isinstance(vocabulary, LazyVocabulary) else (
+        vocabulary or resolve())
+    self._encode = real.tokenizer.EncodeAsIds
+    self._memo: dict[str, array.array] = {}
+
+  def __call__(self, text: str) -> array.array:
+    ids = self._memo.get(text)
+    if ids is None:
+      ids = self._memo[text] = array.array("i", self._encode(text))
+    return ids
+
+  def encode_full(self, text: str) -> list[int]:
+    return self._encode(text)
+
+
+def train(out: str, vocab_size: int = 8000) -> None:
+  """Trains the local model on the BIG-bench suite's text (inputs and labels)."""
+  import io  # pylint: disable=g-import-not-at-top
+  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+
+  from symbol_tuning import catalogue, sources  # pylint: disable=g-import-not-at-top
+
+  lines = []
+  for entry in catalogue.load("bigbench"):
+    for split in ("train", "validation"):
+      lines += [ex.text for ex in sources.load_split(entry, split).examples]
+    lines += list(entry.labels)
+  text = "\n".join(line.replace("\n", " ") for line in lines)
+  model = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(text.splitlines()), model_writer=model, vocab_size=vocab_size,
+      model_type="unigram", character_coverage=0.9995, pad_id=0, eos_id=1, unk_id=2,
+      bos_id=-1, input_sentence_size=200_000, shuffle_input_sentence=True, seed_sentencepiece_size=200_000,
+      num_threads=1, minloglevel=2)
+  with open(out, "wb") as f:
+    f.write(model.getvalue())
+  print(f"wrote {out} ({len(model.getvalue())} bytes, {vocab_size} pieces)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+  if sys.argv[1:2] != ["train"]:
+    sys.exit("usage: python -m symbol_tuning.vocab train [OUT]")
+  train(sys.argv[2] if len(sys.argv) > 2 else str(resources.assets_dir() / LOCAL_VOCAB))

@@ -1,0 +1,94 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from symbol_tuning import cli
+
+
+def run(capsys, *argv):
+  code = cli.main(list(argv))
+  out, err = capsys.readouterr()
+  return code, out, err
+
+
+def test_list_json_counts_tasks_and_mixtures(capsys, bigbench_dir):
+  code, out, _ = run(capsys, "list", "--json", "--filter", "bigbench")
+  assert code == 0
+  rows = {r["name"]: r for r in map(json.loads, out.splitlines())}
+  navigate = rows["symbol_tuning.bigbench.navigate"]
+  assert navigate["num_examples"] == 800 and navigate["split"] == "train"
+  products = rows["symbol_tuning.bigbench.multiemo_products_sentence_en"]
+  assert sum(products["filtered"].values()) >= 1  # a whitespace-only input, counted
+  mixture = rows["symbol_tuning_bigbench"]
+  assert mixture["num_tasks"] == 18 and sum(mixture["rates"].values()) == pytest.approx(1, abs=1e-4)
+  assert rows["symbol_tuning_eval_bigbench_symbols"]["num_tasks"] == 11
+
+
+def test_list_reports_unavailable_hf_data_instead_of_failing(capsys, monkeypatch):
+  monkeypatch.delenv("SYMBOL_TUNING_DATA_DIR", raising=False)
+  code, out, _ = run(capsys, "list", "--filter", "tune.rte")
+  assert code == 0 and "unavailable" in out and "SYMBOL_TUNING_DATA_DIR" in out
+
+
+def test_inspect_json_records(capsys, bigbench_dir):
+  code, out, _ = run(capsys, "inspect", "symbol_tuning_bigbench", "--num", "4", "--json",
+                     "--seed", "1")
+  assert code == 0
+  recs = [json.loads(line) for line in out.splitlines()]
+  assert len(recs) == 4
+  for rec in recs:
+    for key in ("task", "inputs", "targets", "template", "k", "symbols", "num_input_tokens"):
+      assert key in rec
+    assert rec["targets"] == rec["symbols"][list(rec["symbols"])[rec["gold"]]]
+    assert rec["num_input_tokens"] <= 2048
+  code, again, _ = run(capsys, "inspect", "symbol_tuning_bigbench", "--num", "4", "--json",
+                       "--seed", "1")
+  assert again == out
+
+
+def test_inspect_human_readable(capsys, bigbench_dir):
+  code, out, _ = run(capsys, "inspect", "symbol_tuning.bigbench.navigate", "--num", "1")
+  assert code == 0 and out.startswith("=== symbol_tuning.bigbench.navigate  template")
+  assert "--- target:" in out and "labels: True -> " in out
+
+
+def test_export_writes_jsonl(capsys, tmp_path, bigbench_dir):
+  out_file = tmp_path / "prompts.jsonl"
+  code, _, err = run(capsys, "export", "symbol_tuning.bigbench.hyperbaton", "--num", "7",
+                     "--out", str(out_file))
+  assert code == 0 and "wrote 7 prompts" in err
+  assert len(out_file.read_text().splitlines()) == 7
+
+
+def test_stats_spread_and_no_query_cut(capsys, bigbench_dir):
+  code, out, _ = run(capsys, "stats", "symbol_tuning_bigbench", "--num", "300", "--json")
+  assert code == 0
+  stats = json.loads(out)
+  assert stats["num_prompts"] == 300 and stats["num_query_cut"] == 0
+  assert set(stats["k_drawn"]) <= {str(k) for k in range(2, 11)}
+  assert set(stats["symbol_kind"]) == {"integer", "letters", "word"}
+
+
+def test_unknown_name_is_a_one_line_error(capsys):
+  code, _, err = run(capsys, "inspect", "symbol_tuning_bigbenh")
+  assert code == 2
+  assert len(err.strip().splitlines()) == 1
+  assert err.startswith("symbol-tuning inspect: error: no task or mixture named "
+                        "'symbol_tuning_bigbenh'; did you mean symbol_tuning_bigbench, ")
+
+
+def test_unknown_split(capsys, bigbench_dir):
+  code, _, err = run(capsys, "inspect", "symbol_tuning.eval_bigbench.anachronisms.labels")
+  assert code == 2 and "has no split 'train'; it has ['validation']" in err
+
+
+def test_console_script_runs(bigbench_dir):
+  env = dict(os.environ)
+  proc = subprocess.run([sys.executable, "-m", "symbol_tuning.cli", "--vocab", "local",
+                         "inspect", "symbol_tuning.bigbench.navigate", "--num", "1", "--json"],
+                        capture_output=True, text=True, env=env, check=False, timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  assert json.loads(proc.stdout)["task"] == "symbol_tuning.bigbench.navigate"
