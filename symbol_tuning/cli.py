@@ -4,6 +4,7 @@
   symbol-tuning inspect NAME [--num N] [--json] prompts as the seqio pipeline yields them
   symbol-tuning export NAME --num N --out F    the same records as JSONL
   symbol-tuning stats NAME [--num N]           k / template / symbol-kind spread, fitting
+  symbol-tuning train --gin_file=F [--gin.X=Y]  finetune with the embedded trainer
   symbol-tuning convert SRC DST [--to FMT]     checkpoints: HF <-> t5x <-> ours
 """
 import argparse
@@ -17,6 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Subcommand modules; each has register(subparsers) and its parsers set `func`.
 COMMAND_MODULES = (
     "symbol_tuning.commands.data",
+    "symbol_tuning.commands.train",
+    "symbol_tuning.checkpoints.convert",
 )
 
 
@@ -46,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
   parser = build_parser()
-  args = parser.parse_args(argv)
+  args, extra = parser.parse_known_args(argv)
+  if extra and not getattr(args, "accepts_gin_shorthand", False):
+    parser.error(f"unrecognized arguments: {' '.join(extra)}")
+  args.extra = extra
   _quiet_libraries()
   if args.vocab:
     os.environ["SYMBOL_TUNING_VOCAB"] = args.vocab

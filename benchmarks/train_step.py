@@ -1,0 +1,120 @@
+"""Training-step throughput and model FLOPs utilisation (MFU) on this machine.
+
+Run: python benchmarks/train_step.py [--steps 5]
+For the tiny and small configs, times the embedded trainer's jitted step (forward,
+backward, Adafactor update) on full packed rows, and compares the model's FLOPs per
+second with the float32 matmul peak measured in the same run. Prints and writes
+benchmarks/results/train_step.json.
+
+Model FLOPs are counted analytically (matmuls only, backward = 2x forward), the usual
+MFU convention; the XLA cost-analysis count of the compiled step is reported beside it.
+"""
+import argparse
+import time
+
+import common  # pylint: disable=unused-import  (sets the environment first)
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from symbol_tuning.model import config as model_config
+from symbol_tuning.model import network
+from symbol_tuning.training import partitioning, trainer as trainer_lib
+
+# (config, batch, input length, target length): rows as the packed pipeline makes them.
+CASES = (("tiny", 16, 1024, 32), ("small", 4, 512, 128))
+
+
+def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
+  """Float32 FLOP/s of a large jitted matmul: the practical peak of this CPU."""
+  a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
+  f = jax.jit(lambda x, y: x @ y)
+  f(a, a).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    f(a, a).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * n**3 / best
+
+
+def model_flops(cfg: model_config.T5Config, batch: int, enc_len: int, dec_len: int) -> float:
+  """Matmul FLOPs of one training step (forward + backward = 3x forward)."""
+  d, inner, mlp, vocab = cfg.d_model, cfg.num_heads * cfg.head_dim, cfg.mlp_dim, cfg.vocab_size
+  enc_token = cfg.num_encoder_layers * (2 * 4 * d * inner + 2 * 3 * d * mlp
+                                        + 2 * 2 * enc_len * inner)
+  dec_token = cfg.num_decoder_layers * (
+      2 * 4 * d * inner + 2 * 2 * dec_len * inner  # self-attention
+      + 2 * 2 * d * inner + 2 * 2 * enc_len * inner  # cross-attention q, o and scores
+      + 2 * 3 * d * mlp) + 2 * d * vocab  # MLP, logits
+  cross_kv = cfg.num_decoder_layers * 2 * 2 * d * inner  # per encoder token
+  forward = batch * (enc_len * (enc_token + cross_kv) + dec_len * dec_token)
+  return 3.0 * forward
+
+
+def packed_batch(cfg, batch, enc_len, dec_len):
+  rng = np.random.default_rng(0)
+  tokens = lambda n: rng.integers(2, cfg.vocab_size, (batch, n), dtype=np.int32)
+  seg = lambda n: np.repeat(np.arange(1, 5, dtype=np.int32), n // 4)[None].repeat(batch, 0)
+  pos = lambda n: np.tile(np.arange(n // 4, dtype=np.int32), 4)[None].repeat(batch, 0)
+  targets = tokens(dec_len)
+  return {"encoder_input_tokens": tokens(enc_len), "decoder_target_tokens": targets,
+          "decoder_input_tokens": np.roll(targets, 1, axis=1),
+          "decoder_loss_weights": np.ones((batch, dec_len), np.int32),
+          "encoder_segment_ids": seg(enc_len), "decoder_segment_ids": seg(dec_len),
+          "encoder_positions": pos(enc_len), "decoder_positions": pos(dec_len)}
+
+
+def time_step(name, batch, enc_len, dec_len, steps):
+  mcfg = model_config.get_config(name, dropout_rate=0.0)
+  tcfg = trainer_lib.TrainConfig(model_dir="/tmp/unused", mixture_or_task_name="unused",
+                                 train_steps=steps, batch_size=batch, dropout_rate=0.0)
+  model = network.Transformer(mcfg)
+  optimizer = trainer_lib.make_optimizer(tcfg)
+  mesh = partitioning.make_mesh(1, 1, jax.devices()[:1])
+  with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.STANDARD_RULES):
+    params = network.init_params(mcfg, 0)
+    state = {"params": params, "opt_state": optimizer.init(params),
+             "step": jnp.zeros((), jnp.int32)}
+    step = jax.jit(trainer_lib.make_train_step(model, optimizer, tcfg), donate_argnums=(0,))
+    data = {k: jnp.asarray(v) for k, v in packed_batch(mcfg, batch, enc_len, dec_len).items()}
+    rng = jax.random.PRNGKey(0)
+    compiled = step.lower(state, data, rng).compile()
+    cost = compiled.cost_analysis()
+    xla_flops = float((cost[0] if isinstance(cost, list) else cost).get("flops", 0.0))
+    state, metrics = step(state, data, rng)  # warm up
+    jax.block_until_ready(metrics)
+    start = time.perf_counter()
+    for _ in range(steps):
+      state, metrics = step(state, data, rng)
+    jax.block_until_ready(metrics)
+    seconds = (time.perf_counter() - start) / steps
+  tokens = batch * (enc_len + dec_len)
+  return {"config": name, "batch": batch, "input_length": enc_len, "target_length": dec_len,
+          "seconds_per_step": seconds, "tokens_per_s": tokens / seconds,
+          "model_flops_per_step": model_flops(mcfg, batch, enc_len, dec_len),
+          "xla_flops_per_step": xla_flops}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--steps", type=int, default=5)
+  args = parser.parse_args()
+  peak = matmul_peak()
+  print(f"float32 matmul peak: {peak / 1e9:.1f} GFLOP/s ({jax.device_count()} device, "
+        f"{common.machine()['cpu_count']} cores)")
+  rows = []
+  for name, batch, enc, dec in CASES:
+    row = time_step(name, batch, enc, dec, args.steps)
+    row["model_flops_per_s"] = row["model_flops_per_step"] / row["seconds_per_step"]
+    row["mfu"] = row["model_flops_per_s"] / peak
+    rows.append(row)
+    print(f"{name:6s} batch {batch} x {enc}/{dec}: {row['seconds_per_step']:.3f} s/step, "
+          f"{row['tokens_per_s']:,.0f} tokens/s, {row['model_flops_per_s'] / 1e9:.1f} GFLOP/s "
+          f"= {row['mfu']:.0%} of the measured matmul peak")
+  common.write("train_step", {"matmul_peak_flops_per_s": peak, "cases": rows})
+
+
+if __name__ == "__main__":
+  main()

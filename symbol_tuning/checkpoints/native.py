@@ -1,0 +1,134 @@
+"""Our own params format: an orbax checkpoint of the params dict + model_config.json.
+
+Layout of `path/`:
+  model_config.json   T5Config.to_dict()
+  params/             orbax StandardCheckpointer directory of the params dict
+
+The params dict is exactly the model's 'params' collection (t5x names), so the
+same subtree of a full orbax training state restores into it and vice versa.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Optional
+
+import numpy as np
+
+from symbol_tuning.checkpoints import CheckpointError, check_params, flatten, unflatten
+from symbol_tuning.model.config import T5Config
+
+CONFIG_FILE = "model_config.json"
+PARAMS_DIR = "params"
+
+
+def is_native(path: str) -> bool:
+  return (os.path.isfile(os.path.join(path, CONFIG_FILE))
+          and os.path.isdir(os.path.join(path, PARAMS_DIR))) or trainer_checkpoint(path) is not None
+
+
+def trainer_checkpoint(path: str, step: Optional[int] = None) -> Optional[str]:
+  """The checkpoint_<step>/ dir of an embedded-trainer run (MODEL_DIR or the step dir
+  itself: orbax items `state/` and `meta/`), newest unless `step` is given; else None."""
+  def complete(d):
+    return os.path.isdir(os.path.join(d, "state")) and os.path.isdir(os.path.join(d, "meta"))
+  if complete(path):
+    return path
+  if not os.path.isdir(path):
+    return None
+  steps = sorted(int(name.split("_", 1)[1]) for name in os.listdir(path)
+                 if name.startswith("checkpoint_") and name.split("_", 1)[1].isdigit()
+                 and complete(os.path.join(path, name)))
+  if step is not None:
+    return os.path.join(path, f"checkpoint_{step}") if step in steps else None
+  return os.path.join(path, f"checkpoint_{steps[-1]}") if steps else None
+
+
+def save_native(config: T5Config, params, path: str, overwrite: bool = True) -> None:
+  """Writes `path/model_config.json` and `path/params/` (float32)."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  path = os.path.abspath(os.fspath(path))
+  check_params(config, params, "save_native")
+  params = unflatten({k: np.asarray(v, dtype=np.float32) for k, v in flatten(params).items()})
+  os.makedirs(path, exist_ok=True)
+  target = os.path.join(path, PARAMS_DIR)
+  if os.path.exists(target):
+    if not overwrite:
+      raise CheckpointError(f"{target} already exists")
+    shutil.rmtree(target)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(target, params)
+    ckptr.wait_until_finished()
+  with open(os.path.join(path, CONFIG_FILE), "w", encoding="utf-8") as f:
+    json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+
+
+def load_config(path: str) -> T5Config:
+  cfg_path = os.path.join(path, CONFIG_FILE)
+  try:
+    with open(cfg_path, encoding="utf-8") as f:
+      return T5Config.from_dict(json.load(f))
+  except FileNotFoundError as e:
+    raise CheckpointError(f"{path}: no {CONFIG_FILE}; not a native checkpoint") from e
+  except (json.JSONDecodeError, TypeError, ValueError) as e:
+    raise CheckpointError(f"{cfg_path}: invalid model config ({e})") from e
+
+
+def load_native(path: str, config: Optional[T5Config] = None) -> tuple[T5Config, dict]:
+  """Loads (T5Config, float32 numpy params); checks them against `config` if given."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  path = os.path.abspath(os.fspath(path))
+  run_dir = None if os.path.isfile(os.path.join(path, CONFIG_FILE)) else trainer_checkpoint(path)
+  if run_dir is not None:
+    return _load_trainer(run_dir, config)
+  stored = load_config(path)
+  target = os.path.join(path, PARAMS_DIR)
+  if not os.path.isdir(target):
+    raise CheckpointError(f"{path}: no {PARAMS_DIR}/ directory; not a native checkpoint")
+  with ocp.PyTreeCheckpointer() as ckptr:
+    try:
+      meta = ckptr.metadata(target)
+      tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta.tree
+      restore_args = _numpy_restore_args(tree)
+      restored = ckptr.restore(target, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    except Exception as e:  # orbax raises many error types
+      raise CheckpointError(f"{target}: cannot restore params ({e})") from e
+  params = unflatten({k: np.asarray(v, dtype=np.float32)
+                      for k, v in flatten(restored).items()})
+  use = stored if config is None else config
+  check_params(use, params, path)
+  return use, params
+
+
+def _load_trainer(step_dir: str, config: Optional[T5Config]) -> tuple[T5Config, dict]:
+  """Params of an embedded-trainer checkpoint (the optimizer state is read and dropped)."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  meta_file = os.path.join(step_dir, "meta", "metadata")
+  try:
+    with open(meta_file, encoding="utf-8") as f:
+      stored = T5Config.from_dict(json.load(f)["model_config"])
+  except (OSError, KeyError, ValueError) as e:
+    raise CheckpointError(f"{step_dir}: unreadable trainer metadata ({e})") from e
+  target = os.path.join(step_dir, "state")
+  with ocp.PyTreeCheckpointer() as ckptr:
+    try:
+      meta = ckptr.metadata(target)
+      tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta.tree
+      restored = ckptr.restore(target, args=ocp.args.PyTreeRestore(
+          item={"params": tree["params"]}, partial_restore=True,
+          restore_args={"params": _numpy_restore_args(tree["params"])}))
+    except Exception as e:  # orbax raises many error types
+      raise CheckpointError(f"{target}: cannot restore params ({e})") from e
+  params = unflatten({k: np.asarray(v, dtype=np.float32)
+                      for k, v in flatten(restored["params"]).items()})
+  use = stored if config is None else config
+  check_params(use, params, step_dir)
+  return use, params
+
+
+def _numpy_restore_args(tree):
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  if isinstance(tree, dict):
+    return {k: _numpy_restore_args(v) for k, v in tree.items()}
+  return ocp.RestoreArgs(restore_type=np.ndarray)

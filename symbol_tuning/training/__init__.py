@@ -1,0 +1,1 @@
+"""The embedded trainer: t5x-style finetuning of `symbol_tuning.model` on seqio mixtures."""

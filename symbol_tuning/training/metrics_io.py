@@ -1,0 +1,97 @@
+"""Metric writing: TensorBoard event files (clu) plus a JSONL log, and a progress display."""
+import json
+import pathlib
+import sys
+import time
+
+from clu import metric_writers
+
+
+class JsonlWriter(metric_writers.MetricWriter):
+  """Appends {"step": s, **scalars} lines to a file. Lines past `resume_step` (the step
+  the run restarts from; 0 when no checkpoint survived) were logged by a run that died
+  before its next checkpoint; they are dropped, since those steps are trained again."""
+
+  def __init__(self, path: pathlib.Path, resume_step: int = 0):
+    self.path = path
+    if path.exists():
+      keep = [line for line in path.read_text().splitlines()
+              if line and json.loads(line).get("step", 0) <= resume_step]
+      path.write_text("".join(line + "\n" for line in keep))
+    self._file = open(path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
+
+  def write_scalars(self, step, scalars):
+    row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
+    self._file.write(json.dumps(row) + "\n")
+
+  def write_summaries(self, step, values, metadata=None):
+    del step, values, metadata
+
+  def write_images(self, step, images):
+    del step, images
+
+  def write_videos(self, step, videos):
+    del step, videos
+
+  def write_audios(self, step, audios, *, sample_rate):
+    del step, audios, sample_rate
+
+  def write_texts(self, step, texts):
+    del step, texts
+
+  def write_histograms(self, step, arrays, num_buckets=None):
+    del step, arrays, num_buckets
+
+  def write_pointcloud(self, step, point_clouds, *, point_colors=None, configs=None):
+    del step, point_clouds, point_colors, configs
+
+  def write_hparams(self, hparams):
+    self._file.write(json.dumps({"hparams": {k: str(v) for k, v in hparams.items()}}) + "\n")
+
+  def flush(self):
+    self._file.flush()
+
+  def close(self):
+    self._file.close()
+
+
+def make_writer(model_dir: str, is_chief: bool, resume_step: int):
+  """TensorBoard events under MODEL_DIR/train and MODEL_DIR/metrics.jsonl (chief only)."""
+  if not is_chief:
+    return metric_writers.MultiWriter([])
+  tb = metric_writers.create_default_writer(str(pathlib.Path(model_dir) / "train"),
+                                            asynchronous=False)
+  return metric_writers.MultiWriter(
+      [tb, JsonlWriter(pathlib.Path(model_dir) / "metrics.jsonl", resume_step)])
+
+
+class Progress:
+  """A rich progress bar on a terminal; one plain line per log period otherwise."""
+
+  def __init__(self, total: int, start: int, enabled: bool = True):
+    self.total, self.start_time = total, time.time()
+    self.live = enabled and sys.stderr.isatty()
+    self._bar = None
+    if self.live:
+      from rich import progress  # pylint: disable=g-import-not-at-top
+
+      self._bar = progress.Progress(
+          progress.TextColumn("[bold]train"), progress.BarColumn(),
+          progress.MofNCompleteColumn(), progress.TextColumn("{task.fields[info]}"),
+          progress.TimeRemainingColumn(), transient=False)
+      self._task = self._bar.add_task("train", total=total, completed=start, info="")
+      self._bar.start()
+
+  def update(self, step: int, scalars: dict | None = None) -> None:
+    info = ""
+    if scalars:
+      info = (f"loss {scalars['loss']:.4f}  lr {scalars['learning_rate']:.1e}  "
+              f"{scalars['examples_per_s']:.1f} ex/s  {scalars['tokens_per_s']:.0f} tok/s")
+    if self.live:
+      self._bar.update(self._task, completed=step, **({"info": info} if info else {}))
+    elif scalars:
+      print(f"step {step}/{self.total}  {info}", file=sys.stderr, flush=True)
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.stop()

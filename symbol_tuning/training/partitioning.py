@@ -1,0 +1,84 @@
+"""Device mesh and logical-axis sharding, with t5x's names and standard rules.
+
+Parameters and activations carry t5x's logical axis names ('batch', 'embed', 'mlp',
+'joined_kv', ...); rules map them to the two mesh axes 'data' and 'model', so a config
+that runs under t5x's PjitPartitioner partitions the same way here.
+"""
+import os
+
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from flax import linen as nn
+
+# t5x's partitioning.standard_logical_axis_rules() with 1-D activation and parameter
+# partitioning: the batch over 'data', the wide matmul dims over 'model'.
+STANDARD_RULES = (
+    ("batch", "data"),
+    ("vocab", "model"),
+    ("embed", None),
+    ("mlp", "model"),
+    ("heads", "model"),
+    ("kv", None),
+    ("joined_kv", "model"),
+    ("relpos_buckets", None),
+    ("abspos_buckets", None),
+    ("length", None),
+    ("layers", None),
+    ("stack", None),
+    ("mlp_activations", None),
+)
+MESH_AXES = ("data", "model")
+
+
+class MeshError(ValueError):
+  """The mesh does not fit the devices or the batch."""
+
+
+def maybe_initialize_distributed() -> None:
+  """Joins a multi-host job when the environment describes one (TPU pod slice, SLURM,
+  or JAX_COORDINATOR_ADDRESS); a single host needs nothing."""
+  markers = ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "SLURM_JOB_ID")
+  hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+  multi = os.environ.get("JAX_COORDINATOR_ADDRESS") or "," in hosts or (
+      "SLURM_JOB_ID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1)
+  if multi and any(m in os.environ for m in markers):
+    jax.distributed.initialize()
+
+
+def make_mesh(data: int = -1, model: int = 1, devices=None) -> Mesh:
+  """A (data, model) mesh over all devices; data = -1 takes what model leaves."""
+  devices = list(devices if devices is not None else jax.devices())
+  n = len(devices)
+  if model < 1 or n % model:
+    raise MeshError(f"mesh: model axis {model} does not divide the {n} devices")
+  data = n // model if data == -1 else data
+  if data * model != n:
+    raise MeshError(f"mesh: data {data} x model {model} = {data * model} devices, "
+                    f"but there are {n}")
+  axis_types = (jax.sharding.AxisType.Auto,) * 2  # logical constraints need Auto axes
+  return jax.make_mesh((data, model), MESH_AXES, axis_types=axis_types, devices=devices)
+
+
+def logical_to_shardings(mesh: Mesh, logical_tree, rules=STANDARD_RULES):
+  """Tree of logical PartitionSpecs -> tree of NamedShardings on `mesh`."""
+  mesh_specs = nn.logical_to_mesh(logical_tree, rules)
+  return jax.tree.map(lambda spec: NamedSharding(mesh, spec), mesh_specs,
+                      is_leaf=lambda x: isinstance(x, P))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P("data"))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def check_batch(batch_size: int, mesh: Mesh, num_microbatches: int = 1) -> None:
+  data = mesh.shape["data"]
+  if batch_size % (num_microbatches * data):
+    raise MeshError(f"BATCH_SIZE {batch_size} must be divisible by the data axis ({data}) "
+                    f"times num_microbatches ({num_microbatches})")
+  if batch_size % jax.process_count():
+    raise MeshError(f"BATCH_SIZE {batch_size} must be divisible by the number of hosts "
+                    f"({jax.process_count()})")

@@ -1,0 +1,424 @@
+"""Tests of checkpoint IO: HF parity, t5x layout, native, conversion, errors."""
+import argparse
+import functools
+import json
+import os
+import shutil
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from symbol_tuning.checkpoints import (CheckpointError, detect_format, flatten,  # noqa: E402
+                                       load_any, load_hf, load_native, load_t5x, save_hf,
+                                       save_native, save_t5x)
+from symbol_tuning.checkpoints import convert as convert_lib  # noqa: E402
+from symbol_tuning.checkpoints.convert import convert  # noqa: E402
+from symbol_tuning.checkpoints import t5x as t5x_lib  # noqa: E402
+from symbol_tuning.model import T5Config, Transformer, get_config, param_shapes  # noqa: E402
+
+# A small T5 v1.1 with distinct sizes everywhere (3 decoder layers, 4 heads of 8,
+# few buckets and a short max distance so that 30-token inputs use log buckets).
+HF_KW = dict(vocab_size=96, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=3,
+             num_heads=4, relative_attention_num_buckets=8,
+             relative_attention_max_distance=20, feed_forward_proj="gated-gelu",
+             dropout_rate=0.0, decoder_start_token_id=0)
+CFG = T5Config(vocab_size=96, d_model=32, num_heads=4, head_dim=8, mlp_dim=48,
+               num_encoder_layers=2, num_decoder_layers=3, dropout_rate=0.0,
+               relative_attention_num_buckets=8, relative_attention_max_distance=20)
+
+
+def _random_params(cfg, seed=0):
+  rng = np.random.default_rng(seed)
+  shapes = flatten(param_shapes(cfg))
+  flat = {}
+  for name, s in shapes.items():
+    scale = 1.0 if name.endswith(("embedding", "rel_embedding")) else s.shape[0] ** -0.5
+    if name.endswith("/scale"):
+      flat[name] = (1.0 + 0.1 * rng.standard_normal(s.shape)).astype(np.float32)
+    else:
+      flat[name] = (scale * rng.standard_normal(s.shape)).astype(np.float32)
+  from symbol_tuning.checkpoints import unflatten
+  return unflatten(flat)
+
+
+def _assert_same_params(a, b):
+  fa, fb = flatten(a), flatten(b)
+  assert set(fa) == set(fb)
+  for k in fa:
+    np.testing.assert_array_equal(np.asarray(fa[k]), np.asarray(fb[k]), err_msg=k)
+
+
+def _inputs(vocab, seed=0):
+  rng = np.random.default_rng(seed)
+  mask = np.ones((3, 30), np.int64)
+  mask[1, 21:] = 0
+  mask[2, 6:] = 0
+  ids = rng.integers(2, vocab, (3, 30)) * mask
+  dec = rng.integers(2, vocab, (3, 25))
+  dec[:, 0] = 0  # decoder start token
+  return ids, mask, dec
+
+
+@functools.lru_cache(maxsize=None)
+def _forward(cfg):
+  return jax.jit(lambda p, x, y: Transformer(cfg).apply(
+      {"params": p}, x, y, jnp.ones_like(y), enable_dropout=False))
+
+
+def _ours(cfg, params, ids, dec):
+  return np.asarray(_forward(cfg)(params, jnp.asarray(ids, jnp.int32),
+                                  jnp.asarray(dec, jnp.int32)))
+
+
+def _torch_logits(model, ids, mask, dec):
+  import torch  # pylint: disable=g-import-not-at-top
+  with torch.no_grad():
+    return model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                 decoder_input_ids=torch.tensor(dec)).logits.numpy()
+
+
+def _torch_t5(path, tied=False, seed=0):
+  """A random HF T5 v1.1 saved with safetensors at `path` (untied lm_head unless tied)."""
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  config = transformers.T5Config(**HF_KW, tie_word_embeddings=tied)
+  torch.manual_seed(seed)
+  model = transformers.T5ForConditionalGeneration(config).eval()
+  with torch.no_grad():  # non-trivial layer norms and relative biases
+    for name, p in model.named_parameters():
+      if "layer_norm" in name:
+        p.add_(0.1 * torch.randn_like(p))
+  if not tied:
+    # transformers 5 ties T5 heads regardless of the config (see NOTES.md).
+    model.lm_head.weight = torch.nn.Parameter(torch.randn(HF_KW["vocab_size"], HF_KW["d_model"]))
+    getattr(model, "all_tied_weights_keys", {}).pop("lm_head.weight", None)
+  model.save_pretrained(path)
+  return model
+
+
+# -----------------------------------------------------------------------------
+# HuggingFace.
+# -----------------------------------------------------------------------------
+def test_hf_parity_untied(tmp_path):
+  model = _torch_t5(tmp_path / "hf")
+  cfg, params = load_hf(tmp_path / "hf")
+  assert cfg == CFG
+  ids, mask, dec = _inputs(cfg.vocab_size)
+  ref = _torch_logits(model, ids, mask, dec)
+  ours = _ours(cfg, params, ids, dec)
+  assert np.abs(ours - ref).max() < 1e-4, np.abs(ours - ref).max()
+  # A transformers-4 style config.json (tie_word_embeddings=false, no
+  # scale_decoder_outputs) means the same model.
+  cfg_path = tmp_path / "hf" / "config.json"
+  data = json.loads(cfg_path.read_text())
+  data.pop("scale_decoder_outputs", None)
+  data["tie_word_embeddings"] = False
+  cfg_path.write_text(json.dumps(data))
+  cfg4, params4 = load_hf(tmp_path / "hf")
+  assert cfg4 == cfg
+  _assert_same_params(params4, params)
+
+
+def test_hf_parity_tied_scaled(tmp_path):
+  model = _torch_t5(tmp_path / "hf", tied=True, seed=1)
+  cfg, params = load_hf(tmp_path / "hf")
+  assert cfg.logits_via_embedding
+  assert "logits_dense" not in params["decoder"]
+  ids, mask, dec = _inputs(cfg.vocab_size, seed=1)
+  ours = _ours(cfg, params, ids, dec)
+  assert np.abs(ours - _torch_logits(model, ids, mask, dec)).max() < 1e-4
+
+
+@pytest.mark.parametrize("via_embedding", [False, True])
+def test_save_hf_loads_in_transformers(tmp_path, via_embedding):
+  pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  cfg = CFG.replace(logits_via_embedding=via_embedding)
+  params = _random_params(cfg, seed=2)
+  save_hf(cfg, params, tmp_path / "out")
+  model = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "out").eval()
+  ids, mask, dec = _inputs(cfg.vocab_size, seed=2)
+  ref = _torch_logits(model, ids, mask, dec)
+  ours = _ours(cfg, params, ids, dec)
+  assert np.abs(ours - ref).max() < 1e-4, np.abs(ours - ref).max()
+  cfg2, params2 = load_hf(tmp_path / "out")
+  assert cfg2 == cfg
+  _assert_same_params(params2, params)
+
+
+def test_flan_t5_config_json_maps_to_named_config():
+  from symbol_tuning.checkpoints.hf import config_from_hf, config_to_hf
+  # google/flan-t5-small's config.json (task_specific_params left out).
+  flan_small = {
+      "architectures": ["T5ForConditionalGeneration"], "d_ff": 1024, "d_kv": 64,
+      "d_model": 512, "decoder_start_token_id": 0, "dense_act_fn": "gelu_new",
+      "dropout_rate": 0.1, "eos_token_id": 1, "feed_forward_proj": "gated-gelu",
+      "initializer_factor": 1.0, "is_encoder_decoder": True, "is_gated_act": True,
+      "layer_norm_epsilon": 1e-06, "model_type": "t5", "n_positions": 512,
+      "num_decoder_layers": 8, "num_heads": 6, "num_layers": 8, "output_past": True,
+      "pad_token_id": 0, "relative_attention_max_distance": 128,
+      "relative_attention_num_buckets": 32, "tie_word_embeddings": False,
+      "torch_dtype": "float32", "transformers_version": "4.23.1", "use_cache": True,
+      "vocab_size": 32128}
+  assert config_from_hf(flan_small) == get_config("small")
+  assert config_from_hf(config_to_hf(get_config("xl"))) == get_config("xl")
+
+
+def test_save_hf_sharded_round_trip(tmp_path):
+  params = _random_params(CFG, seed=3)
+  save_hf(CFG, params, tmp_path / "out", max_shard_bytes=20_000)
+  index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())
+  assert len(set(index["weight_map"].values())) > 1
+  assert not (tmp_path / "out" / "model.safetensors").exists()
+  cfg, loaded = load_hf(tmp_path / "out")
+  assert cfg == CFG
+  _assert_same_params(loaded, params)
+
+
+def test_hf_reads_bfloat16_safetensors(tmp_path):
+  torch = pytest.importorskip("torch")
+  model = _torch_t5(tmp_path / "hf32", seed=4)
+  model.to(torch.bfloat16).save_pretrained(tmp_path / "hf16")
+  _, p32 = load_hf(tmp_path / "hf32")
+  _, p16 = load_hf(tmp_path / "hf16")
+  for k, v in flatten(p16).items():
+    assert v.dtype == np.float32
+    np.testing.assert_allclose(v, flatten(p32)[k], rtol=1e-2, atol=1e-6, err_msg=k)
+
+
+# -----------------------------------------------------------------------------
+# t5x.
+# -----------------------------------------------------------------------------
+def test_t5x_round_trip_and_layout(tmp_path):
+  from flax import serialization
+  params = _random_params(CFG, seed=5)
+  ckpt_dir = save_t5x(params, tmp_path / "model", step=10)
+  assert ckpt_dir == str(tmp_path / "model" / "checkpoint_10")
+  name = "target.encoder.layers_0.attention.query.kernel"
+  assert (tmp_path / "model" / "checkpoint_10" / name / ".zarray").is_file()
+  with open(os.path.join(ckpt_dir, "checkpoint"), "rb") as f:
+    contents = serialization.msgpack_restore(f.read())
+  assert contents["version"] == 3
+  assert int(contents["optimizer"]["state"]["step"]) == 10
+  spec = contents["optimizer"]["target"]["encoder"]["layers_0"]["attention"]["query"]["kernel"]
+  assert spec["driver"] == "zarr" and spec["kvstore"] == {"driver": "file", "path": name}
+  assert list(spec["metadata"]["shape"]) == [32, 32]
+  # Loaded from the model dir, the step dir, or the msgpack file; config inferred
+  # (num_heads from the relpos table, so head_dim 8 rather than a default 64).
+  for path in (tmp_path / "model", ckpt_dir, os.path.join(ckpt_dir, "checkpoint")):
+    cfg, loaded = load_t5x(path)
+    assert cfg == CFG.replace(dropout_rate=T5Config().dropout_rate,
+                              relative_attention_max_distance=128)
+    _assert_same_params(loaded, params)
+  assert detect_format(tmp_path / "model") == "t5x"
+  assert detect_format(ckpt_dir) == "t5x"
+
+
+def test_t5x_picks_latest_or_given_step(tmp_path):
+  p10, p20 = _random_params(CFG, seed=6), _random_params(CFG, seed=7)
+  save_t5x(p10, tmp_path, step=10)
+  save_t5x(p20, tmp_path, step=20)
+  assert t5x_lib.all_steps(str(tmp_path)) == [10, 20]
+  _assert_same_params(load_t5x(tmp_path, CFG)[1], p20)
+  _assert_same_params(load_t5x(tmp_path, CFG, step=10)[1], p10)
+  with pytest.raises(CheckpointError, match="checkpoint_30"):
+    load_t5x(tmp_path, CFG, step=30)
+  with pytest.raises(CheckpointError, match="already exists"):
+    save_t5x(p10, tmp_path, step=10)
+
+
+def test_t5x_reads_gcs_specs_inline_arrays_and_bfloat16(tmp_path):
+  """What public Flan-T5 checkpoints look like: gcs kvstores, bfloat16 arrays."""
+  import tensorstore as ts
+  from flax import serialization
+  params = _random_params(CFG, seed=8)
+  ckpt_dir = save_t5x(params, tmp_path, step=1)
+  msgpack_path = os.path.join(ckpt_dir, "checkpoint")
+  with open(msgpack_path, "rb") as f:
+    contents = serialization.msgpack_restore(f.read())
+  target = contents["optimizer"]["target"]
+
+  def to_gcs(node):
+    for key, value in node.items():
+      if isinstance(value, dict) and "driver" in value:
+        value["kvstore"] = {"bucket": "t5x-dummy-bucket", "driver": "gcs",
+                            "path": value["kvstore"]["path"]}
+      elif isinstance(value, dict):
+        to_gcs(value)
+  to_gcs(target)
+  # A small unpartitioned array stored inline in the msgpack.
+  target["encoder"]["encoder_norm"]["scale"] = params["encoder"]["encoder_norm"]["scale"]
+  # A bfloat16 zarr array.
+  name = "target.decoder.layers_1.mlp.wo.kernel"
+  shutil.rmtree(os.path.join(ckpt_dir, name))
+  wo = params["decoder"]["layers_1"]["mlp"]["wo"]["kernel"]
+  store = ts.open({"driver": "zarr", "kvstore": {"driver": "file",
+                                                 "path": os.path.join(ckpt_dir, name)},
+                   "metadata": {"shape": list(wo.shape), "chunks": list(wo.shape),
+                                "dtype": "bfloat16", "compressor": {"id": "gzip"}}},
+                  create=True).result()
+  store.write(wo.astype(jnp.bfloat16)).result()
+  target["decoder"]["layers_1"]["mlp"]["wo"]["kernel"]["dtype"] = "bfloat16"
+  with open(msgpack_path, "wb") as f:
+    f.write(serialization.msgpack_serialize(contents))
+
+  _, loaded = load_t5x(tmp_path, CFG)
+  flat, ref = flatten(loaded), flatten(params)
+  np.testing.assert_allclose(flat["decoder/layers_1/mlp/wo/kernel"],
+                             ref["decoder/layers_1/mlp/wo/kernel"], rtol=1e-2)
+  del flat["decoder/layers_1/mlp/wo/kernel"], ref["decoder/layers_1/mlp/wo/kernel"]
+  for k in ref:
+    np.testing.assert_array_equal(flat[k], ref[k], err_msg=k)
+
+
+def test_t5x_errors(tmp_path):
+  params = _random_params(CFG, seed=9)
+  ckpt_dir = save_t5x(params, tmp_path, step=3)
+  with pytest.raises(CheckpointError, match=r"checkpoint_3: parameter '[\w/]+' has shape "
+                     r"\(\d+(, \d+)?,?\), expected \(\d+(, \d+)?,?\) for this config"):
+    load_t5x(tmp_path, get_config("tiny"))
+  shutil.rmtree(os.path.join(ckpt_dir, "target.decoder.decoder_norm.scale"))
+  with pytest.raises(CheckpointError, match="decoder/decoder_norm/scale"):
+    load_t5x(tmp_path)
+  with pytest.raises(CheckpointError, match="not a t5x checkpoint"):
+    load_t5x(tmp_path / "checkpoint_3" / "target.encoder.encoder_norm.scale")
+
+
+# -----------------------------------------------------------------------------
+# Native and conversion.
+# -----------------------------------------------------------------------------
+def test_native_round_trip(tmp_path):
+  cfg = CFG.replace(dropout_rate=0.05, dtype="bfloat16")
+  params = _random_params(cfg, seed=10)
+  save_native(cfg, jax.tree.map(jnp.asarray, params), tmp_path / "n")
+  assert detect_format(tmp_path / "n") == "native"
+  cfg2, loaded = load_native(tmp_path / "n")
+  assert cfg2 == cfg
+  assert isinstance(flatten(loaded)["token_embedder/embedding"], np.ndarray)
+  _assert_same_params(loaded, params)
+  save_native(cfg, _random_params(cfg, seed=11), tmp_path / "n")  # overwrite
+  _assert_same_params(load_native(tmp_path / "n")[1], _random_params(cfg, seed=11))
+
+
+def test_convert_across_formats(tmp_path):
+  params = _random_params(CFG, seed=12)
+  save_hf(CFG, params, tmp_path / "hf")
+  assert detect_format(tmp_path / "hf") == "hf"
+  convert(tmp_path / "hf", tmp_path / "t5x", "t5x", step=7)
+  assert t5x_lib.all_steps(str(tmp_path / "t5x")) == [7]
+  convert(tmp_path / "t5x", tmp_path / "native", "native", config=CFG)
+  convert(tmp_path / "native", tmp_path / "hf2", "hf")
+  convert(tmp_path / "hf2", tmp_path / "t5x2", "t5x")
+  for path in ("t5x", "native", "hf2", "t5x2"):
+    cfg, loaded = load_any(tmp_path / path, CFG)
+    _assert_same_params(loaded, params)
+  assert load_any(tmp_path / "native")[0] == CFG
+  assert t5x_lib.all_steps(str(tmp_path / "t5x2")) == [0]
+
+
+def test_convert_cli(tmp_path, capsys):
+  params = _random_params(CFG, seed=13)
+  save_hf(CFG, params, tmp_path / "hf")
+  parser = argparse.ArgumentParser(prog="symbol-tuning")
+  convert_lib.register(parser.add_subparsers(dest="command"))
+  args = parser.parse_args(["convert", str(tmp_path / "hf"), str(tmp_path / "t5x"),
+                            "--to", "t5x", "--step", "5"])
+  assert args.func(args) == 0
+  _assert_same_params(load_t5x(tmp_path / "t5x")[1], params)
+  assert convert_lib.main([str(tmp_path / "t5x"), str(tmp_path / "n")]) == 0
+  assert detect_format(tmp_path / "n") == "native"
+  # Errors are one line on stderr, exit code 2.
+  os.makedirs(tmp_path / "empty")
+  assert convert_lib.main([str(tmp_path / "empty"), str(tmp_path / "x")]) == 2
+  assert convert_lib.main([str(tmp_path / "hf"), str(tmp_path / "y"), "--config", "tiny"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 2 and "no model checkpoint found" in err[0]
+  assert "tensor 'shared.weight' has shape (96, 32), expected (512, 64)" in err[1]
+
+
+# -----------------------------------------------------------------------------
+# Clear errors.
+# -----------------------------------------------------------------------------
+def _hf_dir(tmp_path, seed=14):
+  save_hf(CFG, _random_params(CFG, seed=seed), tmp_path / "hf")
+  return tmp_path / "hf"
+
+
+def _edit_config(path, **changes):
+  data = json.loads((path / "config.json").read_text())
+  data.update(changes)
+  (path / "config.json").write_text(json.dumps(data))
+
+
+def _edit_tensors(path, fn):
+  from safetensors.numpy import load_file, save_file
+  tensors = load_file(str(path / "model.safetensors"))
+  fn(tensors)
+  save_file(tensors, str(path / "model.safetensors"))
+
+
+def test_error_non_t5_config(tmp_path):
+  path = _hf_dir(tmp_path)
+  _edit_config(path, model_type="bert")
+  with pytest.raises(CheckpointError, match=r"config\.json: model_type is 'bert'"):
+    load_hf(path)
+
+
+def test_error_t5_v1_0_relu(tmp_path):
+  path = _hf_dir(tmp_path)
+  _edit_config(path, feed_forward_proj="relu")
+  with pytest.raises(CheckpointError,
+                     match=r"config\.json: feed_forward_proj is 'relu' \(T5 v1\.0\)"):
+    load_hf(path)
+
+
+def test_error_missing_tensor(tmp_path):
+  path = _hf_dir(tmp_path)
+  name = "encoder.block.1.layer.1.DenseReluDense.wo.weight"
+  _edit_tensors(path, lambda t: t.pop(name))
+  with pytest.raises(CheckpointError, match=rf"tensor '{name}' is missing \(expected shape "
+                     r"\(32, 48\)\)"):
+    load_hf(path)
+
+
+def test_error_wrong_shape(tmp_path):
+  path = _hf_dir(tmp_path)
+  name = "decoder.block.2.layer.1.EncDecAttention.q.weight"
+
+  def shrink(t):
+    t[name] = np.zeros((16, 32), np.float32)
+  _edit_tensors(path, shrink)
+  with pytest.raises(CheckpointError, match=rf"tensor '{name}' has shape \(16, 32\), "
+                     r"expected \(32, 32\)"):
+    load_hf(path)
+
+
+def test_error_unexpected_tensor(tmp_path):
+  path = _hf_dir(tmp_path)
+  _edit_config(path, num_decoder_layers=2)
+  with pytest.raises(CheckpointError, match="unexpected tensor 'decoder.block.2"):
+    load_hf(path)
+
+
+def test_error_pytorch_bin_only(tmp_path):
+  path = _hf_dir(tmp_path)
+  os.remove(path / "model.safetensors")
+  # Not a valid pickle either: the loader must not try to unpickle it.
+  (path / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
+  with pytest.raises(CheckpointError, match="pytorch_model.bin.*convert the model to "
+                     "safetensors"):
+    load_hf(path)
+
+
+def test_error_detect_format(tmp_path):
+  os.makedirs(tmp_path / "empty")
+  with pytest.raises(CheckpointError, match="no model checkpoint found"):
+    detect_format(tmp_path / "empty")
+  with pytest.raises(CheckpointError, match="no such file"):
+    detect_format(tmp_path / "nope")
+  with pytest.raises(CheckpointError, match="no model checkpoint found"):
+    load_any(tmp_path / "empty")

@@ -1,0 +1,201 @@
+"""The embedded trainer: CLI run, sharding, gradient accumulation, resume, bad input."""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import gin
+import jax
+import numpy as np
+import pytest
+
+from symbol_tuning import cli
+from symbol_tuning.checkpoints import convert
+from symbol_tuning.training import trainer as trainer_lib
+
+TASK = "symbol_tuning.bigbench.navigate"
+
+
+@pytest.fixture(autouse=True)
+def clean_gin():
+  gin.clear_config()
+  yield
+  gin.clear_config()
+
+
+def small_config(model_dir, **kw):
+  values = dict(model_dir=str(model_dir), mixture_or_task_name=TASK, train_steps=4,
+                task_feature_lengths={"inputs": 512, "targets": 16}, batch_size=8,
+                model_size="tiny", vocabulary="local", dropout_rate=0.0, checkpoint_period=2,
+                log_period=1)
+  values.update(kw)
+  return trainer_lib.TrainConfig(**values)
+
+
+def test_cli_trains_writes_checkpoints_events_and_config(tmp_path, capsys, bigbench_dir):
+  code = cli.main(["train", "--gin_file=local/symbol_tuning_bigbench_tiny.gin",
+                   f"--gin.MODEL_DIR='{tmp_path}'", f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
+                   "--gin.TRAIN_STEPS=16", "--gin.BATCH_SIZE=8", "--gin.CHECKPOINT_PERIOD=8",
+                   "--gin.LOG_PERIOD=1",
+                   "--gin.TASK_FEATURE_LENGTHS={'inputs': 512, 'targets': 16}", "--no_progress"])
+  err = capsys.readouterr().err
+  assert code == 0, err
+  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == list(range(1, 17))
+  first, last = np.mean([r["loss"] for r in rows[:3]]), np.mean([r["loss"] for r in rows[-3:]])
+  assert last < first - 0.5, (first, last)  # the loss goes down
+  for key in ("examples_per_s", "tokens_per_s", "learning_rate", "z_loss"):
+    assert key in rows[-1]
+  assert sorted(p.name for p in tmp_path.glob("checkpoint_*")) == ["checkpoint_16",
+                                                                   "checkpoint_8"]
+  assert list((tmp_path / "train").glob("events.out.tfevents.*"))
+  operative = (tmp_path / "config.gin").read_text()
+  assert "TrainConfig.train_steps = %TRAIN_STEPS" in operative or "TRAIN_STEPS = 16" in operative
+  assert "trained to step 16" in err
+  # The trained model converts to a HuggingFace directory.
+  config, params = convert.load_any(str(tmp_path))
+  assert config.d_model == 64 and "encoder" in params
+
+
+def one_step(cfg, devices, host_params=None):
+  trainer = trainer_lib.Trainer(cfg, devices=devices)
+  if host_params is not None:
+    trainer.state = trainer._initial_state(host_params)
+  from symbol_tuning.training import data
+  batch = next(data.host_batches(trainer.data_cfg))
+  metrics = trainer.step(batch)
+  params = jax.tree.map(np.asarray, jax.device_get(trainer.state["params"]))
+  return {k: float(v) for k, v in jax.device_get(metrics).items()}, params
+
+
+def test_sharded_step_equals_single_device(tmp_path, bigbench_dir):
+  assert len(jax.devices()) == 8, "conftest asks XLA for 8 CPU devices"
+  cfg1 = small_config(tmp_path / "a", mesh_data=1, mesh_model=1)
+  single_metrics, single_params = one_step(cfg1, jax.devices()[:1])
+  init = jax.tree.map(np.asarray, jax.device_get(
+      trainer_lib.Trainer(cfg1, devices=jax.devices()[:1]).state["params"]))
+  cfg8 = small_config(tmp_path / "b", mesh_data=4, mesh_model=2)
+  sharded_metrics, sharded_params = one_step(cfg8, jax.devices(), init)
+  assert sharded_metrics["loss"] == pytest.approx(single_metrics["loss"], rel=1e-6)
+  assert sharded_metrics["target_tokens"] == single_metrics["target_tokens"]
+  for a, b in zip(jax.tree.leaves(single_params), jax.tree.leaves(sharded_params)):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path, bigbench_dir):
+  devices = jax.devices()[:1]
+  base = dict(mesh_data=1, loss_normalizing_factor="NUM_REAL_TARGET_TOKENS")
+  m1, p1 = one_step(small_config(tmp_path / "a", **base), devices)
+  m4, p4 = one_step(small_config(tmp_path / "b", num_microbatches=4, **base), devices)
+  assert m4["loss"] == pytest.approx(m1["loss"], rel=1e-5)
+  for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p4)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--gin.MIXTURE_OR_TASK_NAME='symbol_tuning_bigbenhc'", "did you mean symbol_tuning_bigbench"),
+    ("--gin_file=local/nonexistent.gin", "gin: Unable to open file: local/nonexistent.gin"),
+    ("--gin.BATCH_SIZE=6", "BATCH_SIZE 6 must be divisible by the data axis (8)"),
+    ("--gin.TRAIN_STEPZ=3", "gin: no gin file uses the macro TRAIN_STEPZ; did you mean TRAIN_STEPS?"),
+    ("--gin.TrainConfig.train_stepz=3", "gin:"),
+    ("--gin.INITIAL_CHECKPOINT_PATH='/nonexistent/flan'", "does not exist"),
+    ("--gin.MESH_MODEL=3", "model axis 3 does not divide the 8 devices"),
+])
+def test_bad_configuration_is_a_one_line_error(tmp_path, capsys, override, message):
+  code = cli.main(["train", "--gin_file=local/symbol_tuning_bigbench_tiny.gin",
+                   f"--gin.MODEL_DIR='{tmp_path}'", override, "--no_progress"])
+  err = capsys.readouterr().err.strip()
+  assert code == 2
+  assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_mismatched_checkpoint_is_rejected(tmp_path, capsys):
+  from symbol_tuning.checkpoints import native
+  from symbol_tuning.model import config as model_config, network
+  small_vocab = model_config.get_config("tiny", vocab_size=256)
+  native.save_native(small_vocab, network.init_params(small_vocab), str(tmp_path / "ckpt"))
+  code = cli.main(["train", "--gin_file=local/symbol_tuning_bigbench_tiny.gin",
+                   f"--gin.MODEL_DIR='{tmp_path / 'run'}'",
+                   f"--gin.INITIAL_CHECKPOINT_PATH='{tmp_path / 'ckpt'}'", "--no_progress"])
+  err = capsys.readouterr().err.strip()
+  assert code == 2 and "vocabulary (256) is smaller than the tasks' (8000)" in err
+
+
+# ----------------------------------------------------------------------------------------
+# Exact resume: a run SIGKILLed mid-step and mid-checkpoint-write, then restarted, ends
+# with the same parameters, bit for bit, as a run that was never interrupted.
+# ----------------------------------------------------------------------------------------
+STEPS = 12
+
+
+def train_cmd(model_dir):
+  return [sys.executable, "-m", "symbol_tuning.cli", "train",
+          "--gin_file=local/symbol_tuning_bigbench_tiny.gin",
+          f"--gin.MODEL_DIR='{model_dir}'", f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
+          f"--gin.TRAIN_STEPS={STEPS}", "--gin.BATCH_SIZE=4", "--gin.CHECKPOINT_PERIOD=3",
+          "--gin.LOG_PERIOD=1", "--gin.DROPOUT_RATE=0.1",
+          "--gin.TASK_FEATURE_LENGTHS={'inputs': 512, 'targets': 16}", "--no_progress"]
+
+
+def subprocess_env():
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)  # one CPU device: the batch of 4 need not divide by 8
+  return env
+
+
+def logged_steps(model_dir):
+  path = pathlib.Path(model_dir) / "metrics.jsonl"
+  if not path.exists():
+    return 0
+  lines = [l for l in path.read_text().splitlines() if l.strip()]
+  try:
+    return json.loads(lines[-1])["step"] if lines else 0
+  except json.JSONDecodeError:  # a line being written
+    return 0
+
+
+def run_and_kill(model_dir, when, timeout=240):
+  """Starts training and SIGKILLs it as soon as `when(model_dir)` is true."""
+  proc = subprocess.Popen(train_cmd(model_dir), env=subprocess_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  deadline = time.time() + timeout
+  while time.time() < deadline and proc.poll() is None:
+    if when(model_dir):
+      proc.send_signal(signal.SIGKILL)
+      proc.wait()
+      return True
+    time.sleep(0.002)
+  proc.wait()
+  return False
+
+
+def mid_write(model_dir):
+  return any("tmp" in p.name for p in pathlib.Path(model_dir).glob("checkpoint_*"))
+
+
+def test_resume_after_sigkill_is_bit_exact(tmp_path, bigbench_dir):
+  ref = tmp_path / "ref"  # the uninterrupted run, alongside the interrupted one
+  reference = subprocess.Popen(train_cmd(ref), env=subprocess_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  run = tmp_path / "run"
+  # 1. killed while a checkpoint is being written (orbax's temporary directory exists).
+  assert run_and_kill(run, mid_write)
+  # 2. killed in the middle of training, between checkpoints.
+  assert run_and_kill(run, lambda d: logged_steps(d) >= 8)
+  # 3. restarted: runs to the end from the newest complete checkpoint.
+  done = subprocess.run(train_cmd(run), env=subprocess_env(), capture_output=True, text=True,
+                        timeout=300, check=False)
+  assert done.returncode == 0, done.stderr[-2000:]
+  _, ref_err = reference.communicate(timeout=300)
+  assert reference.returncode == 0, ref_err[-2000:]
+  _, want = convert.load_any(str(ref))
+  _, got = convert.load_any(str(run))
+  for (path, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(want),
+                               jax.tree_util.tree_leaves_with_path(got)):
+    assert np.array_equal(a, b), jax.tree_util.keystr(path)
+  # The metrics log has one line per step, as if nothing had happened.
+  steps = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+  assert steps == list(range(1, STEPS + 1))
