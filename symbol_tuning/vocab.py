@@ -1,7 +1,7 @@
 """Vocabularies for the tasks' output features.
 
 `SYMBOL_TUNING_VOCAB` (or `set_vocabulary`, or the CLI's --vocab) picks one:
-  flan_t5 (default)  Flan-T5's sentencepiece model on GCS, as t5x uses it (32k + 100 extra
+  flan_t5 (default)  Flan-T5's sentencepiece model on GCS, as t5x binds it (32k pieces + 100
                      ids, vocab_size 32128). Needs GCS access, e.g. on a Cloud TPU VM.
   local              a 8k-piece model shipped in the package, trained offline on the BIG-bench
                      suite's text (T5 layout: pad 0, eos 1, unk 2). For CPU runs and tests.
@@ -21,7 +21,7 @@ import seqio
 from symbol_tuning import resources
 
 FLAN_T5_VOCAB = "gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model"
-FLAN_T5_EXTRA_IDS = 100
+FLAN_T5_EXTRA_IDS = 0  # the .100extra model already holds the 100 sentinels (as t5x binds it)
 LOCAL_VOCAB = "local_spm_8k.model"
 _choice: str | None = None
 

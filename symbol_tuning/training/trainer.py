@@ -94,11 +94,14 @@ def make_train_step(model, optimizer, cfg: TrainConfig):
   enable_dropout = cfg.dropout_rate > 0
 
   def loss_sums(params, batch, rng):
+    # Positions are not passed, as in t5x's T5 network: relative-position buckets from
+    # token indices equal those from per-segment positions wherever attention is allowed
+    # (segments are masked off from each other), and cost a (1, heads, q, k) bias instead
+    # of a per-example (batch, heads, q, k) one.
     logits = model.apply(
         {"params": params}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
         batch["decoder_target_tokens"], batch.get("encoder_segment_ids"),
-        batch.get("decoder_segment_ids"), batch.get("encoder_positions"),
-        batch.get("decoder_positions"), enable_dropout=enable_dropout, rngs={"dropout": rng})
+        batch.get("decoder_segment_ids"), enable_dropout=enable_dropout, rngs={"dropout": rng})
     total, z, weights = losses.cross_entropy_with_z_loss(
         logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"], cfg.z_loss)
     return total, (z, weights)
@@ -258,8 +261,9 @@ class Trainer:
     return last
 
   def _log(self, step, metrics, window, writer, bar) -> dict:
-    elapsed = max(time.time() - window["time"], 1e-9)
+    # Fetch first: steps are dispatched asynchronously, and this waits for all of them.
     scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    elapsed = max(time.time() - window["time"], 1e-9)
     scalars.update(learning_rate=self.cfg.learning_rate,
                    examples_per_s=window["examples"] / elapsed,
                    tokens_per_s=window["tokens"] / elapsed,
