@@ -6,6 +6,8 @@
   symbol-tuning stats NAME [--num N]           k / template / symbol-kind spread, fitting
   symbol-tuning train --gin_file=F [--gin.X=Y]  finetune with the embedded trainer
   symbol-tuning convert SRC DST [--to FMT]     checkpoints: HF <-> t5x <-> ours
+  symbol-tuning eval --checkpoint P --suite S  held-out ICL evaluation; compare A B
+  symbol-tuning demo [--out DIR] [--init P]    evaluate, symbol-tune, evaluate, report
 """
 import argparse
 import importlib
@@ -20,6 +22,8 @@ COMMAND_MODULES = (
     "symbol_tuning.commands.data",
     "symbol_tuning.commands.train",
     "symbol_tuning.checkpoints.convert",
+    "symbol_tuning.commands.evaluate",
+    "symbol_tuning.commands.demo",
 )
 
 

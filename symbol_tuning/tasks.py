@@ -15,8 +15,9 @@ import functools
 import gin
 import seqio
 
-from symbol_tuning import catalogue, pipeline, prompts
+from symbol_tuning import catalogue, metrics, pipeline, prompts
 from symbol_tuning import vocab as vocab_lib
+from symbol_tuning.evaluation import algorithmic
 
 PREFIX = "symbol_tuning"
 EXAMPLES_CAP = 25_000  # the paper's examples-proportional cap
@@ -70,7 +71,8 @@ def _entries(group: str, role: str | None):
   return [e for e in catalogue.load(group) if role is None or e.role == role]
 
 
-def _register_task(name: str, entry, setting: prompts.Setting, query_splits) -> None:
+def _register_task(name: str, entry, setting: prompts.Setting, query_splits,
+                   metric_fns=()) -> None:
   spec = pipeline.PromptSpec(name, entry, setting, tuple(query_splits))
   seqio.TaskRegistry.add(
       name,
@@ -80,7 +82,10 @@ def _register_task(name: str, entry, setting: prompts.Setting, query_splits) -> 
           seqio.preprocessors.append_eos_after_trim,
       ],
       output_features=output_features(),
-      metric_fns=[],
+      # Eval tasks: exact match of decoded predictions (their rank-classification twins
+      # are registered by evaluation.algorithmic); tuning tasks have no metrics.
+      postprocess_fn=metrics.postprocess if metric_fns else None,
+      metric_fns=list(metric_fns),
       shuffle_buffer_size=None,  # QuerySource shuffles (performs_internal_shuffling)
   )
 
@@ -96,7 +101,8 @@ def register_all() -> None:
         if setting_name == "flipped" and entry.num_classes != 2:
           continue
         _register_task(task_name(family, entry, setting_name), entry,
-                       prompts.SETTINGS[setting_name], (("validation", entry.query_split),))
+                       prompts.SETTINGS[setting_name], (("validation", entry.query_split),),
+                       metric_fns=[metrics.exact_match])
   rate = functools.partial(seqio.mixing_rate_num_examples, maximum=EXAMPLES_CAP)
   for mixture, family in MIXTURES.items():
     tasks = [n for n in seqio.TaskRegistry.names() if n.startswith(f"{PREFIX}.{family}.")]
@@ -110,6 +116,7 @@ def register_all() -> None:
     for fraction in PRESET_FRACTIONS:
       symbol_tuning_mix(fraction, other, symbol_mixture=symbol_mixture,
                         name=f"{stem}_{round(fraction * 100)}pct")
+  algorithmic.register_tasks(output_features)  # List Functions, Turing Concepts, rank twins
 
 
 @gin.configurable

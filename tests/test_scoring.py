@@ -1,0 +1,138 @@
+"""Scoring: fast rank classification == t5's repeated-prompt recipe, greedy decoding,
+exact-match normalisation, seqio metric functions, checkpoints of every format."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from symbol_tuning import metrics
+from symbol_tuning.evaluation import scoring
+from symbol_tuning.model import network
+
+VOCAB = 8000  # the shipped local sentencepiece model's size
+
+
+@functools.lru_cache(maxsize=None)
+def tiny() -> scoring.Model:
+  return scoring.load_model("random:tiny", vocab_size=VOCAB)
+
+
+def synthetic_requests(n=7, seed=0, lengths=(33, 64), decode=None):
+  """Prompts of 33..64 tokens (one length bucket) with 2 or 3 options of 1..5 tokens."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for i in range(n):
+    ids = [int(t) for t in rng.integers(3, VOCAB, int(rng.integers(*lengths)) - 1)] + [1]
+    num_options = 2 + i % 2
+    options = [[int(t) for t in rng.integers(3, VOCAB, int(rng.integers(1, 6)))] + [1]
+               for _ in range(num_options)]
+    out.append(scoring.Request(ids, options, decode))
+  return out
+
+
+def test_bucket_rounds_up_to_powers_of_two():
+  assert [scoring.bucket(n, 32) for n in (1, 32, 33, 64, 65, 2047)] == [32, 32, 64, 64, 128, 2048]
+  assert scoring.bucket(0, 4) == 4 and scoring.bucket(5) == 8
+
+
+def test_fast_scores_equal_naive_repeated_prompt_scores():
+  # 7 prompts with batch size 4: the last batch has an all-padding row; 2- and 3-option
+  # prompts go to separate groups; the naive recipe pads every row to one length.
+  requests = synthetic_requests()
+  scorer = scoring.Scorer(tiny(), batch_size=4)
+  fast = scorer.rank(requests)
+  naive = scorer.rank_naive(requests, fixed_length=128)
+  assert [len(s) for s in fast] == [len(r.options) for r in requests]
+  for a, b in zip(fast, naive):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+  # Real log-likelihoods: negative, and they differ between options.
+  assert all((s < 0).all() and len(set(np.round(s, 3))) == len(s) for s in fast)
+  # Scores do not depend on what else is in the batch.
+  alone = scorer.rank(requests[:1])
+  np.testing.assert_allclose(alone[0], fast[0], atol=1e-5, rtol=0)
+
+
+def _reference_greedy(model: scoring.Model, ids, steps, limit):
+  """Greedy decoding by full (uncached) causal forward passes: the cache loop must agree."""
+  module = network.Transformer(model.config)
+  forward = jax.jit(lambda params, enc, dec: module.apply(
+      {"params": params}, enc, dec, jnp.ones_like(dec), enable_dropout=False))
+  enc = jnp.asarray([ids], jnp.int32)
+  dec = np.zeros((1, steps), np.int32)  # later positions cannot affect earlier ones (causal)
+  out = []
+  for t in range(steps):
+    logits = forward(model.params, enc, jnp.asarray(dec))
+    token = int(jnp.argmax(logits[0, t, :limit]))
+    out.append(token)
+    if token == 1 or t + 1 == steps:
+      break
+    dec[0, t + 1] = token
+  return out
+
+
+def test_greedy_decoding_with_cache_matches_full_forward_passes():
+  requests = synthetic_requests(n=3, seed=1, decode=5)
+  scorer = scoring.Scorer(tiny(), batch_size=4, vocab_limit=VOCAB)
+  outputs = scorer.run(requests)
+  for request, out in zip(requests, outputs):
+    expected = _reference_greedy(tiny(), request.input_ids, 5, VOCAB)
+    if 1 in expected:
+      expected = expected[:expected.index(1)]
+    assert out.tokens.tolist() == expected
+    assert out.scores is not None and len(out.scores) == len(request.options)
+    assert all(t < VOCAB for t in out.tokens)
+
+
+def test_exact_match_normalisation_strips_whitespace_and_keeps_case():
+  assert metrics.normalize("  [1, 2]\n") == "[1, 2]"
+  assert metrics.normalize(b" foo ") == "foo"
+  assert metrics.is_exact_match(" positive ", "positive")
+  assert not metrics.is_exact_match("Positive", "positive")  # case-sensitive by default
+  assert metrics.is_exact_match("Positive", "positive", ignore_case=True)
+  assert not metrics.is_exact_match("[1,2]", "[1, 2]")  # inner whitespace is kept
+  assert not metrics.is_exact_match("", "''")
+  assert metrics.exact_match(["a", "b", "C"], ["a ", "x", "c"]) == {"exact_match": pytest.approx(100 / 3)}
+  assert metrics.exact_match([], []) == {"exact_match": 0.0}
+
+
+def test_seqio_metric_functions():
+  # Targets of rank twins carry the query, option and gold; scores pick the argmax per query.
+  ex = lambda q, o, g: {"query": np.int32(q), "option": np.int32(o), "gold": np.int32(g)}
+  targets = [metrics.postprocess("x", example=ex(q, o, g), is_target=True)
+             for q, o, g in [(0, 0, 1), (0, 1, 1), (1, 0, 0), (1, 1, 0), (1, 2, 0)]]
+  assert targets[0] == {"query": 0, "option": 0, "gold": 1}
+  scores = [-3.0, -1.0, -2.0, -0.5, -0.5]  # query 0 right; query 1 picks option 1 (tie: first)
+  assert metrics.rank_classification(targets, scores) == {"rank_classification_accuracy": 50.0}
+  assert metrics.rank_predictions(targets, scores) == {0: (1, 1), 1: (1, 0)}
+  # Plain tasks: postprocess normalises predictions and targets alike.
+  assert metrics.postprocess(b" 4242 ", example={"gold": 0}, is_target=True) == "4242"
+  assert metrics.postprocess(" 4242", is_target=False) == "4242"
+
+
+def test_random_model_spec_and_bad_checkpoint():
+  model = scoring.load_model("random:tiny:3", vocab_size=VOCAB)
+  assert model.config.vocab_size == 8064 and model.config.dropout_rate == 0.0
+  embedding = lambda m: np.asarray(m.params["token_embedder"]["embedding"])
+  assert not np.allclose(embedding(model), embedding(tiny()))  # the seed changes the weights
+  with pytest.raises(ValueError, match="no such file"):
+    scoring.load_model("/nonexistent/checkpoint", vocab_size=VOCAB)
+
+
+@pytest.mark.parametrize("fmt", ["native", "hf"])
+def test_saved_checkpoints_score_like_the_model_in_memory(tmp_path, fmt):
+  from symbol_tuning.checkpoints import convert  # pylint: disable=import-outside-toplevel
+
+  model = tiny()
+  path = convert.save_any(model.config, model.params, str(tmp_path / fmt), fmt)
+  loaded = scoring.load_model(path, vocab_size=VOCAB)
+  assert loaded.config.vocab_size == model.config.vocab_size
+  requests = synthetic_requests(n=2)
+  want = scoring.Scorer(model, batch_size=4).rank(requests)
+  got = scoring.Scorer(loaded, batch_size=4).rank(requests)
+  for a, b in zip(want, got):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+  small_vocab = model.config.vocab_size + 1
+  with pytest.raises(ValueError, match="smaller than the tokenizer"):
+    scoring.load_model(path, vocab_size=small_vocab)
