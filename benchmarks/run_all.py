@@ -39,5 +39,47 @@ def main() -> None:
   print(f"wrote {path}")
 
 
+
+def markdown_table() -> str:
+  """The README's benchmark table, from the JSON files in benchmarks/results/."""
+  load = lambda name: json.loads((common.RESULTS_DIR / f"{name}.json").read_text())
+  rows = []
+  p = load("prompts")
+  rows.append(("prompts built per second per core, `symbol_tuning_bigbench`, fitted and "
+               "tokenized to 2048 (steady state / cold)",
+               f"{p['python_prompts_per_s_per_core']:,.0f} / "
+               f"{p['python_prompts_per_s_per_core_cold']:,.0f}", "prompts.py"))
+  rows.append(("prompts per second through the seqio mixture pipeline (2 cores)",
+               f"{p['seqio_prompts_per_s']:,.0f}", "prompts.py"))
+  s = p["stats"]
+  rows.append((f"over {s['num_prompts']:,} prompts: share that dropped exemplars to fit; "
+               "queries cut", f"{s['share_with_dropped_exemplars']:.1%}; {s['num_query_cut']}",
+               "prompts.py"))
+  k = load("packing")["results"][0]
+  rows.append(("packed rows at 2048/512: input tokens used; target tokens used; most target "
+               "tokens any row needed", f"{k['input_fill']:.1%}; {k['target_fill']:.1%}; "
+               f"{k['max_target_tokens_in_a_row']}", "packing.py"))
+  t = load("train_step")
+  for case in t["cases"]:
+    rows.append((f"training step, {case['config']} ({case['batch']} x "
+                 f"{case['input_length']}/{case['target_length']}): tokens/s; MFU vs the "
+                 f"measured matmul peak ({t['matmul_peak_flops_per_s'] / 1e9:.0f} GFLOP/s)",
+                 f"{case['tokens_per_s']:,.0f}; {case['mfu']:.0%}", "train_step.py"))
+  e = load("eval_scoring")
+  for r in e["results"]:
+    rows.append((f"rank-classification scoring, {r['config']}, bigbench suite: fast vs "
+                 "naive repeated-prompt (examples/s, speed-up)",
+                 f"{r['fast']['examples_per_s']:.2f} vs {r['naive']['examples_per_s']:.2f} "
+                 f"({r['speedup_vs_naive']:.1f}x)", "eval_scoring.py"))
+  m = p["machine"]
+  lines = [f"Measured on {m['processor']}, {m['cpu_count']} cores, Python {m['python']} "
+           f"({m['platform']}).", "", "| figure | value | script |", "|---|---|---|"]
+  lines += [f"| {a} | {b} | `benchmarks/{c}` |" for a, b, c in rows]
+  return "\n".join(lines)
+
+
 if __name__ == "__main__":
-  main()
+  if sys.argv[1:] == ["--table"]:  # print the README table from the stored results
+    print(markdown_table())
+  else:
+    main()

@@ -15,6 +15,7 @@ seqio wiring (see symbol_tuning/tasks.py and evaluation/algorithmic.py):
     takes the argmax per query, as t5's rank_classification does.
 This module is pure Python: importing it never pulls in jax or TensorFlow.
 """
+import numbers
 from typing import Any, Mapping, Sequence
 
 
@@ -34,7 +35,7 @@ def _feature(example: Mapping | None, name: str):
   if example is None or name not in example:
     return None
   value = example[name]
-  return int(value) if hasattr(value, "__int__") else value
+  return int(value) if isinstance(value, numbers.Integral) else value  # np.int32 -> int
 
 
 def postprocess(output: Any, example: Mapping | None = None, is_target: bool = False):

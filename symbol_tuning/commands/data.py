@@ -179,8 +179,9 @@ def run_list(args) -> None:
     row = {"name": name, "kind": "task", "split": split}
     try:
       row["num_examples"] = task.num_input_examples(split)
-      spec = task.source.spec
-      row["filtered"] = sources.load_split(spec.entry, spec.dataset_split(split)).filtered
+      spec = getattr(task.source, "spec", None)  # algorithmic eval tasks have no catalogue entry
+      if spec is not None:
+        row["filtered"] = sources.load_split(spec.entry, spec.dataset_split(split)).filtered
       counts[name] = row["num_examples"]
     except (sources.DataSourceError, ValueError) as e:
       row["error"] = str(e)

@@ -9,6 +9,7 @@ suites.py). PATH is a HuggingFace dir, a t5x checkpoint, a native dir or the emb
 trainer's MODEL_DIR. A task whose data is missing is skipped with one error line saying
 why and how to point it at a local copy; the others are evaluated, and the report lists it.
 """
+import argparse
 import pathlib
 import sys
 import time
@@ -21,7 +22,8 @@ SUITES = ("paper", "bigbench", "list_functions", "turing_concepts")
 def register(subparsers) -> None:
   p = subparsers.add_parser(
       "eval", help="evaluate in-context learning on held-out tasks (rank classification, "
-                   "exact match)", description=__doc__.split("\n\n")[1])
+                   "exact match)", description=__doc__.split("\n\n", 1)[1],
+      formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--checkpoint", required=True,
                  help="HF dir, t5x checkpoint, native dir, trainer MODEL_DIR, or "
                       "random:CONFIG[:SEED] (random weights, e.g. random:tiny)")

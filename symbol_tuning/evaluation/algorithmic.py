@@ -208,6 +208,10 @@ class GenerativeSource(seqio.DataSource):
   def supports_arbitrary_sharding(self) -> bool:
     return True
 
+  @property
+  def performs_internal_shuffling(self) -> bool:
+    return True  # get_dataset shuffles; the tasks disallow seqio's shuffle buffer
+
   def num_input_examples(self, split: str) -> int:
     return len(_records(self.kind, self.name))
 

@@ -183,6 +183,8 @@ def compare(a: dict, b: dict, names=("A", "B")) -> dict:
 
 
 def _delta_cell(c: dict) -> str:
+  if c["a"] is None and c["b"] is None:
+    return "–"  # not applicable (e.g. flipped labels on a 3-class task)
   if c["a"] is None or c["b"] is None:
     return f"{_fmt(c['a'])} → {_fmt(c['b'])}"
   return f"{c['a']:.1f} → {c['b']:.1f} ({c['delta']:+.1f})"

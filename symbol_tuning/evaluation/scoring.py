@@ -276,8 +276,3 @@ class Scorer:
     ids = ids[:limit]
     ends = np.flatnonzero(ids == self.eos_id)
     return ids[:ends[0]] if len(ends) else ids
-
-
-def predicted_option(scores: np.ndarray) -> int:
-  """argmax; ties go to the first option."""
-  return int(np.argmax(scores))

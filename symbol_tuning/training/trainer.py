@@ -133,7 +133,7 @@ def make_train_step(model, optimizer, cfg: TrainConfig):
                  "step": state["step"] + 1}
     per_token = lambda x: x / jnp.maximum(weights, 1.0)
     metrics = {"loss": per_token(total), "z_loss": per_token(z), "target_tokens": weights,
-               "grad_norm": optax.global_norm(grads)}
+               "grad_norm": optax.tree.norm(grads)}
     return new_state, metrics
 
   return train_step
