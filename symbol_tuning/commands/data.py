@@ -167,7 +167,7 @@ def run_stats(args) -> None:
 def run_list(args) -> None:
   import seqio  # pylint: disable=g-import-not-at-top
 
-  from symbol_tuning import pipeline, sources  # pylint: disable=g-import-not-at-top
+  from symbol_tuning import sources  # pylint: disable=g-import-not-at-top
 
   _provider("symbol_tuning")  # registers
   counts = {}
@@ -200,7 +200,6 @@ def run_list(args) -> None:
     except (sources.DataSourceError, ValueError) as e:
       row = {"name": name, "kind": "mixture", "num_tasks": len(mixture.tasks), "error": str(e)}
     _emit(row, args.json)
-  del pipeline
 
 
 def _emit(row: dict, as_json: bool) -> None:

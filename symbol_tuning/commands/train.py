@@ -106,8 +106,6 @@ def check_macros(bindings: list[str]) -> None:
 
 
 def run(args) -> int:
-  import gin  # pylint: disable=g-import-not-at-top
-
   from symbol_tuning.training import trainer  # pylint: disable=g-import-not-at-top
 
   import symbol_tuning.tasks  # pylint: disable=g-import-not-at-top,unused-import
@@ -119,7 +117,6 @@ def run(args) -> int:
     cfg = trainer.TrainConfig()  # pylint: disable=no-value-for-parameter
   except (TypeError, ValueError) as e:
     raise CliError(f"gin: {' '.join(str(e).split())[:400]}") from None
-  del gin
   last = trainer.train(cfg, progress=not args.no_progress)
   print(f"trained to step {last['step']} in {cfg.model_dir}"
         + (f"; loss {last['loss']:.4f}" if "loss" in last else ""), file=sys.stderr)
