@@ -15,6 +15,8 @@ import textwrap
 import gin
 import pytest
 
+from symbol_tuning import packing
+
 GIN_DIR = pathlib.Path(__file__).resolve().parent.parent / "gin" / "t5x"
 SIZES = ("small", "base", "large", "xl", "xxl")
 FLAN_T5_STEPS = {"small": 1198000, "base": 1184000, "large": 1164000, "xl": 1138000,
@@ -176,8 +178,9 @@ STUB_MODULES = {
         class EncoderDecoderModel:
           def __init__(self, module=None, input_vocabulary=None, output_vocabulary=None,
                        optimizer_def=None, z_loss=None, label_smoothing=None,
-                       loss_normalizing_factor=None):
+                       loss_normalizing_factor=None, feature_converter_cls=None):
             self.module, self.optimizer_def = module, optimizer_def
+            self.feature_converter_cls = feature_converter_cls
         """,
     "partitioning.py": """
         class PjitPartitioner:
@@ -428,6 +431,9 @@ def test_training_file_parses_to_the_paper_setup(parse, size):
   assert type(model.optimizer_def).__module__ == "t5x.adafactor"
   assert model.module.config.dropout_rate == 0.05
   assert model.module.config.emb_dim == EMB_DIM[size]
+  # Best-fit packing, called the way t5x's train binary calls FEATURE_CONVERTER_CLS.
+  converter = model.feature_converter_cls(pack=True, use_custom_packing_ops=False)
+  assert isinstance(converter, packing.BestFitEncDecFeatureConverter) and converter.pack
 
 
 def test_overrides_on_the_command_line(parse):

@@ -1,4 +1,4 @@
-"""Training batches: seqio mixture -> EncDecFeatureConverter (packing) -> host batches.
+"""Training batches: seqio mixture -> best-fit packing (symbol_tuning.packing) -> host batches.
 
 The stream is a pure function of (mixture, lengths, seed, host): resuming at step s
 rebuilds it and skips s batches, so a resumed run sees exactly the batches an
@@ -9,6 +9,8 @@ import dataclasses
 import jax
 import numpy as np
 import seqio
+
+from symbol_tuning import packing
 
 FEATURES = ("encoder_input_tokens", "decoder_target_tokens", "decoder_input_tokens",
             "decoder_loss_weights", "encoder_segment_ids", "decoder_segment_ids",
@@ -25,6 +27,7 @@ class DataConfig:
   split: str = "train"
   seed: int = 0  # fixes the stream (prompts, order, mixing); resume needs it fixed
   pack: bool = True  # pack several examples into each 2048/512 row, as t5x does
+  pack_buffer: int = 256  # examples best-fit packed together (symbol_tuning.packing)
   shuffle: bool = True
 
 
@@ -46,7 +49,8 @@ def host_batches(cfg: DataConfig, start_step: int = 0):
       cfg.mixture_or_task_name, task_feature_lengths=cfg.task_feature_lengths,
       dataset_split=cfg.split, shuffle=cfg.shuffle, num_epochs=None, seed=cfg.seed,
       shard_info=seqio.ShardInfo(index=host, num_shards=hosts) if hosts > 1 else None,
-      feature_converter=seqio.EncDecFeatureConverter(pack=cfg.pack))
+      feature_converter=packing.BestFitEncDecFeatureConverter(
+          pack=cfg.pack, buffer_size=cfg.pack_buffer))
   ds = ds.map(lambda ex: {k: ex[k] for k in FEATURES if k in ex})
   ds = ds.batch(cfg.batch_size // hosts, drop_remainder=True)
   if start_step:

@@ -1,0 +1,147 @@
+"""Best-fit packing of seq2seq examples into fixed-length rows, as a seqio feature converter.
+
+seqio's packing (EncDecFeatureConverter(pack=True)) fills one row at a time with the next
+examples in stream order, and closes the row as soon as one does not fit. Symbol-tuning
+prompts are fitted to the 2048-token budget, so their lengths spread from ~200 to ~2048
+tokens; greedy packing then leaves the tail of most rows empty (75% of input tokens used
+on symbol_tuning_bigbench, benchmarks/packing.py). Here a buffer of prompts is packed
+best-fit decreasing instead: longest first, each into the open row it fills most tightly
+(inputs and targets both have to fit). That uses ~97% of the input tokens.
+
+The output is exactly what EncDecFeatureConverter(pack=True) produces (same features,
+segment ids, positions, shifted decoder inputs), so the model and the loss see nothing
+new and a t5x run can use it too:
+
+  models.EncoderDecoderModel.feature_converter_cls = @packing.BestFitEncDecFeatureConverter
+
+Packing is a pure function of the buffer's contents: the same example stream gives the
+same rows, so a resumed run (which replays the stream) sees the same batches.
+"""
+import numpy as np
+import seqio
+import tensorflow as tf
+
+FEATURES = ("inputs", "targets")
+PACKED = ("inputs", "inputs_segment_ids", "inputs_positions",
+          "targets", "targets_segment_ids", "targets_positions")
+
+
+def best_fit_rows(input_lengths, target_lengths, max_inputs: int,
+                  max_targets: int) -> list[list[int]]:
+  """Groups examples into rows: best-fit decreasing on the input length.
+
+  Each row's examples stay in stream order, and rows come out in the order of their
+  first example, so the (shuffled, mixed) stream order is kept as far as packing allows.
+  Lengths must already be trimmed to the maxima.
+
+  Example: input lengths [6, 3, 5, 2, 4], targets all 1, max_inputs 10, max_targets 4
+    -> longest first: 6 opens row A, 5 opens row B (does not fit A's 4 left), 4 fills A
+       exactly, 3 goes to B (2 left), 2 fills B -> [[0, 4], [1, 2, 3]]
+  """
+  input_lengths = np.asarray(input_lengths, np.int64)
+  target_lengths = np.asarray(target_lengths, np.int64)
+  n = len(input_lengths)
+  free_inputs = np.zeros(n, np.int64)
+  free_targets = np.zeros(n, np.int64)
+  members: list[list[int]] = []
+  # Longest first; ties in stream order (lexsort's last key is the primary one).
+  for i in np.lexsort((np.arange(n), -input_lengths)):
+    rows = len(members)
+    fits = (free_inputs[:rows] >= input_lengths[i]) & (free_targets[:rows] >= target_lengths[i])
+    if fits.any():
+      row = int(np.argmin(np.where(fits, free_inputs[:rows], np.iinfo(np.int64).max)))
+    else:
+      row = rows
+      members.append([])
+      free_inputs[row], free_targets[row] = max_inputs, max_targets
+    free_inputs[row] -= input_lengths[i]
+    free_targets[row] -= target_lengths[i]
+    members[row].append(int(i))
+  rows = [sorted(m) for m in members]
+  rows.sort(key=lambda m: m[0])
+  return rows
+
+
+def pack_buffer(inputs, input_lengths, targets, target_lengths):
+  """Packs a padded buffer [n, L] of examples into rows with seqio's packed features.
+
+  Example (max lengths 8 / 4): inputs [[7, 8, 1, 0...], [9, 1, 0...]], targets [[3, 1], [4, 1]]
+    -> inputs              [[7, 8, 1, 9, 1, 0, 0, 0]]
+       inputs_segment_ids  [[1, 1, 1, 2, 2, 0, 0, 0]]
+       inputs_positions    [[0, 1, 2, 0, 1, 0, 0, 0]]
+       targets             [[3, 1, 4, 1]], targets_segment_ids [[1, 1, 2, 2]],
+       targets_positions   [[0, 1, 0, 1]]
+  Returns the six arrays of PACKED, each [rows, L] int32.
+  """
+  max_inputs, max_targets = inputs.shape[1], targets.shape[1]
+  rows = best_fit_rows(input_lengths, target_lengths, max_inputs, max_targets)
+  out = {}
+  for name, tokens, lengths in (("inputs", inputs, input_lengths),
+                                ("targets", targets, target_lengths)):
+    packed = np.zeros((len(rows), tokens.shape[1]), np.int32)
+    segments, positions = np.zeros_like(packed), np.zeros_like(packed)
+    for r, members in enumerate(rows):
+      at = 0
+      for segment, i in enumerate(members, start=1):
+        length = int(lengths[i])
+        packed[r, at:at + length] = tokens[i, :length]
+        segments[r, at:at + length] = segment
+        positions[r, at:at + length] = np.arange(length)
+        at += length
+    out[name], out[f"{name}_segment_ids"], out[f"{name}_positions"] = packed, segments, positions
+  return tuple(out[k] for k in PACKED)
+
+
+def best_fit_pack_dataset(ds: tf.data.Dataset, feature_lengths: dict,
+                          buffer_size: int = 256) -> tf.data.Dataset:
+  """Trims "inputs"/"targets" to feature_lengths and best-fit packs each buffer of
+  `buffer_size` examples into rows (a finite stream's last buffer may be short).
+
+  Example: 256 prompts of 200..2048 input tokens at {"inputs": 2048, "targets": 512}
+    -> ~130 rows of 2048 input tokens, each holding 1-8 prompts, ~97% of tokens used.
+  Features other than inputs/targets are dropped, as in seqio's packing.
+  """
+  unknown = sorted(set(feature_lengths) - set(FEATURES))
+  if unknown:
+    raise ValueError(f"best-fit packing handles inputs and targets only, not {unknown}")
+  lengths = {k: int(feature_lengths[k]) for k in FEATURES}
+
+  def trim(ex):
+    out = {}
+    for k in FEATURES:
+      tokens = tf.cast(ex[k][:lengths[k]], tf.int32)
+      out[k], out[f"{k}_length"] = tokens, tf.size(tokens)
+    return out
+
+  def pack(batch):
+    arrays = tf.numpy_function(
+        pack_buffer, [batch["inputs"], batch["inputs_length"], batch["targets"],
+                      batch["targets_length"]], [tf.int32] * len(PACKED), stateful=False)
+    packed = {}
+    for name, array in zip(PACKED, arrays):
+      array.set_shape([None, lengths[name.split("_")[0]]])
+      packed[name] = array
+    return tf.data.Dataset.from_tensor_slices(packed)
+
+  ds = ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.padded_batch(buffer_size, padded_shapes={
+      "inputs": [lengths["inputs"]], "targets": [lengths["targets"]],
+      "inputs_length": [], "targets_length": []})
+  return ds.flat_map(pack)
+
+
+class BestFitEncDecFeatureConverter(seqio.EncDecFeatureConverter):
+  """seqio's EncDecFeatureConverter with best-fit packing over a buffer of examples.
+
+  With pack=False it pads exactly as its parent does (t5x's eval and infer use that).
+  `use_custom_packing_ops` is accepted for t5x's call and has no effect here.
+  """
+
+  def __init__(self, pack: bool = True, buffer_size: int = 256, **kwargs):
+    super().__init__(pack=pack, **kwargs)
+    self._buffer_size = buffer_size  # examples packed together; 128+ reach ~97% fill
+
+  def _pack_or_pad(self, ds, packed_lengths):
+    if not self.pack:
+      return super()._pack_or_pad(ds, packed_lengths)
+    return best_fit_pack_dataset(ds, packed_lengths, self._buffer_size)
