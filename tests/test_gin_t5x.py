@@ -489,8 +489,10 @@ def test_eval_file_parses(parse, size):
   assert args["model"].module.config.dropout_rate == 0.0
   # Every evaluation mixture the header lists is registered, with its queries in validation.
   header = (GIN_DIR / "symbol_tuning_eval.gin").read_text()
-  for setting in EVAL_SETTINGS:
-    for stem in ("symbol_tuning_eval", "symbol_tuning_eval_bigbench"):
+  for stem in ("symbol_tuning_eval", "symbol_tuning_eval_bigbench",
+               "symbol_tuning_eval_rank", "symbol_tuning_eval_bigbench_rank"):
+    assert f"{stem}_<setting>" in header
+    for setting in EVAL_SETTINGS:
       mixture = seqio.get_mixture_or_task(f"{stem}_{setting}")
       assert all("validation" in t.splits for t in mixture.tasks)
   for name in OPTIONAL_MIXTURES:  # registered by others, perhaps later: named, not required

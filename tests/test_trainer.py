@@ -85,6 +85,20 @@ def test_sharded_step_equals_single_device(tmp_path, bigbench_dir):
     np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
 
 
+def test_axes_the_mesh_cannot_split_are_replicated():
+  from symbol_tuning.model import config as model_config, network
+  from symbol_tuning.training import partitioning
+  tiny = model_config.get_config("tiny", vocab_size=8064)
+  axes, shapes = network.get_logical_axes(tiny), network.param_shapes(tiny)
+  rules, notes = partitioning.fit_rules(partitioning.make_mesh(1, 8), axes, shapes)
+  assert dict(rules)["heads"] is None  # 4 heads on 8: replicated
+  assert {k: v for k, v in rules if k != "heads"} == {
+      k: v for k, v in partitioning.STANDARD_RULES if k != "heads"}
+  assert notes == ["heads (4) replicated, the model axis (8) does not divide it"]
+  assert partitioning.fit_rules(partitioning.make_mesh(4, 2), axes, shapes) == (
+      partitioning.STANDARD_RULES, [])
+
+
 def test_gradient_accumulation_matches_one_big_batch(tmp_path, bigbench_dir):
   devices = jax.devices()[:1]
   base = dict(mesh_data=1, loss_normalizing_factor="NUM_REAL_TARGET_TOKENS")

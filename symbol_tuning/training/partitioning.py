@@ -59,6 +59,36 @@ def make_mesh(data: int = -1, model: int = 1, devices=None) -> Mesh:
   return jax.make_mesh((data, model), MESH_AXES, axis_types=axis_types, devices=devices)
 
 
+def fit_rules(mesh: Mesh, logical_tree, shape_tree, rules=STANDARD_RULES):
+  """(rules, notes): `rules` with each logical axis that some parameter dimension of that
+  name cannot be split over (size not a multiple of its mesh axis) mapped to None, i.e.
+  replicated, in parameters and activations alike; `notes` names what was replicated.
+
+  E.g. the tiny model's 4 heads on a model axis of 8 ('heads' -> None): the run works
+  (jax refuses uneven shardings, so it used to fail) and only that axis loses model
+  parallelism; every other axis keeps its mesh axis. Flan-T5 large, xl and xxl divide
+  evenly on model axes up to 8 and keep the rules unchanged; small (6 heads) replicates its
+  heads on 4 or 8, base (12 heads) on 8.
+  """
+  sizes = {}
+  is_spec = lambda x: isinstance(x, P)
+  for spec, shape in zip(jax.tree.leaves(logical_tree, is_leaf=is_spec),
+                         jax.tree.leaves(shape_tree)):
+    for name, dim in zip(spec, shape.shape):
+      if name is not None:
+        sizes.setdefault(name, set()).add(dim)
+  fitted, notes = [], []
+  for name, axis in rules:
+    parts = mesh.shape[axis] if axis is not None else 1
+    uneven = sorted(d for d in sizes.get(name, ()) if d % parts)
+    if uneven:
+      notes.append(f"{name} ({uneven[0]}) replicated, the {axis} axis ({parts}) does not "
+                   f"divide it")
+      axis = None
+    fitted.append((name, axis))
+  return tuple(fitted), notes
+
+
 def logical_to_shardings(mesh: Mesh, logical_tree, rules=STANDARD_RULES):
   """Tree of logical PartitionSpecs -> tree of NamedShardings on `mesh`."""
   mesh_specs = nn.logical_to_mesh(logical_tree, rules)

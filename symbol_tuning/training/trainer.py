@@ -9,6 +9,7 @@ same parameters, bit for bit, as one that was never interrupted.
 """
 import dataclasses
 import pathlib
+import sys
 import time
 
 import gin
@@ -158,8 +159,15 @@ class Trainer:
         cfg, vocab_lib.resolve().vocab_size)
     self.model = network.Transformer(self.model_config)
     self.optimizer = make_optimizer(cfg)
-    self.param_shardings = partitioning.logical_to_shardings(
-        self.mesh, network.get_logical_axes(self.model_config))
+    logical_axes = network.get_logical_axes(self.model_config)
+    # Axes the mesh cannot split evenly (the tiny model's 4 heads on MESH_MODEL=8) are
+    # replicated rather than failing in jax with an uneven-sharding error.
+    self.rules, replicated = partitioning.fit_rules(
+        self.mesh, logical_axes, network.param_shapes(self.model_config))
+    if replicated and jax.process_index() == 0:
+      print(f"mesh: {'; '.join(replicated)}", file=sys.stderr)
+    self.param_shardings = partitioning.logical_to_shardings(self.mesh, logical_axes,
+                                                             self.rules)
     self.state = self._initial_state(host_params)
     self.data_cfg = data.DataConfig(cfg.mixture_or_task_name, dict(cfg.task_feature_lengths),
                                     cfg.batch_size, seed=cfg.random_seed, pack=cfg.pack)
@@ -194,7 +202,7 @@ class Trainer:
 
     stack = contextlib.ExitStack()
     stack.enter_context(jax.set_mesh(self.mesh))
-    stack.enter_context(nn.logical_axis_rules(partitioning.STANDARD_RULES))
+    stack.enter_context(nn.logical_axis_rules(self.rules))
     return stack
 
   def global_batch(self, host_batch):
