@@ -193,9 +193,12 @@ def _delta_cell(c: dict) -> str:
 def compare_markdown(cmp: dict) -> str:
   settings = cmp["settings"]
   a, b = cmp["names"]
+  # Say which run each name stands for, unless the name is the run's own label.
+  sources = [f"{name} = {run}" for name, run in zip(cmp["names"], cmp["runs"])
+             if run and run != name]
+  metric = "exact match" if cmp["metric"] == "exact_match" else "rank-classification accuracy"
   lines = [f"# {cmp['suite']}: {a} → {b}", "",
-           f"{'exact match' if cmp['metric'] == 'exact_match' else 'rank-classification accuracy'}"
-           f" (%); {a} = {cmp['runs'][0]}, {b} = {cmp['runs'][1]}", "",
+           f"{metric} (%)" + (f"; {', '.join(sources)}" if sources else ""), "",
            "| task | " + " | ".join(SETTING_TITLES.get(s, s) for s in settings) + " |",
            "|---|" + "---|" * len(settings)]
   for row in cmp["tasks"].values():
