@@ -7,7 +7,9 @@
   5. after     evaluate the tuned model on the identical prompts
   6. report    report.md (before/after table, settings, timings), plots, metrics JSON
 A stage whose output exists is not run again, so after Ctrl-C the same command continues
-where it stopped (training resumes from its newest checkpoint).
+where it stopped (training resumes from its newest checkpoint). Rerunning with more --steps
+continues training; an evaluation reruns when its checkpoint step, --max_examples or --seed
+changed. Another --seed, --init or --vocab needs a new --out (the starting model differs).
 """
 import json
 import pathlib
@@ -79,12 +81,36 @@ def _stage_init(out: pathlib.Path, seed: int) -> str:
   return str(path)
 
 
-def _evaluate(checkpoint: str, out: pathlib.Path, args, label: str) -> None:
-  if (out / "results.json").exists():
+def _check_same_start(out: pathlib.Path, args) -> None:
+  """An --out holds one starting model: refuse to mix runs from different ones."""
+  path = out / "demo_args.json"
+  start = {"init": args.init, "seed": args.seed, "vocab": args.vocab}
+  if path.is_file():
+    before = json.loads(path.read_text())
+    changed = [f"--{k} {before[k]!r} -> {start[k]!r}" for k in start if before.get(k) != start[k]]
+    if changed:
+      raise CliError(f"{out} was started with other settings ({'; '.join(changed)}); "
+                     f"use a new --out or delete {out}")
+  path.write_text(json.dumps(start, indent=1))
+
+
+def _newest_step(model_dir: pathlib.Path) -> int | None:
+  steps = [int(p.name.split("_")[1]) for p in model_dir.glob("checkpoint_*")
+           if p.name.split("_")[1].isdigit()]
+  return max(steps, default=None)
+
+
+def _evaluate(checkpoint: str, out: pathlib.Path, args, label: str, step=None) -> None:
+  """Evaluates unless results for the same checkpoint step and settings exist."""
+  key = {"checkpoint": checkpoint, "step": step, "max_examples": args.max_examples,
+         "seed": args.seed}
+  done = out / "demo_stage.json"
+  if (out / "results.json").exists() and done.is_file() and json.loads(done.read_text()) == key:
     return
   argv = ["eval", "--checkpoint", checkpoint, "--suite", "bigbench", "--out", str(out),
           "--max_examples", str(args.max_examples), "--seed", str(args.seed), "--label", label]
   _call(argv + (["--no_progress"] if args.no_progress else []))
+  done.write_text(json.dumps(key))
 
 
 def run(args) -> int:
@@ -94,13 +120,21 @@ def run(args) -> int:
     vocab.set_vocabulary("local")  # the tiny model's vocabulary; no network needed
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  timings, started = {}, time.time()
+  _check_same_start(out, args)
+  # Seconds per stage, summed over every invocation of this --out (an interrupted and
+  # resumed demo reports what the whole job took, and a rerun of a finished one does not
+  # report near-zero times); kept in timings.json, updated even when a stage is interrupted.
+  timings_path = out / "timings.json"
+  timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+  timings["invocations"] = timings.get("invocations", 0) + 1
 
   def timed(stage, fn, *a):
     t = time.time()
-    result = fn(*a)
-    timings[stage] = round(time.time() - t, 1)
-    return result
+    try:
+      return fn(*a)
+    finally:
+      timings[stage] = round(timings.get(stage, 0.0) + time.time() - t, 1)
+      timings_path.write_text(json.dumps(timings, indent=1))
 
   _say("data", "loading the offline BIG-bench suite")
   counts = timed("data", _stage_data, out)
@@ -120,12 +154,12 @@ def run(args) -> int:
   timed("train", _call, train_argv + (["--no_progress"] if args.no_progress else []))
 
   _say("after", "evaluating the symbol-tuned model on the identical prompts")
-  timed("after", _evaluate, str(out / "run"), out / "eval_after", args, "after")
+  timed("after", _evaluate, str(out / "run"), out / "eval_after", args, "after",
+        _newest_step(out / "run"))
 
   _say("report", "writing report.md, plots and metrics")
-  _call(["compare", str(out / "eval_before"), str(out / "eval_after"), "--out",
-         str(out / "compare"), "--names", "before,after"])
-  timings["total"] = round(time.time() - started, 1)
+  timed("report", _call, ["compare", str(out / "eval_before"), str(out / "eval_after"),
+                           "--out", str(out / "compare"), "--names", "before,after"])
   path = write_report(out, args, init, timings)
   _say("report", f"done: {path}")
   return 0
@@ -169,8 +203,13 @@ def write_report(out: pathlib.Path, args, init: str, timings: dict) -> pathlib.P
         "(a HuggingFace directory; any size); on TPU, the t5x gin files in `gin/t5x/` "
         "(README, Cloud TPU).",
     ]
+  stages = {k: v for k, v in timings.items() if k != "invocations"}
+  runs = timings.get("invocations", 1)
   lines += ["", "## Run", "", "| stage | seconds |", "|---|---|"]
-  lines += [f"| {k} | {v} |" for k, v in timings.items()]
+  lines += [f"| {k} | {v} |" for k, v in stages.items()]
+  lines += [f"| total | {sum(stages.values()):.1f} |", "",
+            f"Summed over {runs} invocations of the command (it resumes stage by stage)."
+            if runs > 1 else "One invocation of the command."]
   lines += ["", f"Outputs: `{out}/run` (checkpoints, metrics.jsonl, TensorBoard events in "
                 f"`run/train`), `eval_before/`, `eval_after/` (predictions and results), "
                 f"`compare/`, `metrics.json`."]

@@ -1,0 +1,65 @@
+"""`symbol-tuning demo` end to end on a short budget (2 steps, 2 queries per task and
+setting): every output the README promises, then what a second invocation reuses, continues
+or refuses. benchmarks/fresh_clone.sh runs the full-size demo from a fresh clone."""
+import json
+
+import gin
+import pytest
+
+from symbol_tuning import cli
+
+SHORT = ["--max_examples", "2", "--no_progress"]
+
+
+@pytest.fixture(autouse=True)
+def clean_gin():
+  gin.clear_config()
+  yield
+  gin.clear_config()
+
+
+def demo(out, *extra):
+  return cli.main(["demo", "--out", str(out), *SHORT, *extra])
+
+
+def test_demo_writes_everything_and_resumes(tmp_path, capsys, bigbench_dir):
+  out = tmp_path / "demo"
+  assert demo(out, "--steps", "2") == 0
+  err = capsys.readouterr().err
+  for n, stage in enumerate(("data", "init", "before", "train", "after", "report"), 1):
+    assert f"[demo {n}/6 {stage}]" in err
+  for name in ("report.md", "settings.png", "tasks.png", "metrics.json", "data.json",
+               "eval_before/results.json", "eval_after/results.json", "run/metrics.jsonl",
+               "compare/compare.md"):
+    assert (out / name).stat().st_size > 0, name
+  assert (out / "settings.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert list((out / "run" / "train").glob("events.out.tfevents.*"))
+  assert [p.name for p in (out / "run").glob("checkpoint_*")] == ["checkpoint_2"]
+  metrics = json.loads((out / "metrics.json").read_text())
+  assert metrics["train_last"]["step"] == 2 and metrics["steps"] == 2
+  before, after = metrics["before"], metrics["after"]
+  assert before["label"] == "before" and after["label"] == "after"
+  # The identical prompts before and after: the same tasks, settings and query counts.
+  assert before["num_examples"] == after["num_examples"] > 0
+  assert before["tasks"].keys() == after["tasks"].keys() and len(before["tasks"]) == 11
+  report = (out / "report.md").read_text()
+  assert "| **average** |" in report and "What this can and cannot show" in report
+  assert "One invocation of the command." in report
+  stamp = (out / "eval_before" / "results.json").stat().st_mtime_ns
+
+  # Again with more steps: training continues from step 2, the starting model's evaluation
+  # is reused, the tuned model's is redone, and the timings add up over both invocations.
+  assert demo(out, "--steps", "3") == 0
+  capsys.readouterr()
+  assert (out / "eval_before" / "results.json").stat().st_mtime_ns == stamp
+  assert json.loads((out / "eval_after" / "demo_stage.json").read_text())["step"] == 3
+  steps = [json.loads(line)["step"] for line in
+           (out / "run" / "metrics.jsonl").read_text().splitlines() if line.startswith('{"step"')]
+  assert steps[-1] == 3 and steps.count(2) == 1  # step 2 was not trained twice
+  timings = json.loads((out / "timings.json").read_text())
+  assert timings["invocations"] == 2
+  assert "Summed over 2 invocations" in (out / "report.md").read_text()
+
+  # Another starting model in the same --out is refused, naming what changed.
+  assert demo(out, "--steps", "3", "--seed", "1") == 2
+  assert "--seed 0 -> 1" in capsys.readouterr().err
