@@ -63,3 +63,15 @@ def test_demo_writes_everything_and_resumes(tmp_path, capsys, bigbench_dir):
   # Another starting model in the same --out is refused, naming what changed.
   assert demo(out, "--steps", "3", "--seed", "1") == 2
   assert "--seed 0 -> 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["demo", "--steps", "0"], "argument --steps: 0 must be at least 1"),
+    (["demo", "--max_examples", "x"], "argument --max_examples: 'x' is not an integer"),
+    (["eval", "--checkpoint", "c", "--suite", "bigbench", "--max_examples", "-2"],
+     "argument --max_examples: -2 must be at least 1"),
+])
+def test_counts_must_be_positive(argv, message, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(argv)
+  assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -17,7 +17,7 @@ import shutil
 import sys
 import time
 
-from symbol_tuning.cli import CliError
+from symbol_tuning.cli import CliError, positive_int
 
 TRAIN_GIN = "local/symbol_tuning_bigbench_tiny.gin"
 STAGES = ("data", "init", "before", "train", "after", "report")
@@ -30,8 +30,8 @@ def register(subparsers) -> None:
   p.add_argument("--init", default=None,
                  help="checkpoint to start from: HF dir, t5x checkpoint or ours "
                       "(default: a tiny random T5); pass --vocab for its vocabulary")
-  p.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
-  p.add_argument("--max_examples", type=int, default=20,
+  p.add_argument("--steps", type=positive_int, default=200, help="training steps (default 200)")
+  p.add_argument("--max_examples", type=positive_int, default=20,
                  help="evaluation queries per task and setting (default 20; the paper: 100)")
   p.add_argument("--seed", type=int, default=0, help="fixes init, prompts and data order")
   p.add_argument("--no_progress", action="store_true", help="plain log lines, no bars")
@@ -95,9 +95,10 @@ def _check_same_start(out: pathlib.Path, args) -> None:
 
 
 def _newest_step(model_dir: pathlib.Path) -> int | None:
-  steps = [int(p.name.split("_")[1]) for p in model_dir.glob("checkpoint_*")
-           if p.name.split("_")[1].isdigit()]
-  return max(steps, default=None)
+  from symbol_tuning.checkpoints import native  # pylint: disable=g-import-not-at-top
+
+  newest = native.trainer_checkpoint(str(model_dir))
+  return int(pathlib.Path(newest).name.split("_", 1)[1]) if newest else None
 
 
 def _evaluate(checkpoint: str, out: pathlib.Path, args, label: str, step=None) -> None:

@@ -14,7 +14,7 @@ import pathlib
 import sys
 import time
 
-from symbol_tuning.cli import CliError
+from symbol_tuning.cli import CliError, positive_int
 
 SUITES = ("paper", "bigbench", "list_functions", "turing_concepts")
 
@@ -35,13 +35,13 @@ def register(subparsers) -> None:
   p.add_argument("--tasks", default=None, help="comma-separated task keys to keep")
   p.add_argument("--subset", default=None,
                  help="list_functions: all (default), first20, c001,c007, c001-c020 or @FILE")
-  p.add_argument("--max_instructions", type=int, default=3,
+  p.add_argument("--max_instructions", type=positive_int, default=3,
                  help="turing_concepts: largest concept size kept (default 3)")
-  p.add_argument("--max_examples", type=int, default=None,
+  p.add_argument("--max_examples", type=positive_int, default=None,
                  help="queries per task and setting (default: all; paper: <= 100 each)")
   p.add_argument("--seed", type=int, default=0, help="fixes every prompt (default 0)")
-  p.add_argument("--batch_size", type=int, default=8, help="prompts per encoder batch")
-  p.add_argument("--input_length", type=int, default=2048,
+  p.add_argument("--batch_size", type=positive_int, default=8, help="prompts per encoder batch")
+  p.add_argument("--input_length", type=positive_int, default=2048,
                  help="input token budget prompts are fitted to (default 2048)")
   p.add_argument("--no_greedy", action="store_true",
                  help="classification suites: rank classification only, no decoding")
