@@ -14,7 +14,9 @@ Rebuild the local model: python -m symbol_tuning.vocab train  (needs BIGBENCH_DI
 import array
 import functools
 import os
+import socket
 import sys
+import threading
 
 import seqio
 
@@ -23,7 +25,12 @@ from symbol_tuning import resources
 FLAN_T5_VOCAB = "gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model"
 FLAN_T5_EXTRA_IDS = 0  # the .100extra model already holds the 100 sentinels (as t5x binds it)
 LOCAL_VOCAB = "local_spm_8k.model"
+GCS_HOST = "storage.googleapis.com"
 _choice: str | None = None
+
+
+class VocabularyError(ValueError):
+  """The chosen vocabulary cannot be loaded (one line for the CLI to print)."""
 
 
 def set_vocabulary(spec: str | None) -> None:
@@ -38,21 +45,76 @@ def current_spec() -> str:
   return _choice or os.environ.get("SYMBOL_TUNING_VOCAB") or "flan_t5"
 
 
+def _reachable(host: str, port: int = 443, timeout: float = 5.0) -> bool:
+  """Whether a TCP connection to host:port opens within `timeout` seconds. Runs in a daemon
+  thread because a DNS lookup without a resolver can block far longer than any timeout."""
+  result = []
+
+  def connect():
+    try:
+      socket.create_connection((host, port), timeout=timeout).close()
+      result.append(True)
+    except OSError:
+      pass
+
+  thread = threading.Thread(target=connect, daemon=True)
+  thread.start()
+  thread.join(timeout)
+  return bool(result)
+
+
+def _check_gcs(spec: str, path: str) -> None:
+  """Fails in seconds, with what to do, where TensorFlow's GCS client would retry for about
+  80 s and then raise a traceback about www.googleapis.com."""
+  if not _reachable(GCS_HOST):
+    raise VocabularyError(
+        f"vocabulary {spec!r} is read from {path}, but Google Cloud Storage ({GCS_HOST}) "
+        "cannot be reached from here: pass --vocab local (the 8k model shipped in the "
+        "package, for CPU runs) or --vocab PATH to a local copy of that .model file "
+        "(also $SYMBOL_TUNING_VOCAB; in gin: VOCABULARY_NAME)")
+
+
 @functools.cache
 def _make(spec: str) -> seqio.SentencePieceVocabulary:
+  """The vocabulary for `spec`, loaded now so that a missing file fails here, not later
+  inside a tf.data worker."""
   if spec == "flan_t5":
-    return seqio.SentencePieceVocabulary(FLAN_T5_VOCAB, extra_ids=FLAN_T5_EXTRA_IDS)
-  if spec == "local":
-    return seqio.SentencePieceVocabulary(str(resources.assets_dir() / LOCAL_VOCAB))
-  if not os.path.exists(spec) and not spec.startswith("gs://"):
-    raise FileNotFoundError(f"vocabulary {spec!r}: no such file (use flan_t5, local or a "
-                            "path to a sentencepiece .model)")
-  return seqio.SentencePieceVocabulary(spec)
+    _check_gcs(spec, FLAN_T5_VOCAB)
+    vocabulary = seqio.SentencePieceVocabulary(FLAN_T5_VOCAB, extra_ids=FLAN_T5_EXTRA_IDS)
+  elif spec == "local":
+    vocabulary = seqio.SentencePieceVocabulary(str(resources.assets_dir() / LOCAL_VOCAB))
+  elif spec.startswith("gs://"):
+    _check_gcs(spec, spec)
+    vocabulary = seqio.SentencePieceVocabulary(spec)
+  elif not os.path.isfile(spec):
+    raise VocabularyError(f"vocabulary {spec!r}: no such file (use flan_t5, local or a "
+                          "path to a sentencepiece .model)")
+  else:
+    vocabulary = seqio.SentencePieceVocabulary(spec)
+  try:
+    vocabulary.tokenizer  # pylint: disable=pointless-statement  (reads the model file)
+  except Exception as e:  # pylint: disable=broad-except  (sentencepiece / TF I/O errors)
+    raise VocabularyError(f"vocabulary {spec!r}: cannot load the sentencepiece model: "
+                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+  return vocabulary
 
 
 @functools.cache
 def resolve() -> seqio.SentencePieceVocabulary:
   return _make(current_spec())
+
+
+def use_vocabulary(spec: str | None = None) -> seqio.SentencePieceVocabulary:
+  """The model vocabulary for t5x's gin files (`VOCABULARY = @symbol_tuning.vocab.use_vocabulary()`):
+  makes `spec` (flan_t5 | local | path; None keeps $SYMBOL_TUNING_VOCAB, else flan_t5) the
+  choice of the tasks too, and returns it, so the model and the tasks' output features can
+  never disagree.
+
+  use_vocabulary('local').vocab_size -> 8000 (the shipped model)
+  """
+  if spec is not None:
+    set_vocabulary(spec)
+  return resolve()
 
 
 class LazyVocabulary(seqio.Vocabulary):

@@ -422,3 +422,31 @@ def test_error_detect_format(tmp_path):
     detect_format(tmp_path / "nope")
   with pytest.raises(CheckpointError, match="no model checkpoint found"):
     load_any(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("size", ["tiny", "small"])
+def test_t5x_optimizer_state_is_what_t5xs_adafactor_starts_with(size):
+  """save_t5x writes, per parameter, exactly the state t5x's own Adafactor (as t5_1_1's gin
+  files configure it: logical factor rules) initializes, so t5x.train restores it like a
+  public Flan-T5 checkpoint (tests/test_t5x_binaries.py runs that)."""
+  import t5x_support  # pylint: disable=import-outside-toplevel
+
+  t5x_support.require_t5x()
+  from t5x import adafactor  # pylint: disable=import-outside-toplevel
+
+  from symbol_tuning.model import get_logical_axes  # pylint: disable=import-outside-toplevel
+
+  config = get_config(size)
+  shapes = jax.tree.map(lambda s: np.zeros(s.shape, np.float32), param_shapes(config))
+  optimizer = adafactor.Adafactor(decay_rate=0.8, step_offset=0,
+                                  logical_factor_rules=adafactor.standard_logical_factor_rules())
+  optimizer.set_param_axes(get_logical_axes(config))
+  from flax import serialization  # pylint: disable=import-outside-toplevel
+
+  theirs = flatten(serialization.to_state_dict(optimizer.init_state(shapes).param_states))
+  ours = {f"{name}/{key}": value for name, leaf in flatten(shapes).items()
+          for key, value in t5x_lib.adafactor_initial_state(leaf.shape).items()}
+  assert set(ours) == set(theirs)
+  for name, value in theirs.items():
+    assert ours[name].shape == tuple(value.shape), name
+    assert not np.any(ours[name])

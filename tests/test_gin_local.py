@@ -22,7 +22,9 @@ from jax.experimental.compilation_cache import compilation_cache
 import pytest
 import seqio
 
-from symbol_tuning import catalogue, cli, pipeline
+import synthetic_data
+
+from symbol_tuning import cli, pipeline
 from symbol_tuning.commands import train as train_cmd
 from symbol_tuning.training import trainer as trainer_lib
 
@@ -87,17 +89,8 @@ def tune_data_dir(tmp_path_factory):
   """SYMBOL_TUNING_DATA_DIR with synthetic copies of every dataset in tasks/tune.json:
   <key>/train.jsonl rows with each input field a short distinct text and the label field
   cycling through the entry's raw class values (label_values, else 0..n-1)."""
-  root = tmp_path_factory.mktemp("tune_data")
-  entries = catalogue.load("tune")
-  assert len(entries) == 22 and {e.source for e in entries} == {"hf"}
-  for entry in entries:
-    values = entry.raw_label_values
-    rows = [{**{field: f"{entry.key} {field} {i}" for field in entry.input_fields},
-             entry.label_field: values[i % len(values)]} for i in range(ROWS_PER_DATASET)]
-    folder = root / entry.key
-    folder.mkdir(parents=True)
-    (folder / f"{entry.train_split}.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in rows))
+  root = synthetic_data.write_tune_copies(tmp_path_factory.mktemp("tune_data"),
+                                          ROWS_PER_DATASET)
   with pytest.MonkeyPatch.context() as mp:
     mp.setenv("SYMBOL_TUNING_DATA_DIR", str(root))
     # `datasets` converts each JSONL file into its cache: keep that out of ~/.cache.

@@ -20,7 +20,7 @@ FORMATS = ("hf", "t5x", "native")
 
 def detect_format(path: str) -> str:
   """'hf' (config.json), 'native' (model_config.json + params/) or 't5x'
-  (a `checkpoint` msgpack file, or checkpoint_<step>/ dirs)."""
+  (a `checkpoint` msgpack file, an Orbax checkpoint_<step>/state/, or checkpoint_<step>/ dirs)."""
   path = os.fspath(path)
   if not os.path.exists(path):
     raise CheckpointError(f"{path}: no such file or directory")
@@ -33,7 +33,8 @@ def detect_format(path: str) -> str:
     return "t5x"
   raise CheckpointError(
       f"{path}: no model checkpoint found; expected a HuggingFace dir (config.json + "
-      f"model.safetensors), a t5x checkpoint (checkpoint_<step>/checkpoint) or a "
+      f"model.safetensors), a t5x checkpoint (checkpoint_<step>/ with a msgpack 'checkpoint' "
+      f"file or an Orbax 'state/' dir) or a "
       f"native one (model_config.json + params/)")
 
 

@@ -1,6 +1,9 @@
-"""t5x checkpoints (the layout of the public Flan-T5 checkpoints).
+"""t5x checkpoints: the msgpack + TensorStore layout of the public Flan-T5 checkpoints (read
+and written), and the Orbax layout that t5x.train writes by default (`use_orbax=True`; read).
 
-A t5x model dir holds `checkpoint_<step>/` directories, each with
+A t5x model dir holds `checkpoint_<step>/` directories. An Orbax one holds `state/` (an Orbax
+PyTree of {'target': <params>, 'state': {'step', 'param_states'}}), `dataset/` and
+`_CHECKPOINT_METADATA`. A msgpack one holds
   checkpoint   msgpack (flax.serialization) of
                {'version': 3, 'optimizer': {'target': <params>, 'state': {'step': ...}, ...}}
                where every array written to TensorStore appears as its spec dict
@@ -30,13 +33,25 @@ _STEP_DIR = re.compile(r"^checkpoint_(\d+)$")
 _CHUNK_BYTES = 64 * 1024 * 1024  # t5x aims at 64 MiB zarr chunks
 
 
+ORBAX_ITEM = "state"  # t5x's Orbax checkpoints keep the train state in this item dir
+
+
+def checkpoint_layout(ckpt_dir: str) -> Optional[str]:
+  """'msgpack', 'orbax' or None (not a complete t5x checkpoint_<step> dir)."""
+  if os.path.isfile(os.path.join(ckpt_dir, MSGPACK_FILE)):
+    return "msgpack"
+  if os.path.isfile(os.path.join(ckpt_dir, ORBAX_ITEM, "_METADATA")):
+    return "orbax"
+  return None
+
+
 def all_steps(model_dir: str) -> list[int]:
-  """Steps of the `checkpoint_<step>/checkpoint` dirs under `model_dir`, ascending."""
+  """Steps of the t5x `checkpoint_<step>` dirs (either layout) under `model_dir`, ascending."""
   steps = []
   if os.path.isdir(model_dir):
     for entry in os.listdir(model_dir):
       m = _STEP_DIR.match(entry)
-      if m and os.path.isfile(os.path.join(model_dir, entry, MSGPACK_FILE)):
+      if m and checkpoint_layout(os.path.join(model_dir, entry)):
         steps.append(int(m.group(1)))
   return sorted(steps)
 
@@ -45,7 +60,7 @@ def is_t5x(path: str) -> bool:
   path = os.fspath(path)
   if os.path.isfile(path):
     return os.path.basename(path) == MSGPACK_FILE
-  return os.path.isfile(os.path.join(path, MSGPACK_FILE)) or bool(all_steps(path))
+  return bool(checkpoint_layout(path)) or bool(all_steps(path))
 
 
 def find_checkpoint_dir(path: str, step: Optional[int] = None) -> str:
@@ -58,20 +73,20 @@ def find_checkpoint_dir(path: str, step: Optional[int] = None) -> str:
     raise CheckpointError(f"{path}: no such t5x checkpoint directory")
   if step is not None:
     candidate = os.path.join(path, f"checkpoint_{step}")
-    if os.path.isfile(os.path.join(candidate, MSGPACK_FILE)):
+    if checkpoint_layout(candidate):
       return candidate
     m = _STEP_DIR.match(os.path.basename(os.path.normpath(path)))
-    if m and int(m.group(1)) == step and os.path.isfile(os.path.join(path, MSGPACK_FILE)):
+    if m and int(m.group(1)) == step and checkpoint_layout(path):
       return path
-    raise CheckpointError(f"{path}: no checkpoint_{step}/{MSGPACK_FILE} "
+    raise CheckpointError(f"{path}: no t5x checkpoint_{step} "
                           f"(steps found: {all_steps(path) or 'none'})")
-  if os.path.isfile(os.path.join(path, MSGPACK_FILE)):
+  if checkpoint_layout(path):
     return path
   steps = all_steps(path)
   if not steps:
     raise CheckpointError(
-        f"{path}: not a t5x checkpoint (no '{MSGPACK_FILE}' file and no "
-        f"checkpoint_<step>/{MSGPACK_FILE} below it)")
+        f"{path}: not a t5x checkpoint (no '{MSGPACK_FILE}' file or Orbax "
+        f"'{ORBAX_ITEM}/' dir, and no checkpoint_<step> below it)")
   return os.path.join(path, f"checkpoint_{steps[-1]}")
 
 
@@ -137,6 +152,36 @@ def _read_array(ckpt_dir: str, name: str, spec: Mapping[str, Any]) -> np.ndarray
 
 def read_target(ckpt_dir: str) -> dict[str, np.ndarray]:
   """The flat {'encoder/layers_0/...': float32 array} of a checkpoint_<step> dir."""
+  if checkpoint_layout(ckpt_dir) == "orbax":
+    return _read_orbax_target(ckpt_dir)
+  return _read_msgpack_target(ckpt_dir)
+
+
+def _read_orbax_target(ckpt_dir: str) -> dict[str, np.ndarray]:
+  """The params of an Orbax t5x checkpoint, read as host numpy arrays on any mesh; the
+  optimizer state is not read (partial restore of the 'target' subtree)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  item_dir = os.path.join(os.path.abspath(ckpt_dir), ORBAX_ITEM)
+  checkpointer = ocp.PyTreeCheckpointer()
+  try:
+    tree = checkpointer.metadata(item_dir).item_metadata.tree
+    if not isinstance(tree, Mapping) or not isinstance(tree.get("target"), Mapping):
+      raise CheckpointError(f"{item_dir}: an Orbax checkpoint without a 'target' params tree")
+    item = {"target": tree["target"]}
+    restore_args = jax.tree_util.tree_map(
+        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+    restored = checkpointer.restore(item_dir, args=ocp.args.PyTreeRestore(
+        item=item, restore_args=restore_args, partial_restore=True))
+  except CheckpointError:
+    raise
+  except Exception as e:  # orbax / tensorstore raise many types
+    raise CheckpointError(f"{item_dir}: cannot read the Orbax checkpoint ({e})") from e
+  return {name: np.asarray(value, dtype=np.float32)
+          for name, value in flatten(restored["target"]).items()}
+
+
+def _read_msgpack_target(ckpt_dir: str) -> dict[str, np.ndarray]:
   from flax import serialization  # pylint: disable=g-import-not-at-top
   msgpack_path = os.path.join(ckpt_dir, MSGPACK_FILE)
   with open(msgpack_path, "rb") as f:
@@ -254,12 +299,71 @@ def _chunk_shape(shape: tuple[int, ...], itemsize: int) -> list[int]:
   return [int(c) for c in chunk]
 
 
+# t5x's Adafactor (t5x/adafactor.py, as t5_1_1/base.gin configures it) factors the second
+# moment of a parameter of rank >= 2 whose second-largest dimension is at least this; every
+# T5 parameter has rank <= 2, where its logical factor rules fall back to this heuristic.
+_ADAFACTOR_MIN_DIM_SIZE_TO_FACTOR = 128
+
+
+def adafactor_initial_state(shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+  """The state t5x's Adafactor (beta1=None) starts a parameter of `shape` with: zeros,
+  `v_row`/`v_col` if its second moment is factored, else `v`; (1,)-shaped placeholders for
+  the rest. A checkpoint that holds it restores in t5x.train like a public Flan-T5 one.
+
+  (512, 1024) -> v_row (512,), v_col (1024,), v (1,), m (1,)
+  (512,)      -> v (512,), v_row (1,), v_col (1,), m (1,)
+  """
+  state = {k: np.zeros((1,), np.float32) for k in ("m", "v", "v_col", "v_row")}
+  order = np.argsort(shape)  # t5x's Adafactor._factored_dims: the two largest dims
+  if len(shape) >= 2 and shape[order[-2]] >= _ADAFACTOR_MIN_DIM_SIZE_TO_FACTOR:
+    row, col = int(order[-2]), int(order[-1])
+    state["v_row"] = np.zeros(np.delete(shape, col), np.float32)
+    state["v_col"] = np.zeros(np.delete(shape, row), np.float32)
+  else:
+    state["v"] = np.zeros(shape, np.float32)
+  return state
+
+
+def finetune_total_steps(checkpoint_path: str, finetune_steps: int) -> int:
+  """t5x's TRAIN_STEPS (an absolute step) for `finetune_steps` steps on top of the
+  checkpoint at `checkpoint_path`, read from its `checkpoint_<step>` name. Absolute, unlike
+  TRAIN_STEPS_RELATIVE, so a preempted run restarted from its own newest checkpoint still
+  stops at the same step. Used by gin/t5x/symbol_tuning.gin.
+
+  ('gs://t5-data/pretrained_models/t5x/flan_t5_small/checkpoint_1198000', 4000) -> 1202000
+  (None, 300) -> 300   (no checkpoint: random weights at step 0)
+  """
+  if not checkpoint_path:
+    return int(finetune_steps)
+  step = checkpoint_step(str(checkpoint_path).rstrip("/"))
+  if step is None:
+    raise ValueError(
+        f"INITIAL_CHECKPOINT_PATH {checkpoint_path!r} does not end in checkpoint_<step>, so "
+        "the step to stop at (its step + FINETUNE_STEPS) is unknown: point it at a "
+        "checkpoint_<step> directory or set TRAIN_STEPS yourself")
+  return step + int(finetune_steps)
+
+
+def _write_zarr(tmp_dir: str, rel: str, arr: np.ndarray) -> dict[str, Any]:
+  """Writes `arr` as float32 zarr (gzip) at tmp_dir/rel; returns the msgpack spec, whose
+  path is relative to the checkpoint dir as in t5x's own checkpoints."""
+  import tensorstore as ts  # pylint: disable=g-import-not-at-top
+  arr = np.ascontiguousarray(np.asarray(arr, dtype=np.float32))
+  metadata = {"compressor": {"id": "gzip"}, "shape": list(arr.shape),
+              "chunks": _chunk_shape(arr.shape, arr.dtype.itemsize)}
+  spec = {"driver": "zarr", "dtype": "float32",
+          "kvstore": {"driver": "file", "path": rel}, "metadata": metadata}
+  full = dict(spec, kvstore={"driver": "file", "path": os.path.join(tmp_dir, rel)})
+  ts.open(full, create=True, open=True).result().write(arr).result()
+  return spec
+
+
 def save_t5x(params, path: str, step: int = 0) -> str:
   """Writes `path/checkpoint_<step>/` in t5x's layout (float32 zarr arrays, gzip);
-  returns that directory. Only params ('target') and the step are written: t5x
-  finetuning from it should restore with `assignment_map=((r'state.*', None),)`
-  (finetune.gin's default) so the optimizer state starts fresh."""
-  import tensorstore as ts  # pylint: disable=g-import-not-at-top
+  returns that directory. Besides the params ('target') and the step it holds t5x's
+  initial Adafactor state (`adafactor_initial_state`), as the public Flan-T5 checkpoints
+  hold their optimizer state, so t5x.train restores it with finetune.gin's defaults and
+  continues from `step`."""
   from flax import serialization  # pylint: disable=g-import-not-at-top
   step = int(step)
   ckpt_dir = os.path.join(os.path.abspath(os.fspath(path)), f"checkpoint_{step}")
@@ -267,21 +371,23 @@ def save_t5x(params, path: str, step: int = 0) -> str:
   if os.path.exists(ckpt_dir):
     raise CheckpointError(f"{ckpt_dir} already exists")
   os.makedirs(tmp_dir, exist_ok=True)
-  specs = {}
+  target, param_states = {}, {}
   for name, value in flatten(params).items():
-    arr = np.ascontiguousarray(np.asarray(value, dtype=np.float32))
-    rel = "target." + name.replace("/", ".")
-    metadata = {"compressor": {"id": "gzip"}, "shape": list(arr.shape),
-                "chunks": _chunk_shape(arr.shape, arr.dtype.itemsize)}
-    spec = {"driver": "zarr", "dtype": "float32",
-            "kvstore": {"driver": "file", "path": rel}, "metadata": metadata}
-    full = dict(spec, kvstore={"driver": "file", "path": os.path.join(tmp_dir, rel)})
-    store = ts.open(full, create=True, open=True).result()
-    store.write(arr).result()
-    specs[name] = spec
+    dotted = name.replace("/", ".")
+    value = np.asarray(value)
+    target[name] = _write_zarr(tmp_dir, "target." + dotted, value)
+    for key, zeros in adafactor_initial_state(value.shape).items():
+      # t5x gives v_row, v_col, m and placeholders no partitioning (adafactor.py's
+      # derive_logical_axes) and keeps such arrays inline in the msgpack; its restore reads
+      # a zarr array only for partitioned ones (it fails on an unpartitioned zarr array).
+      partitioned = key == "v" and zeros.shape == value.shape and zeros.shape != (1,)
+      param_states[f"{name}/{key}"] = (
+          _write_zarr(tmp_dir, f"state.param_states.{dotted}.{key}", zeros)
+          if partitioned else zeros)
   contents = {"version": VERSION,
-              "optimizer": {"target": unflatten(specs),
-                            "state": {"step": np.asarray(step, dtype=np.int32)}}}
+              "optimizer": {"target": unflatten(target),
+                            "state": {"step": np.asarray(step, dtype=np.int32),
+                                      "param_states": unflatten(param_states)}}}
   with open(os.path.join(tmp_dir, MSGPACK_FILE), "wb") as f:
     f.write(serialization.msgpack_serialize(contents))
   os.rename(tmp_dir, ckpt_dir)
