@@ -3,9 +3,12 @@
 `require_t5x()` skips a test when t5x is not installed, and fails it under CI=true, where
 .ci/run installs it. `run_t5x()` runs `python -m t5x.{train,eval}` on our gin files in a
 subprocess, offline and on CPU, and returns its log; `train_metrics()` reads the per-step
-scalars that t5x.train wrote to TensorBoard.
+scalars that t5x.train wrote to TensorBoard. `compare_trainers()` trains one config with
+t5x.train and with `symbol-tuning train` (tests/test_trainer_vs_t5x.py,
+benchmarks/trainer_vs_t5x.py).
 """
 import importlib.util
+import json
 import os
 import pathlib
 import subprocess
@@ -74,3 +77,85 @@ def train_metrics(model_dir, tag: str = "loss") -> dict[int, float]:
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
   return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)}
+
+
+def run_cli(*args, env: dict | None = None, timeout: float = 900) -> str:
+  """`symbol-tuning ARGS` in a subprocess (t5x_env by default); returns stdout."""
+  proc = subprocess.run([sys.executable, "-m", "symbol_tuning.cli", *args], capture_output=True,
+                        text=True, env=env or t5x_env(), timeout=timeout, check=False)
+  if proc.returncode != 0:
+    raise AssertionError(f"symbol-tuning {' '.join(args)} exited {proc.returncode}:\n"
+                         + proc.stdout[-3000:] + proc.stderr[-3000:])
+  return proc.stdout
+
+
+def random_hf_checkpoint(path, size: str, vocab_size: int, seed: int = 0):
+  """A random model of `size`'s shape with `vocab_size` ids, saved as a HuggingFace directory
+  (config.json + model.safetensors: what users download)."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from symbol_tuning.checkpoints import hf  # pylint: disable=import-outside-toplevel
+  from symbol_tuning.model import get_config  # pylint: disable=import-outside-toplevel
+  from symbol_tuning.model.network import init_params  # pylint: disable=import-outside-toplevel
+
+  config = get_config(size, vocab_size=vocab_size)
+  hf.save_hf(config, jax.device_get(init_params(config, jax.random.PRNGKey(seed))), path)
+  return path
+
+
+# t5x network fields of our named shapes (the tiny twin's file sets tiny's).
+T5X_SHAPES = {"small": {"emb_dim": 512, "num_heads": 6, "head_dim": 64, "mlp_dim": 1024,
+                        "num_encoder_layers": 8, "num_decoder_layers": 8}}
+
+
+def compare_trainers(workdir, bigbench_dir, *, steps: int = 3, size: str = "tiny",
+                     lengths=(512, 32), batch_size: int = 8,
+                     activation_dtype: str = "float32") -> dict:
+  """Trains the same config with t5x.train and with our trainer, one after the other: the
+  same initial checkpoint (random, `size`'s shape, written as HF and converted to t5x at
+  step 0), the same seqio batches (symbol_tuning_bigbench, seed 0, `lengths`, best-fit
+  packing), dropout 0. Returns both per-step losses (per target token), seconds per step,
+  the largest difference of the final parameters, and the run directories."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  from symbol_tuning.checkpoints import convert, flatten  # pylint: disable=import-outside-toplevel
+
+  workdir = pathlib.Path(workdir)
+  env = t5x_env(BIGBENCH_DIR=str(bigbench_dir))
+  hf_dir = random_hf_checkpoint(workdir / "init_hf", size, 8064)
+  run_cli("convert", str(hf_dir), str(workdir / "init_t5x"), "--to", "t5x", "--step", "0",
+          env=env)
+  feature_lengths = f"{{'inputs': {lengths[0]}, 'targets': {lengths[1]}}}"
+  t5x_dir, ours_dir = workdir / "t5x", workdir / "ours"
+  shape = {f"network.T5Config.{k}": v for k, v in T5X_SHAPES.get(size, {}).items()}
+  run_t5x("train", ["symbol_tuning_bigbench_tiny.gin"], {
+      "MODEL_DIR": f"'{t5x_dir}'", "FLAN_T5_CHECKPOINT": f"'{workdir / 'init_t5x' / 'checkpoint_0'}'",
+      "FINETUNE_STEPS": steps, "BATCH_SIZE": batch_size, "TASK_FEATURE_LENGTHS": feature_lengths,
+      # A checkpoint (so a metrics record) every step; the stream's seed fixed, as ours is.
+      "utils.SaveCheckpointConfig.period": 1, "train/utils.DatasetConfig.seed": 0,
+      "network.T5Config.dtype": f"'{activation_dtype}'", **shape}, env)
+  run_cli("train", "--gin_file=local/symbol_tuning_bigbench_tiny.gin",
+          f"--gin.MODEL_DIR='{ours_dir}'", f"--gin.INITIAL_CHECKPOINT_PATH='{hf_dir}'",
+          f"--gin.TRAIN_STEPS={steps}", f"--gin.BATCH_SIZE={batch_size}",
+          f"--gin.TASK_FEATURE_LENGTHS={feature_lengths}", "--gin.LOG_PERIOD=1",
+          f"--gin.CHECKPOINT_PERIOD={steps}", "--gin.RANDOM_SEED=0",
+          f"--gin.ACTIVATION_DTYPE='{activation_dtype}'", "--no_progress", env=env)
+  rows = [json.loads(line) for line in (ours_dir / "metrics.jsonl").read_text().splitlines()]
+  theirs = train_metrics(t5x_dir, "loss_per_nonpadding_target_token")
+  seconds = train_metrics(t5x_dir, "timing/seconds")
+  _, ours_params = convert.load_any(str(ours_dir))
+  _, t5x_params = convert.load_any(str(t5x_dir / f"checkpoint_{steps}"))
+  _, init_params = convert.load_any(str(hf_dir))
+  ours_flat, t5x_flat, init_flat = (flatten(p) for p in (ours_params, t5x_params, init_params))
+  return {
+      "t5x_dir": str(t5x_dir), "ours_dir": str(ours_dir), "init_hf": str(hf_dir),
+      "steps": [r["step"] for r in rows],
+      "ours_loss": [r["loss"] for r in rows],
+      "t5x_loss": [theirs[r["step"]] for r in rows],
+      "ours_seconds_per_step": [r["seconds_per_step"] for r in rows],
+      "t5x_seconds_per_step": [seconds[r["step"]] for r in rows],
+      "max_abs_param_diff": max(float(np.max(np.abs(ours_flat[k] - t5x_flat[k])))
+                                for k in ours_flat),
+      "max_abs_param_change": max(float(np.max(np.abs(ours_flat[k] - init_flat[k])))
+                                  for k in ours_flat),
+  }

@@ -1,22 +1,21 @@
 """The real t5x binaries on our gin files, on CPU (t5x from ../shared/vendor, see
 .ci/install_t5x.sh): the round trip users make.
 
-1. `symbol-tuning convert HF_DIR DST --to t5x --step 1000` writes a checkpoint that
-   t5x.train restores with finetune.gin's defaults; the tiny twin trains exactly
-   FINETUNE_STEPS from step 1000, with best-fit packing, writes Orbax checkpoints, and a
-   second run resumes from its newest one.
+1. `symbol-tuning convert HF_DIR DST --to t5x` writes a checkpoint that t5x.train restores
+   with finetune.gin's defaults; the tiny twin trains FINETUNE_STEPS with best-fit packing,
+   writes Orbax checkpoints, and a second run resumes from its newest one. Our trainer, on
+   the same config, gives the same losses and parameters.
 2. t5x.eval scores the rank-classification and exact-match mixtures on 'validation'.
 3. Our CLI reads the Orbax checkpoint t5x.train wrote (`convert --to hf`, `eval`), and the
    converted model gives t5x.eval's own scores.
 4. symbol_tuning_flan_t5_small.gin with symbol_tuning_mix.gin trains a step of Flan-T5
-   small's shape on the real 22-dataset mixture (synthetic local copies), only steps, batch,
-   lengths and vocabulary overridden.
+   small's shape on the real 22-dataset mixture (synthetic local copies) from a checkpoint
+   converted at step 5, and stops at step 6; only steps, batch, lengths and vocabulary
+   overridden.
 """
 import json
 import math
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -24,60 +23,49 @@ import pytest
 import synthetic_data
 import t5x_support
 
-TINY_START = 1000  # the converted checkpoint's step
 TINY_STEPS = 2
-
-
-def _cli(*args, env=None):
-  proc = subprocess.run([sys.executable, "-m", "symbol_tuning.cli", *args],
-                        capture_output=True, text=True, env=env or t5x_support.t5x_env(),
-                        timeout=600, check=False)
-  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-  return proc.stdout
-
-
-def _random_hf_checkpoint(path, size, vocab_size, seed=0):
-  """A random model of `size`'s shape with `vocab_size` ids (the t5x model file's), saved as
-  a HuggingFace directory (what users download: config.json + model.safetensors)."""
-  import jax  # pylint: disable=import-outside-toplevel
-
-  from symbol_tuning.checkpoints import hf  # pylint: disable=import-outside-toplevel
-  from symbol_tuning.model import get_config  # pylint: disable=import-outside-toplevel
-  from symbol_tuning.model.network import init_params  # pylint: disable=import-outside-toplevel
-
-  config = get_config(size, vocab_size=vocab_size)
-  hf.save_hf(config, jax.device_get(init_params(config, jax.random.PRNGKey(seed))), path)
-  return path
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, bigbench_dir):
-  """A converted tiny checkpoint trained by t5x.train for TINY_STEPS steps."""
+  """The tiny twin trained TINY_STEPS steps from a converted checkpoint by t5x.train, and the
+  same config by our trainer (t5x_support.compare_trainers)."""
   t5x_support.require_t5x()
   root = tmp_path_factory.mktemp("t5x_tiny")
-  hf_dir = _random_hf_checkpoint(root / "hf", "tiny", 8064)
-  _cli("convert", str(hf_dir), str(root / "converted"), "--to", "t5x",
-       "--step", str(TINY_START))
-  model_dir = root / "run"
-  bindings = {"MODEL_DIR": f"'{model_dir}'",
-              "FLAN_T5_CHECKPOINT": f"'{root / 'converted' / f'checkpoint_{TINY_START}'}'",
-              # A checkpoint (and so a metrics record) every step: each step's loss is logged.
-              "FINETUNE_STEPS": TINY_STEPS, "utils.SaveCheckpointConfig.period": 1}
-  env = t5x_support.t5x_env(BIGBENCH_DIR=str(bigbench_dir))
-  log = t5x_support.run_t5x("train", ["symbol_tuning_bigbench_tiny.gin"], bindings, env)
-  return {"root": root, "model_dir": model_dir, "bindings": bindings, "env": env, "log": log}
+  result = t5x_support.compare_trainers(root, bigbench_dir, steps=TINY_STEPS)
+  return dict(result, root=root, model_dir=pathlib.Path(result["t5x_dir"]),
+              env=t5x_support.t5x_env(BIGBENCH_DIR=str(bigbench_dir)))
 
 
-def test_converted_checkpoint_trains_exactly_finetune_steps(tiny_run):
+def test_same_losses_and_parameters_as_t5x(tiny_run):
+  """Our trainer is t5x's finetuning recipe on another binary: from the same checkpoint, on
+  the same seqio batches (symbol_tuning_bigbench, seed 0, best-fit packing), in float32 with
+  dropout 0, the per-step losses and the parameters after the last step are t5x.train's.
+
+  Nothing differs in this setting: t5x's loss (cross-entropy + z-loss 1e-4, summed: no
+  normalizing factor) and ours; t5x's Adafactor (decay 0.8 from step 0, factored second
+  moments by the same rule, update clipping 1, parameter-scaled updates, epsilons 1e-30 and
+  1e-3) and optax's as we configure it. Outside it (README, Training): from a checkpoint
+  with optimizer state (the public Flan-T5 ones), t5x continues Adafactor's state and decay
+  schedule at the checkpoint's step, ours starts them afresh."""
+  assert tiny_run["steps"] == list(range(1, TINY_STEPS + 1))
+  for ours, theirs in zip(tiny_run["ours_loss"], tiny_run["t5x_loss"]):
+    assert math.isfinite(ours) and abs(ours - theirs) <= 1e-3 * abs(theirs), tiny_run
+  # The parameters moved (by ~1e-2), and moved the same way (to float32 rounding).
+  assert tiny_run["max_abs_param_change"] > 1e-3
+  assert tiny_run["max_abs_param_diff"] < 1e-5, tiny_run
+
+
+def test_converted_checkpoint_trains_with_t5x(tiny_run):
   model_dir = tiny_run["model_dir"]
-  end = TINY_START + TINY_STEPS
-  assert f"checkpoint_{TINY_START}" in tiny_run["log"]  # restored from the converted one
+  # t5x.train restored the converted checkpoint (optimizer state included) and stopped at
+  # its step (0) + FINETUNE_STEPS.
   steps = sorted(int(p.name.split("_")[1]) for p in model_dir.glob("checkpoint_*"))
-  assert steps[-1] == end
+  assert steps == list(range(0, TINY_STEPS + 1))
   # t5x.train's default layout is Orbax (use_orbax=True), with the train state in state/.
-  assert (model_dir / f"checkpoint_{end}" / "state" / "_METADATA").is_file()
+  assert (model_dir / f"checkpoint_{TINY_STEPS}" / "state" / "_METADATA").is_file()
   losses = t5x_support.train_metrics(model_dir)
-  assert sorted(losses) == list(range(TINY_START + 1, end + 1))
+  assert sorted(losses) == list(range(1, TINY_STEPS + 1))
   assert all(math.isfinite(v) and v > 0 for v in losses.values())
   # Best-fit packing is what t5x's train binary used (models.EncoderDecoderModel's hook).
   config = " ".join((model_dir / "config.gin").read_text().replace("\\\n", " ").split())
@@ -85,21 +73,23 @@ def test_converted_checkpoint_trains_exactly_finetune_steps(tiny_run):
 
 
 def test_a_second_run_resumes_from_the_newest_checkpoint(tiny_run):
-  bindings = dict(tiny_run["bindings"], FINETUNE_STEPS=TINY_STEPS + 1)
-  log = t5x_support.run_t5x("train", ["symbol_tuning_bigbench_tiny.gin"], bindings,
+  model_dir = tiny_run["model_dir"]
+  log = t5x_support.run_t5x("train", ["symbol_tuning_bigbench_tiny.gin"], {
+      "MODEL_DIR": f"'{model_dir}'",
+      "FLAN_T5_CHECKPOINT": f"'{tiny_run['root'] / 'init_t5x' / 'checkpoint_0'}'",
+      "FINETUNE_STEPS": TINY_STEPS + 1, "utils.SaveCheckpointConfig.period": 1},
                             tiny_run["env"])
-  end = TINY_START + TINY_STEPS
-  assert f"checkpoint_{end}" in log
-  assert (tiny_run["model_dir"] / f"checkpoint_{end + 1}" / "state").is_dir()
-  losses = t5x_support.train_metrics(tiny_run["model_dir"])
-  assert end + 1 in losses and math.isfinite(losses[end + 1])
+  assert f"checkpoint_{TINY_STEPS}" in log
+  assert (model_dir / f"checkpoint_{TINY_STEPS + 1}" / "state").is_dir()
+  losses = t5x_support.train_metrics(model_dir)
+  assert TINY_STEPS + 1 in losses and math.isfinite(losses[TINY_STEPS + 1])
 
 
 @pytest.fixture(scope="module")
 def tiny_eval(tiny_run):
   """t5x.eval of the trained checkpoint on a rank-classification and an exact-match mixture
   (4 examples of each task)."""
-  checkpoint = tiny_run["model_dir"] / f"checkpoint_{TINY_START + TINY_STEPS}"
+  checkpoint = tiny_run["model_dir"] / f"checkpoint_{TINY_STEPS}"
   out = {}
   for kind, mixture in (("rank", "symbol_tuning_eval_bigbench_rank_symbols"),
                         ("exact", "symbol_tuning_eval_bigbench_flipped")):
@@ -120,7 +110,7 @@ def test_eval_files_score_the_validation_split(tiny_eval, kind, metric):
   assert len(files) >= 6  # one per task of the mixture (11 held-out; flipped: the binary ones)
   for path in files:
     record = json.loads(path.read_text().splitlines()[-1])
-    assert record["step"] == TINY_START + TINY_STEPS
+    assert record["step"] == TINY_STEPS
     assert 0.0 <= record[metric] <= 100.0
 
 
@@ -128,7 +118,7 @@ def test_our_cli_reads_t5x_orbax_checkpoints_with_t5x_scores(tiny_eval, tmp_path
   """The Orbax checkpoint t5x.train wrote -> `symbol-tuning convert --to hf` -> our scorer
   gives the log-likelihoods t5x.eval wrote for the same prompts and options."""
   hf_dir = tmp_path / "hf"
-  _cli("convert", str(tiny_eval["checkpoint"]), str(hf_dir), "--to", "hf")
+  t5x_support.run_cli("convert", str(tiny_eval["checkpoint"]), str(hf_dir), "--to", "hf")
   from symbol_tuning import vocab  # pylint: disable=import-outside-toplevel
   from symbol_tuning.evaluation import scoring  # pylint: disable=import-outside-toplevel
 
@@ -146,7 +136,7 @@ def test_our_cli_reads_t5x_orbax_checkpoints_with_t5x_scores(tiny_eval, tmp_path
   theirs = np.array([r["score"] for r in rows])
   np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-3)
   # `eval` takes the t5x checkpoint directly, too.
-  _cli("--vocab", "local", "eval", "--checkpoint", str(tiny_eval["checkpoint"]), "--suite",
+  t5x_support.run_cli("--vocab", "local", "eval", "--checkpoint", str(tiny_eval["checkpoint"]), "--suite",
        "bigbench", "--settings", "symbols", "--max_examples", "1", "--out",
        str(tmp_path / "eval"), env=t5x_support.t5x_env(BIGBENCH_DIR=str(bigbench_dir)))
   assert (tmp_path / "eval" / "results.json").is_file()
@@ -156,20 +146,23 @@ def test_flan_t5_small_file_with_the_mix_layer_trains(tmp_path):
   """The experiment file users run, on Flan-T5 small's shape from a converted checkpoint:
   one step on the 22-dataset mixture mixed 16% with instruction data."""
   t5x_support.require_t5x()
-  hf_dir = _random_hf_checkpoint(tmp_path / "hf", "small", 32128)
-  _cli("convert", str(hf_dir), str(tmp_path / "converted"), "--to", "t5x")
+  hf_dir = t5x_support.random_hf_checkpoint(tmp_path / "hf", "small", 32128)
+  t5x_support.run_cli("convert", str(hf_dir), str(tmp_path / "converted"), "--to", "t5x",
+                      "--step", "5")
   data_dir = synthetic_data.write_tune_copies(tmp_path / "data")
   model_dir = tmp_path / "run"
   t5x_support.run_t5x("train", ["symbol_tuning_flan_t5_small.gin", "symbol_tuning_mix.gin"], {
       "MODEL_DIR": f"'{model_dir}'",
-      "FLAN_T5_CHECKPOINT": f"'{tmp_path / 'converted' / 'checkpoint_0'}'",
+      "FLAN_T5_CHECKPOINT": f"'{tmp_path / 'converted' / 'checkpoint_5'}'",
       "VOCABULARY_NAME": "'local'", "FINETUNE_STEPS": 1, "BATCH_SIZE": 2,
       "TASK_FEATURE_LENGTHS": "{'inputs': 256, 'targets': 16}",
       "utils.SaveCheckpointConfig.period": 1},
                       t5x_support.t5x_env(SYMBOL_TUNING_DATA_DIR=str(data_dir),
                                           HF_DATASETS_CACHE=str(tmp_path / "hf_cache")))
-  assert (model_dir / "checkpoint_1" / "state" / "_METADATA").is_file()
+  # Restored at the converted checkpoint's own step, trained exactly FINETUNE_STEPS.
+  assert (model_dir / "checkpoint_6" / "state" / "_METADATA").is_file()
+  assert not (model_dir / "checkpoint_7").exists()
   losses = t5x_support.train_metrics(model_dir)
-  assert list(losses) == [1] and math.isfinite(losses[1])
+  assert list(losses) == [6] and math.isfinite(losses[6])
   config = (model_dir / "config.gin").read_text()  # the mix layer's mixture was trained on
   assert "SYMBOL_FRACTION = 0.16" in config and "symbol_tuning_mix()" in config
