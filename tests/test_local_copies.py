@@ -105,7 +105,8 @@ def test_missing_input_or_label_field_is_an_error_not_a_filter(data_dir):
     sources.load_split(RTE, "train")
   pipeline.clear_caches()
   write_jsonl(data_dir / "rte" / "train.jsonl",
-              [{"premise": "p", "hypothesis": "h", "label": 0}, {"premise": "p", "hypothesis": "h"}])
+              [{"premise": "p", "hypothesis": "h", "label": 0},
+               {"premise": "p", "hypothesis": "h"}])
   with pytest.raises(sources.DataSourceError,
                      match=r"dataset 'rte' .*split 'train', example 1: missing field 'label'$"):
     sources.load_split(RTE, "train")
@@ -253,3 +254,18 @@ def test_export_writes_exactly_the_used_splits_with_class_names(tmp_path, monkey
   loaded = sources.load_split(TREC, "train")
   assert [TREC.labels[e.label] for e in loaded.examples] == ["description", "abbreviation",
                                                              "human"]
+
+
+def test_hints_name_a_readme_section_that_exists(monkeypatch):
+  from symbol_tuning import resources  # pylint: disable=g-import-not-at-top
+
+  headings = [line[3:].strip() for line in
+              (resources.REPO_DIR / "README.md").read_text().splitlines()
+              if line.startswith("## ")]
+  assert hf.README_SECTION == "README, 'Data sources and local copies'"
+  assert "Data sources and local copies" in headings
+  monkeypatch.delenv("SYMBOL_TUNING_DATA_DIR")
+  with monkeypatch.context() as patch, pytest.raises(sources.DataSourceError) as info:
+    patch.setattr(hf, "hub_unreachable", lambda: "huggingface.co is unreachable (test)")
+    sources.load_split(RTE, "train")
+  assert str(info.value).endswith(f"({hf.README_SECTION})")
