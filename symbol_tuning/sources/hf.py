@@ -183,10 +183,10 @@ def label_value_map(entry: catalogue.DatasetEntry, names: list[str],
 
   The catalogue puts class i's name `label_names[i]` at value `raw_label_values[i]`; the
   other values (e.g. RAFT's 0, "Unlabeled") are drop values whose names are not listed.
-  Returns None when the data's names sit where the catalogue expects them; {data value:
+  Returns None when the data's names sit where the catalogue expects them, and {data value:
   catalogue value} when they are the same names in another order (TREC saved as DESC,
-  ENTY, ABBR, ... -> {0: 2, 1: 1, 2: 0, ...}); raises
-  naming the dataset, the field and both lists otherwise (DataSourceError).
+  ENTY, ABBR, HUM, NUM, LOC -> {0: 2, 1: 1, 2: 0, 3: 3, 4: 5, 5: 4}). Any other names are
+  a DataSourceError naming the dataset, the field and both lists.
   """
   values = list(entry.raw_label_values)
   if not entry.label_names or not all(isinstance(v, int) for v in values):
