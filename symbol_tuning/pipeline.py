@@ -128,6 +128,17 @@ class PromptBuilder:
     return prompt
 
 
+def validate(spec: PromptSpec, split: str) -> None:
+  """Reads and checks everything a split's prompts need (queries, exemplars, k range).
+
+  Called before tf.data starts: an error raised inside tf.numpy_function surfaces as a
+  TensorFlow InvalidArgumentError, and the process can then hang at exit in the prefetch
+  iterator's destructor; raised here, it is the DataSourceError the CLI reports in a line.
+  """
+  queries(spec, split)
+  k_cap(spec, split)
+
+
 def clear_caches() -> None:
   """Forgets loaded data and prompt builders (after moving a data directory)."""
   sources.clear_caches()
@@ -164,6 +175,7 @@ class QuerySource(seqio.DataSource):
                   shard_info: seqio.ShardInfo | None = None, *, sequence_length=None,
                   use_cached=False, num_epochs=1):
     del sequence_length, use_cached
+    validate(self.spec, split)  # eagerly, before any tf.data op runs
     n = self.num_input_examples(split)
     ds = tf.data.Dataset.range(n)
     if shard_info:
@@ -195,13 +207,13 @@ def build_prompts(dataset: tf.data.Dataset, sequence_length=None, output_feature
     except prompts.PromptError:
       SKIPPED[spec.task_name] += 1
       return (b"", b"", np.zeros([0], np.int32), np.zeros([0], np.int32),
-              np.array([0, 0, 0, -1, 0], np.int32), b"{}")
+              np.array([0, 0, 0, -1, 0, -1], np.int32), b"{}")
     m = p.metadata
     return (p.inputs.encode(), p.targets.encode(),
             np.asarray(p.input_ids, np.int32),
             np.asarray(builder.pieces(p.targets), np.int32),
-            np.array([m["template"], m["k"], m["num_dropped"], m["gold"], m["k_drawn"]],
-                     np.int32),
+            np.array([m["template"], m["k"], m["num_dropped"], m["gold"], m["k_drawn"],
+                      m["query_index"]], np.int32),
             json.dumps({"symbols": m["symbols"], "options": m["options"]}).encode())
 
   @seqio.map_over_dataset(num_seeds=1)
@@ -212,12 +224,13 @@ def build_prompts(dataset: tf.data.Dataset, sequence_length=None, output_feature
     inputs_str, targets_str, inputs, targets, meta, labels_json = out
     inputs.set_shape([None])
     targets.set_shape([None])
-    meta.set_shape([5])
+    meta.set_shape([6])
     return {
         "inputs_pretokenized": inputs_str, "targets_pretokenized": targets_str,
         "inputs": inputs, "targets": targets, "template": meta[0], "k": meta[1],
         "num_dropped": meta[2], "gold": meta[3], "k_drawn": meta[4],
         "labels_json": labels_json, "query": ex["query"],
+        "query_index": meta[5],  # the query's index in its dataset split
         "task": tf.constant(spec.task_name),
     }
 

@@ -1,7 +1,8 @@
 """Where the project's files and data live, and the environment variables that move them.
 
 Environment variables (all optional):
-  SYMBOL_TUNING_DATA_DIR  local copies of HF datasets: <dir>/<key>/ (see README "Local data").
+  SYMBOL_TUNING_DATA_DIR  local copies of HF datasets: <dir>/<key>/ (README, "Data sources
+                          and local copies").
   BIGBENCH_DIR            a directory laid out as BIG-bench's `bigbench/benchmark_tasks`.
   SYMBOL_TUNING_CACHE     where downloads go (default ~/.cache/symbol_tuning).
   SYMBOL_TUNING_SHARED    the workspace's shared/ folder (tests and benchmarks only).

@@ -51,7 +51,8 @@ PRESET_MIXES = (
 )
 PRESET_FRACTIONS = (0.16, 0.33, 0.5, 0.67, 0.84)
 
-METADATA_FEATURES = ("template", "k", "num_dropped", "gold", "k_drawn", "labels_json", "query")
+METADATA_FEATURES = ("template", "k", "num_dropped", "gold", "k_drawn", "labels_json", "query",
+                     "query_index")
 
 
 def output_features():

@@ -2,12 +2,13 @@
 import collections
 import difflib
 import json
+import re
 import sys
 
 from symbol_tuning.cli import CliError
 
 PASSTHROUGH = ("inputs_pretokenized", "targets_pretokenized", "template", "k", "k_drawn",
-               "num_dropped", "gold", "labels_json", "task", "query")
+               "num_dropped", "gold", "labels_json", "task", "query", "query_index")
 
 
 def register(subparsers) -> None:
@@ -48,33 +49,60 @@ def _provider(name: str):
   return seqio.get_mixture_or_task(name)
 
 
+def _python_error(error) -> str:
+  """The Python exception a tf.numpy_function raised, from TensorFlow's wrapped message."""
+  found = re.findall(r"^(\w+(?:Error|Exception)): (.*)$", error.message, re.MULTILINE)
+  return ": ".join(found[-1]) if found else " ".join(error.message.split())[:300]
+
+
 def records(name: str, split: str, num: int, seed: int, input_length: int,
             target_length: int):
-  """Yields up to `num` prompt records of a task or mixture, as the seqio pipeline makes them."""
+  """Yields up to `num` prompt records of a task or mixture, as the seqio pipeline makes them.
+
+  Data is read and validated when the dataset is built, before tf.data runs; an error that
+  still happens inside the pipeline becomes a CliError once the iterator is released (a
+  live iterator in a traceback makes the process hang at exit).
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   provider = _provider(name)
   if split not in provider.splits:
     raise CliError(f"{name} has no split {split!r}; it has {sorted(provider.splits)}")
   kwargs = {"passthrough_features": list(PASSTHROUGH)} if hasattr(provider, "tasks") else {}
   ds = provider.get_dataset({"inputs": input_length, "targets": target_length}, split=split,
                             shuffle=True, seed=seed, num_epochs=1, **kwargs)
-  for ex in ds.take(num).as_numpy_iterator():
-    labels = json.loads(ex["labels_json"])
-    yield {
-        "task": ex["task"].decode(),
-        "inputs": ex["inputs_pretokenized"].decode(),
-        "targets": ex["targets_pretokenized"].decode(),
-        "template": int(ex["template"]),
-        "k": int(ex["k"]),
-        "k_drawn": int(ex["k_drawn"]),
-        "num_dropped": int(ex["num_dropped"]),
-        "symbols": labels["symbols"],
-        "options": labels["options"],
-        "gold": int(ex["gold"]),
-        "query_index": int(ex["query"]),
-        "num_input_tokens": int(len(ex["inputs"])),  # including EOS
-        "num_target_tokens": int(len(ex["targets"])),
-        "input_ids": ex["inputs"].tolist(),
-    }
+  iterator, failure = ds.take(num).as_numpy_iterator(), None
+  while failure is None:
+    try:
+      ex = next(iterator)
+    except StopIteration:
+      return
+    except tf.errors.OpError as e:
+      failure = _python_error(e)
+      break
+    yield _record(ex)
+  del iterator, ds
+  raise CliError(f"building the prompts of {name} ({split}) failed: {failure}")
+
+
+def _record(ex: dict) -> dict:
+  labels = json.loads(ex["labels_json"])
+  return {
+      "task": ex["task"].decode(),
+      "inputs": ex["inputs_pretokenized"].decode(),
+      "targets": ex["targets_pretokenized"].decode(),
+      "template": int(ex["template"]),
+      "k": int(ex["k"]),
+      "k_drawn": int(ex["k_drawn"]),
+      "num_dropped": int(ex["num_dropped"]),
+      "symbols": labels["symbols"],
+      "options": labels["options"],
+      "gold": int(ex["gold"]),
+      "query_index": int(ex["query_index"]),  # index in the dataset split, as eval writes
+      "num_input_tokens": int(len(ex["inputs"])),  # including EOS
+      "num_target_tokens": int(len(ex["targets"])),
+      "input_ids": ex["inputs"].tolist(),
+  }
 
 
 def _skipped_note() -> str:
@@ -164,6 +192,33 @@ def run_stats(args) -> None:
     print("  " + note)
 
 
+def _task_row(task, name: str) -> dict:
+  """One `list` row: the task's query count and, for evaluation tasks, its exemplar
+  split's; both splits' filtered counts; every split the task reads is loaded and checked
+  (a broken exemplar file makes the task unavailable, as it would make it fail)."""
+  from symbol_tuning import pipeline, sources  # pylint: disable=g-import-not-at-top
+
+  split = "train" if "train" in task.splits else "validation"
+  row = {"name": name, "kind": "task", "split": split}
+  spec = getattr(task.source, "spec", None)  # algorithmic eval tasks have no catalogue entry
+  if spec is None:
+    row["num_examples"] = task.num_input_examples(split)
+    return row
+  pipeline.validate(spec, split)
+  queries = sources.load_split(spec.entry, spec.dataset_split(split))
+  row.update(data_split=queries.split, num_examples=task.num_input_examples(split),
+             filtered=queries.filtered)
+  notes = list(queries.notes)
+  if spec.setting.name not in ("tune", "instruct"):  # evaluation: exemplars too
+    exemplars = sources.load_split(spec.entry, spec.entry.train_split)
+    row["exemplars"] = {"split": exemplars.split, "num_examples": len(exemplars.examples),
+                        "filtered": exemplars.filtered}
+    notes += [n for n in exemplars.notes if n not in notes]
+  if notes:
+    row["notes"] = notes
+  return row
+
+
 def run_list(args) -> None:
   import seqio  # pylint: disable=g-import-not-at-top
 
@@ -174,17 +229,13 @@ def run_list(args) -> None:
   for name in sorted(seqio.TaskRegistry.names()):
     if not name.startswith("symbol_tuning.") or args.filter not in name:
       continue
-    task = seqio.TaskRegistry.get(name)
-    split = "train" if "train" in task.splits else "validation"
-    row = {"name": name, "kind": "task", "split": split}
     try:
-      row["num_examples"] = task.num_input_examples(split)
-      spec = getattr(task.source, "spec", None)  # algorithmic eval tasks have no catalogue entry
-      if spec is not None:
-        row["filtered"] = sources.load_split(spec.entry, spec.dataset_split(split)).filtered
+      row = _task_row(seqio.TaskRegistry.get(name), name)
       counts[name] = row["num_examples"]
     except (sources.DataSourceError, ValueError) as e:
-      row["error"] = str(e)
+      task = seqio.TaskRegistry.get(name)
+      row = {"name": name, "kind": "task",
+             "split": "train" if "train" in task.splits else "validation", "error": str(e)}
     _emit(row, args.json)
   for name in sorted(seqio.MixtureRegistry.names()):
     if args.filter not in name:
@@ -202,6 +253,12 @@ def run_list(args) -> None:
     _emit(row, args.json)
 
 
+def _counts(num: int, split: str, filtered: dict) -> str:
+  """'800 train' or '100 test (3 filtered: {"empty_input:text": 3})'."""
+  total = sum(filtered.values())
+  return f"{num} {split}" + (f" ({total} filtered: {filtered})" if total else "")
+
+
 def _emit(row: dict, as_json: bool) -> None:
   if as_json:
     print(json.dumps(row))
@@ -209,9 +266,15 @@ def _emit(row: dict, as_json: bool) -> None:
   if "error" in row:
     print(f"{row['kind']:8s} {row['name']:60s} unavailable: {row['error']}")
   elif row["kind"] == "task":
-    filtered = sum(row.get("filtered", {}).values())
-    extra = f"  ({filtered} filtered: {row['filtered']})" if filtered else ""
-    print(f"task     {row['name']:60s} {row['num_examples']:>7d} {row['split']}{extra}")
+    text = _counts(row["num_examples"], row.get("data_split", row["split"]),
+                   row.get("filtered", {}))
+    if "exemplars" in row:
+      ex = row["exemplars"]
+      text = (f"queries {text}; exemplars "
+              + _counts(ex["num_examples"], ex["split"], ex["filtered"]))
+    if row.get("notes"):
+      text += "; labels remapped by class name"
+    print(f"task     {row['name']:60s} {text}")
   else:
     top = sorted(row["rates"].items(), key=lambda kv: -kv[1])[:3]
     print(f"mixture  {row['name']:60s} {row['num_tasks']:>3d} tasks, "

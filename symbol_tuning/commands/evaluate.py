@@ -38,7 +38,8 @@ def register(subparsers) -> None:
   p.add_argument("--max_instructions", type=positive_int, default=3,
                  help="turing_concepts: largest concept size kept (default 3)")
   p.add_argument("--max_examples", type=positive_int, default=None,
-                 help="queries per task and setting (default: all; paper: <= 100 each)")
+                 help="a random sample of N queries per task, fixed by --seed and the same "
+                      "for every setting (default: all; paper: <= 100 each)")
   p.add_argument("--seed", type=int, default=0, help="fixes every prompt (default 0)")
   p.add_argument("--batch_size", type=positive_int, default=8, help="prompts per encoder batch")
   p.add_argument("--input_length", type=positive_int, default=2048,

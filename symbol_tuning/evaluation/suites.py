@@ -15,6 +15,7 @@ the task name, split and position into the seed, so two checkpoints evaluated wi
 seed see identical prompts, whatever else is evaluated alongside.
 """
 import dataclasses
+import random
 from typing import Callable
 
 import seqio
@@ -22,7 +23,7 @@ import seqio
 from symbol_tuning import catalogue, pipeline, prompts, tasks
 from symbol_tuning import vocab as vocab_lib
 from symbol_tuning.evaluation import algorithmic
-from symbol_tuning.sources.examples import DataSourceError
+from symbol_tuning.sources.examples import DataSourceError, LocalCopyError, stable_seed
 
 GENERATIVE = "generative"  # the one setting of the algorithmic suites
 # suite -> (catalogue group, BIG-bench role, task family in symbol_tuning.tasks)
@@ -110,14 +111,24 @@ def _source_and_hint(entry: catalogue.DatasetEntry) -> tuple[str, str]:
   return f"BIG-bench {entry.path}", BIGBENCH_HINT
 
 
+def query_positions(num_queries: int, max_examples: int | None, key: str,
+                    seed: int) -> list[int]:
+  """The query positions evaluated: all, or a random sample of `max_examples` fixed by
+  (dataset, seed) and the same for every setting, in file order (a class-sorted file must
+  not give one class only). query_positions(5, None, "subj", 0) -> [0, 1, 2, 3, 4]."""
+  if max_examples is None or max_examples >= num_queries:
+    return list(range(num_queries))
+  rng = random.Random(stable_seed("eval_queries", key, seed))
+  return sorted(rng.sample(range(num_queries), max_examples))
+
+
 def _classification_items(task_name: str, key: str, setting: str, input_length: int,
                           seed: int, max_examples: int | None):
   spec = seqio.get_mixture_or_task(task_name).source.spec
   builder = pipeline.PromptBuilder(spec, "validation", input_length - 1)  # room for EOS
   eos = vocab_lib.resolve().eos_id
   items, unfit = [], 0
-  n = len(builder.queries) if max_examples is None else min(max_examples, len(builder.queries))
-  for pos in range(n):
+  for pos in query_positions(len(builder.queries), max_examples, key, seed):
     try:
       p = builder.build(pos, seed)
     except prompts.PromptError:
@@ -223,7 +234,8 @@ def build_all(unit_list: list[Unit], seed: int = 0, max_examples: int | None = N
       built, n_unfit = unit.build(seed, max_examples)
     except (DataSourceError, OSError, ValueError) as e:
       reason = " ".join(str(e).split())
-      if "SYMBOL_TUNING_DATA_DIR" not in reason and "BIGBENCH_DIR" not in reason:
+      if (not isinstance(e, LocalCopyError) and "SYMBOL_TUNING_DATA_DIR" not in reason
+          and "BIGBENCH_DIR" not in reason):
         reason += f"; to use a local copy, {unit.hint}"
       skipped[unit.task] = Skipped(unit.task, [unit.setting], unit.source, reason)
       continue

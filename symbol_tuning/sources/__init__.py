@@ -8,9 +8,9 @@ import functools
 
 from symbol_tuning import catalogue
 from symbol_tuning.sources import bigbench, hf
-from symbol_tuning.sources.examples import DataSourceError, LoadedSplit
+from symbol_tuning.sources.examples import DataSourceError, LoadedSplit, LocalCopyError
 
-__all__ = ["DataSourceError", "LoadedSplit", "load_split"]
+__all__ = ["DataSourceError", "LoadedSplit", "LocalCopyError", "load_split"]
 
 
 @functools.cache

@@ -52,7 +52,8 @@ def _download_into_cache(cache: pathlib.Path) -> None:
   if not archives:
     raise DataSourceError(
         f"BIG-bench: `{' '.join(cmd)}` failed ({result.stderr.strip()[-300:]}); set "
-        "BIGBENCH_DIR to a copy of bigbench/benchmark_tasks (see README, Local data)")
+        "BIGBENCH_DIR to a copy of bigbench/benchmark_tasks (README, 'Data sources and local "
+        "copies')")
   wanted = [e.path for e in catalogue.load("bigbench")] + list(ALGORITHMIC_TASKS)
   extract_task_files(archives[-1], cache, wanted)
   for archive in archives:  # 360 MB we no longer need

@@ -6,11 +6,21 @@ Example (RTE, input_fields premise/hypothesis, labels entailment / not entailmen
   {"premise": " ", ...}            -> filtered, counted as "empty_input:premise"
   {"premise": ..., "label": -1}    -> filtered, counted as "unlabelled" (drop_label_values)
   {"premise": ..., "label": 7}     -> DataSourceError naming dataset, example 12, field label
+  {"hypothesis": ..., "label": 0}  -> DataSourceError: missing field 'premise'
+  {"premise": ..., "label": None}  -> DataSourceError: missing field 'label'
+
+The label rule (`label_key`), the same for every dataset and file format: a label is
+either a class value or a class name. Integers, integral floats and strings of digits are
+class values (1, 1.0, "1" and " 1" are all 1); any other string is a name, matched after
+stripping whitespace against the dataset's own class names (`label_names`) and the
+catalogue's natural labels; booleans are the names "True" and "False".
 """
 import collections
 import dataclasses
 import hashlib
+import math
 import random
+import re
 from typing import Any, Iterable
 
 from symbol_tuning import catalogue
@@ -19,6 +29,10 @@ from symbol_tuning.prompts import Example
 
 class DataSourceError(ValueError):
   """Bad or missing data: names the dataset, the split, the example and the field."""
+
+
+class LocalCopyError(DataSourceError):
+  """The local copy itself is broken: pointing SYMBOL_TUNING_DATA_DIR at it is no remedy."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,11 +45,12 @@ class LoadedSplit:
   num_records: int  # records read from the source
   filtered: dict[str, int]  # reason -> count (empty_input:<field>, unlabelled, over_cap, ...)
   origin: str  # where the records came from (path or hub id), for reports
+  notes: tuple[str, ...] = ()  # what was done to the data besides filtering (label remaps)
 
   def as_dict(self) -> dict:
     return {"dataset": self.dataset, "split": self.split, "num_examples": len(self.examples),
             "num_records": self.num_records, "filtered": dict(self.filtered),
-            "origin": self.origin}
+            "origin": self.origin, "notes": list(self.notes)}
 
 
 def stable_seed(*parts: Any) -> int:
@@ -44,20 +59,44 @@ def stable_seed(*parts: Any) -> int:
   return int.from_bytes(digest, "little")
 
 
+def is_missing(value) -> bool:
+  """True for the values a reader gives a field a record lacks (None, NaN)."""
+  return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def label_key(value):
+  """A raw label in its comparable form (the label rule in the module docstring).
+
+  1, 1.0, "1", " 1 " -> 1;  "entailment " -> "entailment";  True -> "True";  1.5 -> 1.5
+  (no class value or name matches it, so it is reported as outside the class list).
+  """
+  if isinstance(value, bool):
+    return str(value)
+  if isinstance(value, float) and value.is_integer():
+    return int(value)
+  if isinstance(value, str):
+    text = value.strip()
+    return int(text) if re.fullmatch(r"[+-]?\d+", text) else text
+  return value
+
+
 def _class_index(entry: catalogue.DatasetEntry, value, where: str) -> int | None:
   """Class of a raw label value; None for values the entry drops."""
-  if value in entry.drop_label_values:
+  key = label_key(value)
+  if key in [label_key(v) for v in entry.drop_label_values]:
     return None
-  if value in entry.raw_label_values:
-    return entry.raw_label_values.index(value)
-  if isinstance(value, str) and value in entry.label_names:
-    return entry.label_names.index(value)
-  if isinstance(value, str) and value in entry.labels:
-    return entry.labels.index(value)
-  known = list(entry.raw_label_values) + list(entry.label_names)
+  values = [label_key(v) for v in entry.raw_label_values]
+  if key in values:
+    return values.index(key)
+  if isinstance(key, str) and key in entry.label_names:
+    return entry.label_names.index(key)
+  if isinstance(key, str) and key in entry.labels:
+    return entry.labels.index(key)
+  known = values + [n for n in entry.label_names if n not in values]
   raise DataSourceError(
       f"{where}, field {entry.label_field!r}: label {value!r} is outside the class list "
-      f"{known}")
+      f"{known} (a label is a class value or a class name; README, 'Data sources and "
+      f"local copies')")
 
 
 def to_examples(entry: catalogue.DatasetEntry, records: Iterable[dict], split: str,
@@ -69,17 +108,18 @@ def to_examples(entry: catalogue.DatasetEntry, records: Iterable[dict], split: s
     where = f"dataset {entry.key!r} ({origin}), split {split!r}, example {index}"
     texts = []
     for field in entry.input_fields:
-      if field not in record:
-        raise DataSourceError(f"{where}: missing field {field!r} (has {sorted(record)})")
+      if field not in record or is_missing(record[field]):
+        present = sorted(k for k, v in record.items() if not is_missing(v))
+        raise DataSourceError(f"{where}: missing field {field!r} (has {present})")
       value = record[field]
-      if value is None or not str(value).strip():
+      if not str(value).strip():
         texts = None
         filtered[f"empty_input:{field}"] += 1
         break
       texts.append(str(value).strip())
     if texts is None:
       continue
-    if entry.label_field not in record:
+    if entry.label_field not in record or is_missing(record[entry.label_field]):
       raise DataSourceError(f"{where}: missing field {entry.label_field!r}")
     label = _class_index(entry, record[entry.label_field], where)
     if label is None:

@@ -4,15 +4,22 @@ Resolution for a catalogue entry with key K and split S:
   1. $SYMBOL_TUNING_DATA_DIR/K/ if it exists:
      - a `datasets` save_to_disk directory (DatasetDict with dataset_dict.json, or a
        single split saved directly), or
-     - files named S.jsonl / S.json / S.parquet / S.csv (one record per row with the
-       entry's input and label fields; labels as ints or as the dataset's label names).
+     - exactly one file named S.jsonl / S.json / S.parquet / S.csv (one record per row with
+       the entry's input and label fields; labels by the rule in sources/examples.py).
   2. the hub: datasets.load_dataset(hf_id, hf_config, split=S, revision=hf_revision).
      With HF_DATASETS_OFFLINE=1 this reads only the local HF cache.
+Where the data carries its own class names (a ClassLabel feature: hub, save_to_disk and
+parquet copies), they are compared with the catalogue's `label_names`: equal is fine, a
+permutation is remapped by name (and said once), anything else is an error.
 An air-gapped cluster exports once, on a machine with access:
-  python -m symbol_tuning.sources.hf export --out /data/symbol_tuning  (every entry)
+  python -m symbol_tuning.sources.hf export --out /data/symbol_tuning
+which writes <out>/K/S.parquet for exactly the splits the tasks read (`used_splits`).
 """
 import argparse
+import csv
+import dataclasses
 import functools
+import json
 import os
 import pathlib
 import socket
@@ -20,9 +27,71 @@ import sys
 import urllib.parse
 
 from symbol_tuning import catalogue, resources
-from symbol_tuning.sources.examples import DataSourceError, LoadedSplit, to_examples
+from symbol_tuning.sources.examples import (DataSourceError, LoadedSplit, LocalCopyError,
+                                            to_examples)
 
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+README_SECTION = "README, 'Data sources and local copies'"
+_SAID: set[str] = set()  # notes already printed (each is said once per process)
+
+
+def used_splits(entry: catalogue.DatasetEntry) -> tuple[str, ...]:
+  """The dataset splits the registered tasks read (symbol_tuning.tasks): tuning datasets
+  their train split only; evaluation datasets their exemplar and query splits.
+
+  tune mnli -> ("train",);  eval subj -> ("test", "train");  eval RAFT adec -> ("train",)
+  """
+  if entry.group == "tune":
+    return (entry.train_split,)
+  return tuple(sorted({entry.train_split, entry.query_split}))
+
+
+def _error_chain(e: BaseException) -> str:
+  """'Type: first line' of an exception and each cause below it (datasets wraps the
+  parser's message, which names the row, in a generic DatasetGenerationError)."""
+  parts, seen = [], set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+    parts.append(f"{type(e).__name__}: {text}" if text else type(e).__name__)
+    e = e.__cause__ or e.__context__
+  return "; ".join(parts)
+
+
+def _first_bad_json_line(path: pathlib.Path) -> str | None:
+  """'line N: reason' for the first line of a JSON-lines file that is not a JSON object."""
+  with open(path, encoding="utf-8", errors="replace") as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line.strip())
+      except json.JSONDecodeError as e:
+        return f"line {number}, column {e.colno}: {e.msg}"
+      if not isinstance(record, dict):
+        return f"line {number}: a JSON {type(record).__name__}, not an object"
+  return None
+
+
+def _read_file(builder: str, path: pathlib.Path):
+  import datasets  # pylint: disable=g-import-not-at-top
+
+  kwargs = {}
+  if builder == "csv":
+    # Every column as text: pandas would otherwise turn "NA", "null", "N/A"... into missing
+    # values (dropping real inputs) and "007" into 7. Labels follow the label rule anyway.
+    with open(path, encoding="utf-8", newline="") as f:
+      header = next(csv.reader(f), [])
+    kwargs = {"keep_default_na": False,
+              "features": datasets.Features({c: datasets.Value("string") for c in header})}
+  # A broken file is reported by the caller, naming the line; datasets' own log line of the
+  # same failure would only repeat it.
+  verbosity = datasets.logging.get_verbosity()
+  datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+  try:
+    return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+  finally:
+    datasets.logging.set_verbosity(verbosity)
 
 
 def _local_dataset(entry: catalogue.DatasetEntry, split: str):
@@ -34,20 +103,33 @@ def _local_dataset(entry: catalogue.DatasetEntry, split: str):
 
   folder = root / entry.key
   if (folder / "dataset_dict.json").is_file() or (folder / "dataset_info.json").is_file():
-    loaded = datasets.load_from_disk(str(folder))
+    try:
+      loaded = datasets.load_from_disk(str(folder))
+    except Exception as e:  # pylint: disable=broad-except
+      raise LocalCopyError(f"dataset {entry.key!r}: cannot read the save_to_disk copy "
+                           f"{folder} ({_error_chain(e)})") from None
     if isinstance(loaded, datasets.DatasetDict):
       if split not in loaded:
-        raise DataSourceError(f"dataset {entry.key!r}: {folder} has splits {list(loaded)}, "
-                              f"not {split!r}")
+        raise LocalCopyError(f"dataset {entry.key!r}: {folder} has splits {list(loaded)}, "
+                             f"not {split!r}")
       loaded = loaded[split]
     return loaded, str(folder)
-  for suffix, builder in LOCAL_FORMATS.items():
-    path = folder / f"{split}{suffix}"
-    if path.is_file():
-      return datasets.load_dataset(builder, data_files=str(path), split="train"), str(path)
-  raise DataSourceError(
-      f"dataset {entry.key!r}: {folder} holds no split {split!r} (expected a save_to_disk "
-      f"directory or one of {[split + s for s in LOCAL_FORMATS]})")
+  found = [folder / f"{split}{s}" for s in LOCAL_FORMATS if (folder / f"{split}{s}").is_file()]
+  if len(found) > 1:
+    raise LocalCopyError(
+        f"dataset {entry.key!r}: {folder} holds {len(found)} copies of split {split!r} "
+        f"({', '.join(p.name for p in found)}); keep one so it is clear which is read")
+  if not found:
+    raise LocalCopyError(
+        f"dataset {entry.key!r}: {folder} holds no split {split!r} (expected a save_to_disk "
+        f"directory or one of {[split + s for s in LOCAL_FORMATS]})")
+  path = found[0]
+  try:
+    return _read_file(LOCAL_FORMATS[path.suffix], path), str(path)
+  except Exception as e:  # pylint: disable=broad-except
+    where = _first_bad_json_line(path) if path.suffix == ".jsonl" else None
+    raise LocalCopyError(f"dataset {entry.key!r}: cannot read {path}"
+                         f"{', ' + where if where else ''} ({_error_chain(e)})") from None
 
 
 @functools.cache
@@ -74,7 +156,7 @@ def _hub_dataset(entry: catalogue.DatasetEntry, split: str):
     raise DataSourceError(
         f"dataset {entry.key!r}: cannot load {origin} split {split!r}: the HuggingFace hub "
         f"{reason}. Point SYMBOL_TUNING_DATA_DIR at a local copy: "
-        f"<dir>/{entry.key}/{split}.jsonl or a save_to_disk directory (README, Local data)")
+        f"<dir>/{entry.key}/{split}.jsonl or a save_to_disk directory ({README_SECTION})")
   try:
     ds = datasets.load_dataset(entry.hf_id, entry.hf_config, split=split,
                                revision=entry.hf_revision)
@@ -83,44 +165,138 @@ def _hub_dataset(entry: catalogue.DatasetEntry, split: str):
         f"dataset {entry.key!r}: cannot load {origin} split {split!r} from the HuggingFace "
         f"hub ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}). "
         f"Point SYMBOL_TUNING_DATA_DIR at a local copy: <dir>/{entry.key}/{split}.jsonl or a "
-        f"save_to_disk directory (README, Local data)") from None
+        f"save_to_disk directory ({README_SECTION})") from None
   return ds, origin
 
 
-def load_split(entry: catalogue.DatasetEntry, split: str) -> LoadedSplit:
-  found = _local_dataset(entry, split) or _hub_dataset(entry, split)
-  ds, origin = found
-  columns = ds.to_dict()  # plain lists: HF 5.x columns are lazy objects
-  names = list(columns)
-  n = len(columns[names[0]]) if names else 0
-  rows = ({name: columns[name][i] for name in names} for i in range(n))
-  cap = entry.max_examples if split == entry.train_split else None
-  return to_examples(entry, rows, split, origin, cap=cap)
-
-
-def export(out: pathlib.Path, groups=("tune", "eval")) -> None:
-  """Writes every catalogued HF dataset's splits as <out>/<key>/<split>.jsonl."""
+def class_names(ds, field: str) -> list[str] | None:
+  """The dataset's own class names for `field` (a ClassLabel feature), else None."""
   import datasets  # pylint: disable=g-import-not-at-top
 
+  feature = (ds.features or {}).get(field)
+  return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+
+
+def label_value_map(entry: catalogue.DatasetEntry, names: list[str],
+                    origin: str) -> dict[int, object] | None:
+  """How the data's ClassLabel values map onto the catalogue's, from the data's own names.
+
+  The catalogue puts class i's name `label_names[i]` at value `raw_label_values[i]`; the
+  other values (e.g. RAFT's 0, "Unlabeled") are drop values whose names are not listed.
+  Returns None when the data's names sit where the catalogue expects them, and {data value:
+  catalogue value} when they are the same names in another order (TREC saved as DESC,
+  ENTY, ABBR, HUM, NUM, LOC -> {0: 2, 1: 1, 2: 0, 3: 3, 4: 5, 5: 4}). Any other names are
+  a DataSourceError naming the dataset, the field and both lists.
+  """
+  values = list(entry.raw_label_values)
+  if not entry.label_names or not all(isinstance(v, int) for v in values):
+    return None  # nothing to compare with (labels stored as strings, e.g. Winogrande)
+  expected: list = [None] * (max(values) + 1)  # None: a dropped value, any name
+  for value, name in zip(values, entry.label_names):
+    expected[value] = name
+  if len(names) == len(expected) and all(e in (None, n) for e, n in zip(expected, names)):
+    return None
+  free_slots = [i for i, e in enumerate(expected) if e is None]
+  extra = [n for n in names if n not in entry.label_names]
+  if (sorted(set(names) - set(extra)) == sorted(entry.label_names)
+      and len(names) == len(set(names)) and len(extra) == len(free_slots)):
+    by_name = dict(zip(entry.label_names, values))
+    by_name.update(zip(extra, free_slots))
+    return {i: by_name[n] for i, n in enumerate(names)}
+  shown = ["<dropped>" if e is None else e for e in expected]
+  raise DataSourceError(
+      f"dataset {entry.key!r} ({origin}): field {entry.label_field!r} has class names "
+      f"{names}, but the catalogue (tasks/{entry.group}.json label_names) expects {shown}; "
+      "the labels cannot be mapped by name, so the copy is refused rather than mislabelled")
+
+
+def _say_once(note: str) -> None:
+  if note not in _SAID:
+    _SAID.add(note)
+    print(f"symbol-tuning: {note}", file=sys.stderr)
+
+
+def _validated(entry: catalogue.DatasetEntry, split: str, ds, origin: str) -> LoadedSplit:
+  columns = ds.to_dict()  # plain lists: HF 5.x columns are lazy objects
+  notes = []
+  names = class_names(ds, entry.label_field)
+  mapping = label_value_map(entry, names, origin) if names else None
+  if mapping:
+    columns[entry.label_field] = [mapping.get(v, v) for v in columns[entry.label_field]]
+    notes.append(f"dataset {entry.key!r}: {origin} orders the classes of "
+                 f"{entry.label_field!r} as {names}; labels remapped by name to the "
+                 f"catalogue's order {list(entry.label_names)}")
+    _say_once(notes[-1])
+  fields = list(columns)
+  n = len(columns[fields[0]]) if fields else 0
+  rows = ({name: columns[name][i] for name in fields} for i in range(n))
+  cap = entry.max_examples if split == entry.train_split else None
+  loaded = to_examples(entry, rows, split, origin, cap=cap)
+  return dataclasses.replace(loaded, notes=tuple(notes))
+
+
+def load_split(entry: catalogue.DatasetEntry, split: str) -> LoadedSplit:
+  local = _local_dataset(entry, split)
+  if local is None:
+    return _validated(entry, split, *_hub_dataset(entry, split))
+  try:
+    return _validated(entry, split, *local)
+  except LocalCopyError:
+    raise
+  except DataSourceError as e:  # the fix is in the local copy, not a new one
+    raise LocalCopyError(str(e)) from None
+
+
+def _hub_split(entry: catalogue.DatasetEntry, split: str):
+  import datasets  # pylint: disable=g-import-not-at-top
+
+  return datasets.load_dataset(entry.hf_id, entry.hf_config, split=split,
+                               revision=entry.hf_revision)
+
+
+def export(out: pathlib.Path, groups=("tune", "eval"), keys=None, load=_hub_split) -> list:
+  """Writes each catalogued HF dataset's used splits as <out>/<key>/<split>.parquet.
+
+  Parquet keeps the data's types and ClassLabel names, so the copy is checked against the
+  catalogue exactly as the hub would be. `load(entry, split)` -> datasets.Dataset (the hub
+  by default). A dataset that fails is reported and the others go on.
+  Returns one (key, split, rows or None, path or error) per split tried.
+  """
+  report = []
   for group in groups:
     for entry in catalogue.load(group):
-      splits = sorted({entry.train_split, entry.query_split})
-      for split in splits:
-        ds = datasets.load_dataset(entry.hf_id, entry.hf_config, split=split,
-                                   revision=entry.hf_revision)
-        path = out / entry.key / f"{split}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ds.to_json(str(path), lines=True)
+      if entry.source != "hf" or (keys and entry.key not in keys):
+        continue
+      for split in used_splits(entry):
+        path = out / entry.key / f"{split}.parquet"
+        try:
+          ds = load(entry, split)
+          path.parent.mkdir(parents=True, exist_ok=True)
+          ds.to_parquet(str(path))
+        except Exception as e:  # pylint: disable=broad-except
+          report.append((entry.key, split, None, _error_chain(e)))
+          print(f"{entry.key}/{split}: FAILED: {_error_chain(e)}", file=sys.stderr)
+          break  # the dataset's other split is of no use without this one
+        report.append((entry.key, split, len(ds), str(path)))
         print(f"{entry.key}/{split}: {len(ds)} rows -> {path}", file=sys.stderr)
+  return report
 
 
-def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description="Export catalogued HF datasets to JSONL.")
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(
+      description="Export the catalogued HF datasets' used splits to <out>/<key>/<split>.parquet")
   parser.add_argument("command", choices=["export"])
   parser.add_argument("--out", required=True, type=pathlib.Path)
+  parser.add_argument("--keys", default=None, help="comma-separated dataset keys (default: all)")
   args = parser.parse_args(argv)
-  export(args.out)
+  keys = [k.strip() for k in args.keys.split(",")] if args.keys else None
+  report = export(args.out, keys=keys)
+  failed = sorted({key for key, _, rows, _ in report if rows is None})
+  written = sorted({key for key, _, rows, _ in report} - set(failed))
+  print(f"exported {len(written)} datasets to {args.out}"
+        + (f"; FAILED: {', '.join(failed)}" if failed else ""), file=sys.stderr)
+  return 1 if failed or not report else 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())
