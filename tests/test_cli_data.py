@@ -92,3 +92,25 @@ def test_console_script_runs(bigbench_dir):
                         capture_output=True, text=True, env=env, check=False, timeout=300)
   assert proc.returncode == 0, proc.stderr
   assert json.loads(proc.stdout)["task"] == "symbol_tuning.bigbench.navigate"
+
+
+@pytest.mark.parametrize("command", [["inspect", "symbol_tuning_bigbench", "--num", "1"],
+                                     ["eval", "--checkpoint", "random:tiny", "--suite",
+                                      "bigbench", "--max_examples", "1"]])
+def test_default_vocabulary_without_gcs_is_one_line_with_what_to_do(capsys, monkeypatch,
+                                                                    bigbench_dir, command):
+  """Flan-T5's vocabulary lives on GCS: where GCS cannot be reached the command stops at
+  once with what to pass, not after TensorFlow's ~80 s of retries with a traceback."""
+  from symbol_tuning import vocab  # pylint: disable=import-outside-toplevel
+
+  reached = []
+  monkeypatch.setattr(vocab, "_reachable", lambda host, *a, **k: reached.append(host))
+  monkeypatch.delenv("SYMBOL_TUNING_VOCAB")
+  vocab.set_vocabulary(None)
+  try:
+    code, _, err = run(capsys, *command)
+  finally:
+    vocab.set_vocabulary(None)
+  assert reached == [vocab.GCS_HOST]
+  assert code == 2 and len(err.strip().splitlines()) == 1, err
+  assert "cannot be reached" in err and "--vocab local" in err

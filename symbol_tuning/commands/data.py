@@ -65,6 +65,9 @@ def records(name: str, split: str, num: int, seed: int, input_length: int,
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
+  from symbol_tuning import vocab  # pylint: disable=g-import-not-at-top
+
+  vocab.resolve()  # a vocabulary that cannot load fails here, not wrapped by tf.data tracing
   provider = _provider(name)
   if split not in provider.splits:
     raise CliError(f"{name} has no split {split!r}; it has {sorted(provider.splits)}")

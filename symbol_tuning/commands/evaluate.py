@@ -103,10 +103,10 @@ def run_suite(model, suite: str, *, settings=None, tasks_filter=None, subset=Non
   from symbol_tuning.evaluation import report, scoring, suites  # pylint: disable=g-import-not-at-top
 
   settings = suites.check_suite(suite, settings)
+  vocabulary = vocab_lib.resolve()  # fails fast (e.g. GCS unreachable) before any data work
   unit_list = suites.units(suite, settings, subset=subset, tasks_filter=tasks_filter,
                            input_length=input_length, max_instructions=max_instructions)
   items, skipped, unfit = suites.build_all(unit_list, seed, max_examples, on_skip)
-  vocabulary = vocab_lib.resolve()
   generative = suites.is_generative(suite)
   requests = [scoring.Request(it.input_ids, it.option_ids,
                               it.max_decode_len if (greedy or generative) else None)
