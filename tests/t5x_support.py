@@ -103,9 +103,11 @@ def random_hf_checkpoint(path, size: str, vocab_size: int, seed: int = 0):
   return path
 
 
-# t5x network fields of our named shapes (the tiny twin's file sets tiny's).
-T5X_SHAPES = {"small": {"emb_dim": 512, "num_heads": 6, "head_dim": 64, "mlp_dim": 1024,
-                        "num_encoder_layers": 8, "num_decoder_layers": 8}}
+# t5x network fields of our named shapes (the tiny twin's file sets tiny's: 8064 ids, the
+# local vocabulary rounded; Flan-T5 small has 32128).
+T5X_SHAPES = {"tiny": {"vocab_size": 8064},
+              "small": {"vocab_size": 32128, "emb_dim": 512, "num_heads": 6, "head_dim": 64,
+                        "mlp_dim": 1024, "num_encoder_layers": 8, "num_decoder_layers": 8}}
 
 
 def compare_trainers(workdir, bigbench_dir, *, steps: int = 3, size: str = "tiny",
@@ -122,12 +124,12 @@ def compare_trainers(workdir, bigbench_dir, *, steps: int = 3, size: str = "tiny
 
   workdir = pathlib.Path(workdir)
   env = t5x_env(BIGBENCH_DIR=str(bigbench_dir))
-  hf_dir = random_hf_checkpoint(workdir / "init_hf", size, 8064)
+  hf_dir = random_hf_checkpoint(workdir / "init_hf", size, T5X_SHAPES[size]["vocab_size"])
   run_cli("convert", str(hf_dir), str(workdir / "init_t5x"), "--to", "t5x", "--step", "0",
           env=env)
   feature_lengths = f"{{'inputs': {lengths[0]}, 'targets': {lengths[1]}}}"
   t5x_dir, ours_dir = workdir / "t5x", workdir / "ours"
-  shape = {f"network.T5Config.{k}": v for k, v in T5X_SHAPES.get(size, {}).items()}
+  shape = {f"network.T5Config.{k}": v for k, v in T5X_SHAPES[size].items()}
   run_t5x("train", ["symbol_tuning_bigbench_tiny.gin"], {
       "MODEL_DIR": f"'{t5x_dir}'", "FLAN_T5_CHECKPOINT": f"'{workdir / 'init_t5x' / 'checkpoint_0'}'",
       "FINETUNE_STEPS": steps, "BATCH_SIZE": batch_size, "TASK_FEATURE_LENGTHS": feature_lengths,
