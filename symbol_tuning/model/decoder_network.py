@@ -112,15 +112,19 @@ class GroupedQueryAttention(nn.Module):
   Query head h reads key/value head h // (num_heads // num_kv_heads), as HF's
   `repeat_kv`. With `decode=True` keys/values (after RoPE) are kept in the
   'cache' collection (`cached_key`, `cached_value`: (batch, max_len, kv_heads,
-  head_dim), `cache_index`): the first call creates the cache; later calls
-  append a chunk of one or more positions at `cache_index` and attend to
-  everything cached so far (prefill a prompt, then decode token by token).
+  head_dim), `cached_valid`: (batch, max_len) and `cache_index`): the first call
+  creates the cache; later calls append a chunk of one or more positions at
+  `cache_index` and attend to everything cached so far (prefill a prompt, then
+  decode token by token). `chunk_valid` (batch, chunk) marks the chunk's real
+  tokens: padding (e.g. left padding of prompts of different lengths) is never
+  attended to.
   """
   config: DecoderConfig
 
   @nn.compact
   def __call__(self, x: Array, positions: Array, mask: Optional[Array], *,
-               decode: bool = False, deterministic: bool = True) -> Array:
+               decode: bool = False, deterministic: bool = True,
+               chunk_valid: Optional[Array] = None) -> Array:
     cfg = self.config
     dtype = cfg.jnp_dtype
     heads, kv_heads, depth = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
@@ -137,6 +141,7 @@ class GroupedQueryAttention(nn.Module):
     if decode and self.has_variable("cache", "cached_key"):
       cached_key = self.variable("cache", "cached_key")
       cached_value = self.variable("cache", "cached_value")
+      cached_valid = self.variable("cache", "cached_valid")
       cache_index = self.variable("cache", "cache_index")
       index = cache_index.value
       length, chunk = cached_key.value.shape[1], x.shape[1]
@@ -149,11 +154,16 @@ class GroupedQueryAttention(nn.Module):
                                      (0, index, 0, 0))
       value = lax.dynamic_update_slice(cached_value.value,
                                        value.astype(cached_value.value.dtype), (0, index, 0, 0))
-      cached_key.value, cached_value.value = key, value
+      if chunk_valid is None:
+        chunk_valid = jnp.ones(x.shape[:2], jnp.bool_)
+      valid = lax.dynamic_update_slice(cached_valid.value, chunk_valid.astype(jnp.bool_),
+                                       (0, index))
+      cached_key.value, cached_value.value, cached_valid.value = key, value, valid
       cache_index.value = index + chunk
-      # Query i of the chunk sees cached positions <= index + i.
+      # Query i of the chunk sees the real cached positions <= index + i.
       seen = jnp.arange(length)[None, :] <= (index + jnp.arange(chunk))[:, None]
-      mask = seen[None, None] if mask is None else jnp.logical_and(mask, seen[None, None])
+      seen = jnp.logical_and(seen[None, None], valid[:, None, None, :])
+      mask = seen if mask is None else jnp.logical_and(mask, seen)
     else:
       inv_freq, factor = rope_frequencies(cfg)
       query = apply_rope(query, positions, inv_freq, factor)
@@ -161,6 +171,7 @@ class GroupedQueryAttention(nn.Module):
       if decode:  # cache-creating call: zeros of the full decode length
         self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
         self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+        self.variable("cache", "cached_valid", jnp.zeros, key.shape[:2], jnp.bool_)
         self.variable("cache", "cache_index", lambda: jnp.array(0, dtype=jnp.int32))
 
     groups = heads // kv_heads
@@ -195,13 +206,13 @@ class DecoderLayer(nn.Module):
   config: DecoderConfig
 
   @nn.compact
-  def __call__(self, x, positions, mask, deterministic=True, decode=False):
+  def __call__(self, x, positions, mask, deterministic=True, decode=False, chunk_valid=None):
     cfg = self.config
     norm = functools.partial(RMSNorm, cfg.norm_epsilon, cfg.norm_scale_offset, "embed",
                              cfg.jnp_dtype)
     h = norm(name="pre_self_attention_layer_norm")(x)
     x = x + GroupedQueryAttention(cfg, name="self_attention")(
-        h, positions, mask, decode=decode, deterministic=deterministic)
+        h, positions, mask, decode=decode, deterministic=deterministic, chunk_valid=chunk_valid)
     h = norm(name="pre_mlp_layer_norm")(x)
     x = x + GatedMlp(cfg, name="mlp")(h, deterministic=deterministic)
     return layers.constrain(x, ("batch", "length", "embed"))
@@ -235,7 +246,10 @@ class DecoderOnly(nn.Module):
                max_decode_length=None):
     """`decoder_target_tokens` is accepted for t5x compatibility; it masks nothing
     (see the module docstring). With `decode=True` the 'cache' collection must be
-    mutable; the first call (tokens of length `max_decode_length`) creates it."""
+    mutable; the first call (tokens of length `max_decode_length`) creates it, or
+    start from `init_cache`. In cached calls `decoder_segment_ids` marks real tokens
+    (non-zero) against padding, and `decoder_positions` default to continuing from
+    the cache index."""
     del decoder_target_tokens
     cfg = self.config
     tokens = decoder_input_tokens
@@ -246,9 +260,12 @@ class DecoderOnly(nn.Module):
       raise ValueError(f"max_decode_length={max_decode_length} but the cache-creating call "
                        f"got {tokens.shape[-1]} positions")
     batch, length = tokens.shape
+    chunk_valid = None
     if cached:
-      if decoder_segment_ids is not None or decoder_causal_attention is not None:
-        raise ValueError("segment ids / prefix attention cannot be used with cached decoding")
+      if decoder_causal_attention is not None:
+        raise ValueError("prefix attention cannot be used with cached decoding")
+      if decoder_segment_ids is not None:
+        chunk_valid = decoder_segment_ids > 0
       mask = None  # the cache mask is built per layer from cache_index
       positions = decoder_positions  # None: continue from the cache index
     else:
@@ -267,7 +284,8 @@ class DecoderOnly(nn.Module):
     if cfg.remat and not decode:
       layer_cls = nn.remat(DecoderLayer, static_argnums=(4, 5))
     for i in range(cfg.num_layers):
-      x = layer_cls(cfg, name=f"layers_{i}")(x, positions, mask, not enable_dropout, decode)
+      x = layer_cls(cfg, name=f"layers_{i}")(x, positions, mask, not enable_dropout, decode,
+                                             chunk_valid)
     x = RMSNorm(cfg.norm_epsilon, cfg.norm_scale_offset, "embed", cfg.jnp_dtype,
                 name="decoder_norm")(x)
     if cfg.tie_embeddings:
