@@ -56,6 +56,16 @@ def test_cli_trains_a_decoder_only_model(tmp_path, capsys, bigbench_dir):
   assert all(r["target_tokens"] > 0 and r["examples_per_s"] > 0 for r in rows)
   config, params = convert.load_any(str(tmp_path))
   assert family.is_decoder_only(config) and "decoder" in params and "encoder" not in params
+  # `eval` takes the run directory and scores it from the KV cache.
+  out = tmp_path / "eval"
+  code = cli.main(["eval", "--checkpoint", str(tmp_path), "--suite", "bigbench",
+                   "--max_examples", "1", "--input_length", "256", "--settings", "symbols",
+                   "--out", str(out), "--no_progress"])
+  assert code == 0, capsys.readouterr().err
+  results = json.loads((out / "results.json").read_text())
+  records = [json.loads(l) for l in (out / "predictions.jsonl").read_text().splitlines()]
+  assert results["num_examples"] == len(records) > 0
+  assert all(len(r["scores"]) == len(r["options"]) for r in records)
 
 
 def test_batches_train_the_answer_only(bigbench_dir):
