@@ -5,7 +5,9 @@
                      ids, vocab_size 32128). Needs GCS access, e.g. on a Cloud TPU VM.
   local              a 8k-piece model shipped in the package, trained offline on the BIG-bench
                      suite's text (T5 layout: pad 0, eos 1, unk 2). For CPU runs and tests.
-  <path>             any sentencepiece .model file (e.g. a local copy of Flan-T5's).
+  <path>             any sentencepiece .model file (e.g. a local copy of Flan-T5's), or a
+                     HF tokenizer.json / a model directory holding one (decoder-only
+                     models; symbol_tuning.hf_vocab).
 Tasks are registered with a `LazyVocabulary` that resolves the choice at first use, so the
 choice can be made after `import symbol_tuning.tasks` (e.g. from gin or the CLI).
 
@@ -45,8 +47,11 @@ def _make(spec: str) -> seqio.SentencePieceVocabulary:
   if spec == "local":
     return seqio.SentencePieceVocabulary(str(resources.assets_dir() / LOCAL_VOCAB))
   if not os.path.exists(spec) and not spec.startswith("gs://"):
-    raise FileNotFoundError(f"vocabulary {spec!r}: no such file (use flan_t5, local or a "
-                            "path to a sentencepiece .model)")
+    raise FileNotFoundError(f"vocabulary {spec!r}: no such file (use flan_t5, local, a "
+                            "path to a sentencepiece .model or a HF tokenizer.json / its dir)")
+  from symbol_tuning import hf_vocab  # pylint: disable=g-import-not-at-top
+  if hf_vocab.is_hf_tokenizer(spec):
+    return hf_vocab.HFTokenizerVocabulary(spec)
   return seqio.SentencePieceVocabulary(spec)
 
 
