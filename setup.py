@@ -42,6 +42,7 @@ INSTALL_REQUIRES = [
     "tensorboard==2.21.0",
     "tensorstore==0.1.86",
     "safetensors==0.8.0",
+    "tokenizers==0.23.3",  # HF tokenizer.json vocabularies (decoder-only models)
     "wordfreq==3.1.1",
     "datasets==5.2.0",
     "rich==15.0.0",

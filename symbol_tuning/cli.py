@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument(
       "--vocab", default=None,
       help="flan_t5 (Flan-T5's sentencepiece on GCS; default), local (shipped 8k model, "
-           "no network) or a path to a .model file; also $SYMBOL_TUNING_VOCAB")
+           "no network), a path to a .model file, or a HF tokenizer.json / model dir "
+           "(decoder-only models); also $SYMBOL_TUNING_VOCAB")
   subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
   for name in COMMAND_MODULES:
     importlib.import_module(name).register(subparsers)

@@ -5,7 +5,9 @@
                      ids, vocab_size 32128). Needs GCS access, e.g. on a Cloud TPU VM.
   local              a 8k-piece model shipped in the package, trained offline on the BIG-bench
                      suite's text (T5 layout: pad 0, eos 1, unk 2). For CPU runs and tests.
-  <path>             any sentencepiece .model file (e.g. a local copy of Flan-T5's).
+  <path>             any sentencepiece .model file (e.g. a local copy of Flan-T5's), or a
+                     HF tokenizer.json / a model directory holding one (decoder-only
+                     models; symbol_tuning.hf_vocab).
 Tasks are registered with a `LazyVocabulary` that resolves the choice at first use, so the
 choice can be made after `import symbol_tuning.tasks` (e.g. from gin or the CLI).
 
@@ -75,7 +77,7 @@ def _check_gcs(spec: str, path: str) -> None:
 
 
 @functools.cache
-def _make(spec: str) -> seqio.SentencePieceVocabulary:
+def _make(spec: str) -> seqio.Vocabulary:
   """The vocabulary for `spec`, loaded now so that a missing file fails here, not later
   inside a tf.data worker."""
   if spec == "flan_t5":
@@ -86,10 +88,13 @@ def _make(spec: str) -> seqio.SentencePieceVocabulary:
   elif spec.startswith("gs://"):
     _check_gcs(spec, spec)
     vocabulary = seqio.SentencePieceVocabulary(spec)
-  elif not os.path.isfile(spec):
-    raise VocabularyError(f"vocabulary {spec!r}: no such file (use flan_t5, local or a "
-                          "path to a sentencepiece .model)")
+  elif not os.path.exists(spec):
+    raise VocabularyError(f"vocabulary {spec!r}: no such file (use flan_t5, local, a path to "
+                          "a sentencepiece .model or a HF tokenizer.json / its dir)")
   else:
+    from symbol_tuning import hf_vocab  # pylint: disable=g-import-not-at-top
+    if hf_vocab.is_hf_tokenizer(spec):
+      return hf_vocab.HFTokenizerVocabulary(spec)
     vocabulary = seqio.SentencePieceVocabulary(spec)
   try:
     vocabulary.tokenizer  # pylint: disable=pointless-statement  (reads the model file)
@@ -100,11 +105,11 @@ def _make(spec: str) -> seqio.SentencePieceVocabulary:
 
 
 @functools.cache
-def resolve() -> seqio.SentencePieceVocabulary:
+def resolve() -> seqio.Vocabulary:
   return _make(current_spec())
 
 
-def use_vocabulary(spec: str | None = None) -> seqio.SentencePieceVocabulary:
+def use_vocabulary(spec: str | None = None) -> seqio.Vocabulary:
   """The model vocabulary for t5x's gin files (`VOCABULARY = @symbol_tuning.vocab.use_vocabulary()`):
   makes `spec` (flan_t5 | local | path; None keeps $SYMBOL_TUNING_VOCAB, else flan_t5) the
   choice of the tasks too, and returns it, so the model and the tasks' output features can

@@ -11,9 +11,11 @@ from typing import Optional, Sequence
 
 from symbol_tuning.checkpoints import CheckpointError, check_params
 from symbol_tuning.checkpoints import hf as hf_lib
+from symbol_tuning.checkpoints import hf_decoder as hf_decoder_lib
 from symbol_tuning.checkpoints import native as native_lib
 from symbol_tuning.checkpoints import t5x as t5x_lib
-from symbol_tuning.model.config import T5Config, get_config
+from symbol_tuning.model import family
+from symbol_tuning.model.family import ModelConfig
 
 FORMATS = ("hf", "t5x", "native")
 
@@ -38,22 +40,35 @@ def detect_format(path: str) -> str:
       f"native one (model_config.json + params/)")
 
 
-def load_any(path: str, config: Optional[T5Config] = None,
-             step: Optional[int] = None) -> tuple[T5Config, dict]:
-  """Loads (T5Config, float32 numpy params) from any supported format; if
+def load_any(path: str, config: Optional[ModelConfig] = None,
+             step: Optional[int] = None) -> tuple[ModelConfig, dict]:
+  """Loads (model config, float32 numpy params) from any supported format; if
   `config` is given, a checkpoint that does not fit it raises CheckpointError."""
   fmt = detect_format(path)
   if fmt == "hf":
+    if hf_decoder_lib.is_decoder_only_hf(hf_lib._read_config(path)):
+      if config is not None and not family.is_decoder_only(config):
+        raise CheckpointError(f"{path}: a decoder-only model, but the config is T5")
+      return hf_decoder_lib.load_hf_decoder(path, config)
+    if config is not None and family.is_decoder_only(config):
+      raise CheckpointError(f"{path}: not a decoder-only model, but the config is decoder-only")
     return hf_lib.load_hf(path, config)
+  if fmt == "t5x" and config is not None and family.is_decoder_only(config):
+    raise CheckpointError(f"{path}: t5x checkpoints of decoder-only models are not supported")
   if fmt == "t5x":
     return t5x_lib.load_t5x(path, config, step=step)
   return native_lib.load_native(path, config)
 
 
-def save_any(config: T5Config, params, path: str, fmt: str, step: int = 0) -> str:
+def save_any(config: ModelConfig, params, path: str, fmt: str, step: int = 0) -> str:
   if fmt == "hf":
-    hf_lib.save_hf(config, params, path)
+    if family.is_decoder_only(config):
+      hf_decoder_lib.save_hf_decoder(config, params, path)
+    else:
+      hf_lib.save_hf(config, params, path)
     return os.fspath(path)
+  if fmt == "t5x" and family.is_decoder_only(config):
+    raise ValueError("writing t5x checkpoints of decoder-only models is not supported")
   if fmt == "t5x":
     check_params(config, params, "save_t5x")
     return t5x_lib.save_t5x(params, path, step)
@@ -64,7 +79,7 @@ def save_any(config: T5Config, params, path: str, fmt: str, step: int = 0) -> st
 
 
 def convert(src: str, dst: str, to_format: str = "native", *,
-            config: Optional[T5Config] = None, step: Optional[int] = None) -> str:
+            config: Optional[ModelConfig] = None, step: Optional[int] = None) -> str:
   """Converts checkpoint `src` (any format) to `to_format` at `dst`.
 
   `step` selects the source step of a t5x model dir and names the written
@@ -92,7 +107,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="t5x: step to read from a model dir, and step to write")
   parser.add_argument("--config", default=None,
                       help="named model config the checkpoint must match "
-                           "(tiny, small, base, large, xl, xxl)")
+                           "(tiny, small, base, large, xl, xxl; llama-tiny, llama-100m)")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -107,7 +122,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
   try:
-    config = get_config(args.config) if getattr(args, "config", None) else None
+    config = family.get_config(args.config) if getattr(args, "config", None) else None
     out = convert(args.src, args.dst, args.to_format, config=config,
                   step=getattr(args, "step", None))
   except (CheckpointError, ValueError) as e:

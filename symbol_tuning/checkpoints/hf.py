@@ -359,7 +359,6 @@ def save_hf(config: T5Config, params, path: str,
             max_shard_bytes: int = 5 * 1024 ** 3) -> None:
   """Writes config.json + model.safetensors (sharded with an index past
   `max_shard_bytes`) that transformers' T5ForConditionalGeneration loads."""
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   path = os.fspath(path)
   check_params(config, params, "save_hf")
   flat = flatten(params)
@@ -372,6 +371,15 @@ def save_hf(config: T5Config, params, path: str,
   with open(os.path.join(path, "generation_config.json"), "w", encoding="utf-8") as f:
     json.dump({"decoder_start_token_id": 0, "eos_token_id": 1, "pad_token_id": 0}, f,
               indent=2)
+  write_safetensors(tensors, path, max_shard_bytes)
+
+
+def write_safetensors(tensors: dict[str, np.ndarray], path: str,
+                      max_shard_bytes: int = 5 * 1024 ** 3) -> None:
+  """Writes `tensors` as model.safetensors, or as model-0000i-of-0000n.safetensors
+  shards plus model.safetensors.index.json past `max_shard_bytes`; stale weight
+  files of an earlier save in `path` are removed first."""
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   meta = {"format": "pt"}
   shards: list[dict[str, np.ndarray]] = [{}]
   size = 0

@@ -1,7 +1,7 @@
 """Our own params format: an orbax checkpoint of the params dict + model_config.json.
 
 Layout of `path/`:
-  model_config.json   T5Config.to_dict()
+  model_config.json   T5Config.to_dict() or DecoderConfig.to_dict()
   params/             orbax StandardCheckpointer directory of the params dict
 
 The params dict is exactly the model's 'params' collection (t5x names), so the
@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from symbol_tuning.checkpoints import CheckpointError, check_params, flatten, unflatten
+from symbol_tuning.model import family
 from symbol_tuning.model.config import T5Config
 
 CONFIG_FILE = "model_config.json"
@@ -68,7 +69,7 @@ def load_config(path: str) -> T5Config:
   cfg_path = os.path.join(path, CONFIG_FILE)
   try:
     with open(cfg_path, encoding="utf-8") as f:
-      return T5Config.from_dict(json.load(f))
+      return family.config_from_dict(json.load(f))
   except FileNotFoundError as e:
     raise CheckpointError(f"{path}: no {CONFIG_FILE}; not a native checkpoint") from e
   except (json.JSONDecodeError, TypeError, ValueError) as e:
@@ -107,7 +108,7 @@ def _load_trainer(step_dir: str, config: Optional[T5Config]) -> tuple[T5Config, 
   meta_file = os.path.join(step_dir, "meta", "metadata")
   try:
     with open(meta_file, encoding="utf-8") as f:
-      stored = T5Config.from_dict(json.load(f)["model_config"])
+      stored = family.config_from_dict(json.load(f)["model_config"])
   except (OSError, KeyError, ValueError) as e:
     raise CheckpointError(f"{step_dir}: unreadable trainer metadata ({e})") from e
   target = os.path.join(step_dir, "state")

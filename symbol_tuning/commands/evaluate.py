@@ -100,7 +100,7 @@ def run_suite(model, suite: str, *, settings=None, tasks_filter=None, subset=Non
               on_skip=None):
   """Evaluates `model` (scoring.Model) on a suite; returns (records, results)."""
   from symbol_tuning import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-  from symbol_tuning.evaluation import report, scoring, suites  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.evaluation import decoder_scoring, report, scoring, suites  # pylint: disable=g-import-not-at-top
 
   settings = suites.check_suite(suite, settings)
   vocabulary = vocab_lib.resolve()  # fails fast (e.g. GCS unreachable) before any data work
@@ -111,8 +111,8 @@ def run_suite(model, suite: str, *, settings=None, tasks_filter=None, subset=Non
   requests = [scoring.Request(it.input_ids, it.option_ids,
                               it.max_decode_len if (greedy or generative) else None)
               for it in items]
-  scorer = scoring.Scorer(model, batch_size=batch_size, eos_id=vocabulary.eos_id,
-                          vocab_limit=vocabulary.vocab_size)
+  scorer = decoder_scoring.make_scorer(model, batch_size=batch_size, eos_id=vocabulary.eos_id,
+                                       vocab_limit=vocabulary.vocab_size)
   start = time.perf_counter()
   with _Progress(len(requests), f"{suite} ({len(unit_list)} task settings)", progress) as bar:
     outputs = scorer.run(requests, progress=bar) if requests else []

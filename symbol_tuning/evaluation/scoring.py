@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from symbol_tuning.model import network
-from symbol_tuning.model.config import T5Config, get_config
+from symbol_tuning.model import family, network
+from symbol_tuning.model.config import T5Config
 
 MIN_INPUT_BUCKET = 32
 MIN_TARGET_BUCKET = 4
@@ -66,15 +66,15 @@ class Model:
 
 def load_model(checkpoint: str, vocab_size: int | None = None, step: int | None = None) -> Model:
   """A checkpoint of any supported format (HF dir, t5x checkpoint, native dir, the embedded
-  trainer's MODEL_DIR), or `random:<config>[:<seed>]` (e.g. random:tiny) with random
+  trainer's MODEL_DIR), or `random:<config>[:<seed>]` (e.g. random:tiny, random:llama-tiny) with random
   weights whose vocabulary fits `vocab_size` (rounded up to a multiple of 128, as t5x)."""
   if checkpoint.startswith(RANDOM_PREFIX):
     name, _, seed = checkpoint[len(RANDOM_PREFIX):].partition(":")
     overrides = {"dropout_rate": 0.0}
     if vocab_size:
       overrides["vocab_size"] = -(-vocab_size // 128) * 128
-    config = get_config(name, **overrides)
-    params = network.init_params(config, int(seed or 0))
+    config = family.get_config(name, **overrides)
+    params = family.init_params(config, int(seed or 0))
     return Model(config, params, checkpoint)
   from symbol_tuning.checkpoints import convert  # pylint: disable=g-import-not-at-top
 

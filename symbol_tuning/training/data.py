@@ -10,11 +10,15 @@ import jax
 import numpy as np
 import seqio
 
-from symbol_tuning import packing
+from symbol_tuning import decoder_packing, packing
 
 FEATURES = ("encoder_input_tokens", "decoder_target_tokens", "decoder_input_tokens",
             "decoder_loss_weights", "encoder_segment_ids", "decoder_segment_ids",
             "encoder_positions", "decoder_positions")
+# Decoder-only rows: prompt + answer in one sequence (seqio PrefixLM features).
+DECODER_ONLY_FEATURES = ("decoder_target_tokens", "decoder_input_tokens",
+                         "decoder_loss_weights", "decoder_segment_ids", "decoder_positions",
+                         "decoder_causal_attention")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +33,7 @@ class DataConfig:
   pack: bool = True  # pack several examples into each 2048/512 row, as t5x does
   pack_buffer: int = 256  # examples best-fit packed together (symbol_tuning.packing)
   shuffle: bool = True
+  decoder_only: bool = False  # one sequence per example (decoder_packing) instead of enc/dec
 
 
 def check_name(name: str) -> None:
@@ -49,12 +54,38 @@ def host_batches(cfg: DataConfig, start_step: int = 0):
       cfg.mixture_or_task_name, task_feature_lengths=cfg.task_feature_lengths,
       dataset_split=cfg.split, shuffle=cfg.shuffle, num_epochs=None, seed=cfg.seed,
       shard_info=seqio.ShardInfo(index=host, num_shards=hosts) if hosts > 1 else None,
-      feature_converter=packing.BestFitEncDecFeatureConverter(
-          pack=cfg.pack, buffer_size=cfg.pack_buffer))
-  ds = ds.map(lambda ex: {k: ex[k] for k in FEATURES if k in ex})
+      feature_converter=feature_converter(cfg))
+  features = DECODER_ONLY_FEATURES if cfg.decoder_only else FEATURES
+  ds = ds.map(lambda ex: {k: ex[k] for k in features if k in ex})
   ds = ds.batch(cfg.batch_size // hosts, drop_remainder=True)
   if start_step:
     ds = ds.skip(start_step)
   ds = ds.prefetch(2)
   for batch in ds.as_numpy_iterator():
     yield {k: np.asarray(v, np.int32) for k, v in batch.items()}
+
+
+def feature_converter(cfg: DataConfig) -> seqio.FeatureConverter:
+  if cfg.decoder_only:
+    return decoder_packing.BestFitPrefixLMFeatureConverter(pack=cfg.pack,
+                                                           buffer_size=cfg.pack_buffer)
+  return packing.BestFitEncDecFeatureConverter(pack=cfg.pack, buffer_size=cfg.pack_buffer)
+
+
+def batch_counts(batch) -> tuple[int, int]:
+  """(examples, non-padding tokens) of a host batch, packed or not, either layout.
+
+  Example: a packed decoder-only batch with segment ids [[1, 1, 2, 0], [1, 1, 1, 0]]
+    -> (3, 6)
+  """
+  segments = batch.get("encoder_segment_ids", batch.get("decoder_segment_ids"))
+  first = batch.get("encoder_input_tokens", batch["decoder_target_tokens"])
+  examples = int(segments.max(axis=1).sum()) if segments is not None else len(first)
+  if "encoder_input_tokens" in batch:
+    tokens = int((batch["encoder_input_tokens"] > 0).sum()
+                 + (batch["decoder_target_tokens"] > 0).sum())
+  elif segments is not None:
+    tokens = int((segments > 0).sum())
+  else:
+    tokens = int((batch["decoder_target_tokens"] > 0).sum())
+  return examples, tokens

@@ -1,7 +1,7 @@
 """The embedded trainer: t5x-style finetuning on a device mesh, resumable bit for bit.
 
 One gin-configured `TrainConfig` (macros named as in t5x's finetune.gin) -> `train()`:
-seqio batches (packed), T5 v1.1 forward pass, t5x's loss (cross-entropy + z-loss on
+seqio batches (packed), T5 v1.1 or decoder-only forward pass, t5x's loss (cross-entropy + z-loss on
 target tokens), optax's Adafactor with t5x's settings, orbax checkpoints every
 CHECKPOINT_PERIOD steps. The dropout key of step s is fold_in(seed, s) and the data stream
 is a pure function of the seed, so a run killed at any moment and restarted ends with the
@@ -19,8 +19,7 @@ import numpy as np
 import optax
 from flax import linen as nn
 
-from symbol_tuning.model import config as model_config
-from symbol_tuning.model import network
+from symbol_tuning.model import family
 from symbol_tuning.training import checkpointing, data, losses, metrics_io, partitioning
 
 
@@ -38,6 +37,7 @@ class TrainConfig:
   batch_size: int = 32  # BATCH_SIZE: global batch of packed rows (the paper's 32)
   initial_checkpoint_path: str | None = None  # INITIAL_CHECKPOINT_PATH: HF, t5x or ours
   model_size: str = "small"  # MODEL_SIZE: named config used when there is no checkpoint
+  #   (T5: tiny, small, ... xxl; decoder-only: llama-tiny, llama-100m)
   dropout_rate: float = 0.05  # DROPOUT_RATE: the paper's finetuning dropout
   learning_rate: float = 3e-3  # LEARNING_RATE: constant (1e-3 for the largest model)
   activation_dtype: str = "float32"  # ACTIVATION_DTYPE: float32 or bfloat16
@@ -54,6 +54,8 @@ class TrainConfig:
   step_offset: int = 0  # Adafactor decay step offset (t5x's step_offset)
   vocabulary: str | None = None  # VOCABULARY: flan_t5 | local | path (else env/default)
   pack: bool = True  # pack examples into rows (t5x's train DatasetConfig.pack)
+  prefix_lm: bool = False  # PREFIX_LM: decoder-only only; bidirectional attention over the
+  #   prompt (seqio's decoder_causal_attention). False = causal LM, as HF models are trained
 
 
 class TrainError(ValueError):
@@ -61,7 +63,7 @@ class TrainError(ValueError):
 
 
 def _model_config_and_params(cfg: TrainConfig, vocab_size: int):
-  """(T5Config, host params or None) from the initial checkpoint or the named config."""
+  """(model config, host params or None) from the initial checkpoint or the named config."""
   overrides = {"dropout_rate": cfg.dropout_rate, "dtype": cfg.activation_dtype}
   if cfg.initial_checkpoint_path:
     from symbol_tuning.checkpoints import convert  # pylint: disable=g-import-not-at-top
@@ -73,7 +75,7 @@ def _model_config_and_params(cfg: TrainConfig, vocab_size: int):
     config = config.replace(**overrides)
   else:
     rounded = -(-vocab_size // 128) * 128  # t5x pads the vocabulary to a multiple of 128
-    config = model_config.get_config(cfg.model_size, vocab_size=rounded, **overrides)
+    config = family.get_config(cfg.model_size, vocab_size=rounded, **overrides)
     params = None
   if config.vocab_size < vocab_size:
     raise TrainError(f"the model's vocabulary ({config.vocab_size}) is smaller than the "
@@ -90,19 +92,29 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
       factored=True, min_dim_size_to_factor=128, eps=1e-30)
 
 
-def make_train_step(model, optimizer, cfg: TrainConfig):
+def make_train_step(model, optimizer, cfg: TrainConfig, decoder_only: bool = False):
   """(state, batch, rng) -> (state, metrics), with gradient accumulation over microbatches."""
   enable_dropout = cfg.dropout_rate > 0
 
-  def loss_sums(params, batch, rng):
+  def forward(params, batch, rng):
+    if decoder_only:
+      # Per-segment positions restart RoPE in each packed example, as HF sees it alone.
+      return model.apply(
+          {"params": params}, batch["decoder_input_tokens"], batch["decoder_target_tokens"],
+          batch.get("decoder_segment_ids"), batch.get("decoder_positions"),
+          batch.get("decoder_causal_attention") if cfg.prefix_lm else None,
+          enable_dropout=enable_dropout, rngs={"dropout": rng})
     # Positions are not passed, as in t5x's T5 network: relative-position buckets from
     # token indices equal those from per-segment positions wherever attention is allowed
     # (segments are masked off from each other), and cost a (1, heads, q, k) bias instead
     # of a per-example (batch, heads, q, k) one.
-    logits = model.apply(
+    return model.apply(
         {"params": params}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
         batch["decoder_target_tokens"], batch.get("encoder_segment_ids"),
         batch.get("decoder_segment_ids"), enable_dropout=enable_dropout, rngs={"dropout": rng})
+
+  def loss_sums(params, batch, rng):
+    logits = forward(params, batch, rng)
     total, z, weights = losses.cross_entropy_with_z_loss(
         logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"], cfg.z_loss)
     return total, (z, weights)
@@ -157,23 +169,27 @@ class Trainer:
     partitioning.check_batch(cfg.batch_size, self.mesh, cfg.num_microbatches)
     self.model_config, host_params = _model_config_and_params(
         cfg, vocab_lib.resolve().vocab_size)
-    self.model = network.Transformer(self.model_config)
+    self.decoder_only = family.is_decoder_only(self.model_config)
+    if cfg.prefix_lm and not self.decoder_only:
+      raise TrainError("PREFIX_LM applies to decoder-only models only")
+    self.model = family.module(self.model_config)
     self.optimizer = make_optimizer(cfg)
-    logical_axes = network.get_logical_axes(self.model_config)
+    logical_axes = family.get_logical_axes(self.model_config)
     # Axes the mesh cannot split evenly (the tiny model's 4 heads on MESH_MODEL=8) are
     # replicated rather than failing in jax with an uneven-sharding error.
     self.rules, replicated = partitioning.fit_rules(
-        self.mesh, logical_axes, network.param_shapes(self.model_config))
+        self.mesh, logical_axes, family.param_shapes(self.model_config))
     if replicated and jax.process_index() == 0:
       print(f"mesh: {'; '.join(replicated)}", file=sys.stderr)
     self.param_shardings = partitioning.logical_to_shardings(self.mesh, logical_axes,
                                                              self.rules)
     self.state = self._initial_state(host_params)
     self.data_cfg = data.DataConfig(cfg.mixture_or_task_name, dict(cfg.task_feature_lengths),
-                                    cfg.batch_size, seed=cfg.random_seed, pack=cfg.pack)
+                                    cfg.batch_size, seed=cfg.random_seed, pack=cfg.pack,
+                                    decoder_only=self.decoder_only)
     rep = partitioning.replicated(self.mesh)
     state_shardings = jax.tree.map(lambda x: x.sharding, self.state)
-    self._step = jax.jit(make_train_step(self.model, self.optimizer, cfg),
+    self._step = jax.jit(make_train_step(self.model, self.optimizer, cfg, self.decoder_only),
                          in_shardings=(state_shardings, partitioning.batch_sharding(self.mesh),
                                        rep),
                          out_shardings=(state_shardings, rep), donate_argnums=(0,))
@@ -186,7 +202,7 @@ class Trainer:
     rep = partitioning.replicated(self.mesh)
     with self.context():
       if host_params is None:
-        init = jax.jit(lambda r: network.init_params(self.model_config, r),
+        init = jax.jit(lambda r: family.init_params(self.model_config, r),
                        out_shardings=self.param_shardings)
         params = init(jax.random.PRNGKey(self.cfg.random_seed))
       else:
@@ -243,10 +259,9 @@ class Trainer:
         batch = next(batches)
         metrics = self.step(batch)
         window["steps"] += 1
-        window["examples"] += int(batch["encoder_segment_ids"].max(axis=1).sum()) if (
-            "encoder_segment_ids" in batch) else len(batch["encoder_input_tokens"])
-        window["tokens"] += int((batch["encoder_input_tokens"] > 0).sum()
-                                + (batch["decoder_target_tokens"] > 0).sum())
+        examples, tokens = data.batch_counts(batch)
+        window["examples"] += examples
+        window["tokens"] += tokens
         if step % cfg.log_period == 0 or step == cfg.train_steps:
           last = self._log(step, metrics, window, writer, bar)
         if step % cfg.checkpoint_period == 0 or step == cfg.train_steps:

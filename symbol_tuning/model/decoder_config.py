@@ -1,0 +1,190 @@
+"""Hyperparameters of the decoder-only transformer (Llama, Qwen2/3, Gemma by config).
+
+`DecoderConfig` is a frozen, hashable dataclass like `T5Config`, so it can be a
+static argument of `jax.jit` and an attribute of a Flax module. The RoPE scaling
+options are kept as a sorted tuple of (key, value) pairs for hashability;
+`to_dict` / `from_dict` give them back as a dict (the `model_config.json` form,
+tagged with `"architecture": "decoder_only"`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+ARCHITECTURE = "decoder_only"
+FAMILIES = ("llama", "qwen2", "qwen3", "gemma")
+ACTIVATIONS = ("silu", "gelu_tanh", "gelu")
+ROPE_TYPES = ("default", "linear", "llama3", "yarn")
+_DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+  """Shape and numerics of a decoder-only LM; defaults are a Llama-style layout."""
+
+  family: str = "llama"  # HF model_type written on export: llama, qwen2, qwen3, gemma
+  vocab_size: int = 32000  # rows of the embedding / logits columns
+  d_model: int = 512  # width of the residual stream ('embed' axis)
+  num_heads: int = 8  # query heads
+  num_kv_heads: int = 8  # key/value heads (grouped-query attention when < num_heads)
+  head_dim: int = 64  # width of one head
+  mlp_dim: int = 1376  # hidden width of the gated MLP (wi_0 = gate, wi_1 = up, wo = down)
+  num_layers: int = 8  # decoder blocks
+  activation: str = "silu"  # gate activation: silu (SwiGLU), gelu_tanh / gelu (GeGLU)
+  norm_epsilon: float = 1e-6  # epsilon of the RMS norms
+  norm_scale_offset: float = 0.0  # RMSNorm multiplies by (offset + scale): Gemma stores scale - 1
+  embed_scale: bool = False  # multiply embeddings by sqrt(d_model) (Gemma)
+  tie_embeddings: bool = False  # logits from the embedding table (no logits_dense)
+  qkv_bias: bool = False  # biases on the q/k/v projections (Qwen2; Llama attention_bias)
+  out_bias: bool = False  # bias on the attention output projection (Llama attention_bias)
+  qk_norm: bool = False  # RMS norm of each query/key head before RoPE (Qwen3, Gemma3)
+  rope_theta: float = 10000.0  # RoPE base wavelength
+  rope_scaling: tuple = ()  # sorted (key, value) pairs; key 'rope_type' in ROPE_TYPES
+  query_pre_attn_scalar: Optional[float] = None  # attention scale is this**-0.5 (default head_dim)
+  attn_logit_softcap: Optional[float] = None  # cap * tanh(logits / cap) on attention logits
+  final_logit_softcap: Optional[float] = None  # cap * tanh(logits / cap) on output logits
+  max_position_embeddings: int = 2048  # context length the checkpoint was trained for
+  bos_token_id: Optional[int] = None  # tokenizer facts kept for export
+  eos_token_id: Any = None  # int, or a tuple of ints
+  pad_token_id: Optional[int] = None
+  dropout_rate: float = 0.0  # dropout on the attention and MLP residual branches
+  dtype: str = "float32"  # activation dtype; params are always float32
+  remat: bool = False  # rematerialise every layer in the backward pass
+
+  def __post_init__(self):
+    if self.family not in FAMILIES:
+      raise ValueError(f"DecoderConfig.family must be one of {FAMILIES}, got {self.family!r}")
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(
+          f"DecoderConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+    if self.dtype not in _DTYPES:
+      raise ValueError(f"DecoderConfig.dtype must be one of {_DTYPES}, got {self.dtype!r}")
+    for name in ("vocab_size", "d_model", "num_heads", "num_kv_heads", "head_dim",
+                 "mlp_dim", "num_layers", "max_position_embeddings"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"DecoderConfig.{name} must be a positive int, got {value!r}")
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(f"DecoderConfig.num_heads ({self.num_heads}) must be a multiple of "
+                       f"num_kv_heads ({self.num_kv_heads})")
+    if self.head_dim % 2:
+      raise ValueError(f"DecoderConfig.head_dim must be even for RoPE, got {self.head_dim}")
+    if not 0.0 <= float(self.dropout_rate) < 1.0:
+      raise ValueError(f"DecoderConfig.dropout_rate must be in [0, 1), got {self.dropout_rate!r}")
+    if isinstance(self.eos_token_id, list):  # Llama 3 lists several
+      object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
+    if isinstance(self.rope_scaling, Mapping):  # accept a dict, store it hashable
+      object.__setattr__(self, "rope_scaling", _freeze(self.rope_scaling))
+    rope_type = dict(self.rope_scaling).get("rope_type", "default")
+    if rope_type not in ROPE_TYPES:
+      raise ValueError(f"DecoderConfig.rope_scaling: rope_type {rope_type!r} is not supported; "
+                       f"supported: {ROPE_TYPES}")
+
+  @property
+  def architecture(self) -> str:
+    return ARCHITECTURE
+
+  @property
+  def jnp_dtype(self):
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    return jnp.dtype(self.dtype)
+
+  @property
+  def attention_scale(self) -> float:
+    return float(self.query_pre_attn_scalar or self.head_dim) ** -0.5
+
+  def replace(self, **overrides) -> "DecoderConfig":
+    return dataclasses.replace(self, **overrides)
+
+  def to_dict(self) -> dict[str, Any]:
+    data = dataclasses.asdict(self)
+    data["rope_scaling"] = dict(self.rope_scaling)
+    data["architecture"] = ARCHITECTURE
+    return data
+
+  @classmethod
+  def from_dict(cls, data: Mapping[str, Any]) -> "DecoderConfig":
+    """Builds a config from `to_dict` output; unknown keys are ignored with a warning."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known - {"architecture"})
+    if unknown:
+      warnings.warn(f"DecoderConfig.from_dict: ignoring unknown keys {unknown}")
+    return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _freeze(mapping: Mapping[str, Any]) -> tuple:
+  """{'factor': 8.0, 'rope_type': 'llama3'} -> (('factor', 8.0), ('rope_type', 'llama3'))."""
+  return tuple(sorted((str(k), v) for k, v in mapping.items() if v is not None))
+
+
+def rope_frequencies(config: DecoderConfig) -> tuple[np.ndarray, float]:
+  """(inverse frequencies (head_dim // 2,) float32, cos/sin multiplier), as HF computes them.
+
+  Supports HF's 'default', 'linear' (frequencies / factor), 'llama3' (Llama 3.1
+  band-wise scaling) and 'yarn' (NTK-by-parts with an attention factor).
+  """
+  dim = config.head_dim
+  base = float(config.rope_theta)
+  inv_freq = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)))
+  inv_freq = inv_freq.astype(np.float32)
+  params = dict(config.rope_scaling)
+  rope_type = params.get("rope_type", "default")
+  if rope_type == "default":
+    return inv_freq, 1.0
+  factor = float(params["factor"])
+  if rope_type == "linear":
+    return (inv_freq / np.float32(factor)).astype(np.float32), 1.0
+  if rope_type == "llama3":
+    low, high = float(params["low_freq_factor"]), float(params["high_freq_factor"])
+    old_len = float(params["original_max_position_embeddings"])
+    wavelen = 2 * math.pi / inv_freq
+    scaled = np.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < old_len / high) & ~(wavelen > old_len / low)
+    return np.where(medium, smoothed, scaled).astype(np.float32), 1.0
+  # yarn
+  old_len = float(params["original_max_position_embeddings"])
+  attention_factor = params.get("attention_factor")
+  if attention_factor is None:
+    mscale, mscale_all = params.get("mscale"), params.get("mscale_all_dim")
+    get = lambda s, m=1.0: 1.0 if s <= 1 else 0.1 * m * math.log(s) + 1.0
+    attention_factor = (get(factor, mscale) / get(factor, mscale_all)
+                        if mscale and mscale_all else get(factor))
+  beta_fast, beta_slow = params.get("beta_fast") or 32, params.get("beta_slow") or 1
+
+  def correction_dim(rotations):
+    return dim * math.log(old_len / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+  lo, hi = correction_dim(beta_fast), correction_dim(beta_slow)
+  if params.get("truncate", True):
+    lo, hi = math.floor(lo), math.ceil(hi)
+  lo, hi = max(lo, 0), min(hi, dim - 1)
+  if lo == hi:
+    hi += 0.001
+  ramp = np.clip((np.arange(dim // 2, dtype=np.float32) - lo) / (hi - lo), 0, 1)
+  extrapolation = 1 - ramp
+  pos_freqs = base ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim))
+  inv = (1.0 / (factor * pos_freqs)) * (1 - extrapolation) + (1.0 / pos_freqs) * extrapolation
+  return inv.astype(np.float32), float(attention_factor)
+
+
+CONFIGS: dict[str, DecoderConfig] = {
+    # For tests: 2 layers, grouped-query attention, runs in milliseconds on CPU.
+    "llama-tiny": DecoderConfig(vocab_size=512, d_model=64, num_heads=4, num_kv_heads=2,
+                                head_dim=16, mlp_dim=128, num_layers=2),
+    # ~100M-parameter Llama-style config (benchmarks).
+    "llama-100m": DecoderConfig(vocab_size=32000, d_model=768, num_heads=12, num_kv_heads=4,
+                                head_dim=64, mlp_dim=2048, num_layers=10),
+}
+
+
+def get_config(name: str, **overrides) -> DecoderConfig:
+  """Returns the named config (see `CONFIGS`) with `overrides` applied."""
+  if name not in CONFIGS:
+    raise ValueError(f"unknown decoder-only config {name!r}; known: {', '.join(CONFIGS)}")
+  return CONFIGS[name].replace(**overrides) if overrides else CONFIGS[name]

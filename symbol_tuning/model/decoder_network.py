@@ -1,0 +1,362 @@
+"""Decoder-only transformer (Llama / Qwen2 / Qwen3 / Gemma by config) in Flax linen.
+
+Parameter tree in t5x's `examples/decoder_only` layout (L = layer index), every
+leaf float32 with logical axis names:
+
+  decoder/token_embedder/embedding                          (vocab, embed)
+  decoder/layers_L/pre_self_attention_layer_norm/scale      (embed,)
+  decoder/layers_L/self_attention/query/kernel              (embed, joined_kv)  heads*head_dim
+  decoder/layers_L/self_attention/{key,value}/kernel        (embed, joined_kv)  kv_heads*head_dim
+  decoder/layers_L/self_attention/{query,key,value}/bias    (joined_kv,)        [qkv_bias]
+  decoder/layers_L/self_attention/{query,key}_norm/scale    (kv,)               [qk_norm]
+  decoder/layers_L/self_attention/out/kernel                (joined_kv, embed)
+  decoder/layers_L/self_attention/out/bias                  (embed,)            [out_bias]
+  decoder/layers_L/pre_mlp_layer_norm/scale                 (embed,)
+  decoder/layers_L/mlp/{wi_0,wi_1}/kernel                   (embed, mlp)        gate, up
+  decoder/layers_L/mlp/wo/kernel                            (mlp, embed)        down
+  decoder/decoder_norm/scale                                (embed,)
+  decoder/logits_dense/kernel                               (embed, vocab)      [not tie_embeddings]
+
+Norm scales are stored as the checkpoint stores them; the norm multiplies by
+`norm_scale_offset + scale` (Gemma's RMSNorm is x * (1 + w)).
+
+Masking: causal, within a segment when `decoder_segment_ids` are given, and
+bidirectional over the prefix marked by `decoder_causal_attention` (prefix LM).
+Token id 0 is NOT treated as padding (it is a real token in Qwen's
+vocabulary); right padding needs no mask in a causal model, and packed rows mark
+padding with segment id 0.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional
+
+from flax import linen as nn
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+
+from symbol_tuning.model import layers
+from symbol_tuning.model.decoder_config import DecoderConfig, rope_frequencies
+
+Array = jax.Array
+
+kernel_init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+embed_init = nn.initializers.normal(stddev=1.0)
+
+_ACTIVATIONS = {
+    "silu": jax.nn.silu,
+    "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+}
+
+
+class DenseBias(nn.Module):
+  """Linear map over the last axis: 2-D float32 kernel and an optional bias."""
+  features: int
+  kernel_axes: tuple[str, str]
+  use_bias: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    kernel = layers._param(self, "kernel", kernel_init, (x.shape[-1], self.features),
+                           self.kernel_axes)
+    x = jnp.asarray(x, self.dtype)
+    y = lax.dot_general(x, jnp.asarray(kernel, self.dtype), (((x.ndim - 1,), (0,)), ((), ())))
+    if self.use_bias:
+      bias = layers._param(self, "bias", nn.initializers.zeros, (self.features,),
+                           (self.kernel_axes[1],))
+      y = y + jnp.asarray(bias, self.dtype)
+    return y
+
+
+class RMSNorm(nn.Module):
+  """x / rms(x) * (offset + scale), normalised in float32 (Llama: offset 0, Gemma: 1)."""
+  epsilon: float = 1e-6
+  scale_offset: float = 0.0
+  axis_name: str = "embed"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    init = nn.initializers.ones if self.scale_offset == 0.0 else nn.initializers.zeros
+    scale = layers._param(self, "scale", init, (x.shape[-1],), (self.axis_name,))
+    x32 = jnp.asarray(x, jnp.float32)
+    y = x32 * lax.rsqrt(jnp.mean(lax.square(x32), axis=-1, keepdims=True) + self.epsilon)
+    return jnp.asarray(y * (self.scale_offset + scale), self.dtype)
+
+
+def apply_rope(x: Array, positions: Array, inv_freq: np.ndarray, factor: float) -> Array:
+  """Rotary embedding, HF's half-split layout: x (b, l, h, d), positions (b, l).
+
+  [x1, x2] -> [x1 cos - x2 sin, x2 cos + x1 sin], angles = position * inv_freq.
+  """
+  angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)[None, None, :]
+  angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]  # (b, l, 1, d)
+  cos, sin = jnp.cos(angles) * factor, jnp.sin(angles) * factor
+  x32 = x.astype(jnp.float32)
+  half = x.shape[-1] // 2
+  rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
+  return (x32 * cos + rotated * sin).astype(x.dtype)
+
+
+def _softcap(x: Array, cap: Optional[float]) -> Array:
+  return x if cap is None else jnp.tanh(x / cap) * cap
+
+
+class GroupedQueryAttention(nn.Module):
+  """Causal self-attention with grouped-query heads, RoPE and optional QK-norm.
+
+  Query head h reads key/value head h // (num_heads // num_kv_heads), as HF's
+  `repeat_kv`. With `decode=True` keys/values (after RoPE) are kept in the
+  'cache' collection (`cached_key`, `cached_value`: (batch, max_len, kv_heads,
+  head_dim), `cached_valid`: (batch, max_len) and `cache_index`): the first call
+  creates the cache; later calls append a chunk of one or more positions at
+  `cache_index` and attend to everything cached so far (prefill a prompt, then
+  decode token by token). `chunk_valid` (batch, chunk) marks the chunk's real
+  tokens: padding (e.g. left padding of prompts of different lengths) is never
+  attended to.
+  """
+  config: DecoderConfig
+
+  @nn.compact
+  def __call__(self, x: Array, positions: Array, mask: Optional[Array], *,
+               decode: bool = False, deterministic: bool = True,
+               chunk_valid: Optional[Array] = None) -> Array:
+    cfg = self.config
+    dtype = cfg.jnp_dtype
+    heads, kv_heads, depth = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+
+    def project(name, n_heads):
+      y = DenseBias(n_heads * depth, ("embed", "joined_kv"), cfg.qkv_bias, dtype, name=name)(x)
+      y = y.reshape(y.shape[:-1] + (n_heads, depth))
+      if cfg.qk_norm and name != "value":
+        y = RMSNorm(cfg.norm_epsilon, cfg.norm_scale_offset, "kv", dtype, name=f"{name}_norm")(y)
+      return layers.constrain(y, ("batch", "length", "heads", "kv"))
+
+    query, key, value = project("query", heads), project("key", kv_heads), project("value", kv_heads)
+
+    if decode and self.has_variable("cache", "cached_key"):
+      cached_key = self.variable("cache", "cached_key")
+      cached_value = self.variable("cache", "cached_value")
+      cached_valid = self.variable("cache", "cached_valid")
+      cache_index = self.variable("cache", "cache_index")
+      index = cache_index.value
+      length, chunk = cached_key.value.shape[1], x.shape[1]
+      if positions is None:  # absolute positions continue from the cache
+        positions = jnp.broadcast_to(index + jnp.arange(chunk, dtype=jnp.int32), x.shape[:2])
+      inv_freq, factor = rope_frequencies(cfg)
+      query = apply_rope(query, positions, inv_freq, factor)
+      key = apply_rope(key, positions, inv_freq, factor)
+      key = lax.dynamic_update_slice(cached_key.value, key.astype(cached_key.value.dtype),
+                                     (0, index, 0, 0))
+      value = lax.dynamic_update_slice(cached_value.value,
+                                       value.astype(cached_value.value.dtype), (0, index, 0, 0))
+      if chunk_valid is None:
+        chunk_valid = jnp.ones(x.shape[:2], jnp.bool_)
+      valid = lax.dynamic_update_slice(cached_valid.value, chunk_valid.astype(jnp.bool_),
+                                       (0, index))
+      cached_key.value, cached_value.value, cached_valid.value = key, value, valid
+      cache_index.value = index + chunk
+      # Query i of the chunk sees the real cached positions <= index + i.
+      seen = jnp.arange(length)[None, :] <= (index + jnp.arange(chunk))[:, None]
+      seen = jnp.logical_and(seen[None, None], valid[:, None, None, :])
+      mask = seen if mask is None else jnp.logical_and(mask, seen)
+    else:
+      inv_freq, factor = rope_frequencies(cfg)
+      query = apply_rope(query, positions, inv_freq, factor)
+      key = apply_rope(key, positions, inv_freq, factor)
+      if decode:  # cache-creating call: zeros of the full decode length
+        self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+        self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+        self.variable("cache", "cached_valid", jnp.zeros, key.shape[:2], jnp.bool_)
+        self.variable("cache", "cache_index", lambda: jnp.array(0, dtype=jnp.int32))
+
+    groups = heads // kv_heads
+    q = query.reshape(query.shape[:2] + (kv_heads, groups, depth)).astype(jnp.float32)
+    logits = jnp.einsum("blkgd,bskd->bkgls", q * cfg.attention_scale, key.astype(jnp.float32))
+    logits = _softcap(logits, cfg.attn_logit_softcap)
+    if mask is not None:  # (batch, 1, q, k) -> (batch, 1, 1, q, k)
+      logits = jnp.where(mask[:, :, None], logits, layers.NEG_INF)
+    weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
+    out = jnp.einsum("bkgls,bskd->blkgd", weights, value.astype(dtype))
+    out = out.reshape(out.shape[:2] + (heads * depth,))
+    out = DenseBias(x.shape[-1], ("joined_kv", "embed"), cfg.out_bias, dtype, name="out")(out)
+    return nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(out, deterministic=deterministic)
+
+
+class GatedMlp(nn.Module):
+  """wo(act(wi_0 x) * wi_1 x): SwiGLU with silu, GeGLU with gelu."""
+  config: DecoderConfig
+
+  @nn.compact
+  def __call__(self, x: Array, deterministic: bool = True) -> Array:
+    cfg = self.config
+    dense = functools.partial(DenseBias, cfg.mlp_dim, ("embed", "mlp"), False, cfg.jnp_dtype)
+    h = _ACTIVATIONS[cfg.activation](dense(name="wi_0")(x)) * dense(name="wi_1")(x)
+    h = layers.constrain(h, ("batch", "length", "mlp"))
+    out = DenseBias(x.shape[-1], ("mlp", "embed"), False, cfg.jnp_dtype, name="wo")(h)
+    return nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(out, deterministic=deterministic)
+
+
+class DecoderLayer(nn.Module):
+  """Pre-norm attention and gated MLP, each with a residual."""
+  config: DecoderConfig
+
+  @nn.compact
+  def __call__(self, x, positions, mask, deterministic=True, decode=False, chunk_valid=None):
+    cfg = self.config
+    norm = functools.partial(RMSNorm, cfg.norm_epsilon, cfg.norm_scale_offset, "embed",
+                             cfg.jnp_dtype)
+    h = norm(name="pre_self_attention_layer_norm")(x)
+    x = x + GroupedQueryAttention(cfg, name="self_attention")(
+        h, positions, mask, decode=decode, deterministic=deterministic, chunk_valid=chunk_valid)
+    h = norm(name="pre_mlp_layer_norm")(x)
+    x = x + GatedMlp(cfg, name="mlp")(h, deterministic=deterministic)
+    return layers.constrain(x, ("batch", "length", "embed"))
+
+
+def decoder_mask(length: int, segment_ids: Optional[Array] = None,
+                 causal_attention: Optional[Array] = None, batch: int = 1) -> Array:
+  """Boolean (batch, 1, q, k) mask: causal, same segment, bidirectional over the prefix.
+
+  E.g. segment_ids [[1, 1, 2]] lets position 2 see only itself; causal_attention
+  [[1, 1, 0]] lets positions 0 and 1 see each other.
+  """
+  idx = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+  mask = layers.make_attention_mask(idx, idx, jnp.greater_equal)
+  if causal_attention is not None:
+    prefix = causal_attention.astype(jnp.bool_)
+    mask = jnp.logical_or(mask, layers.make_attention_mask(prefix, prefix))
+  if segment_ids is not None:
+    mask = jnp.logical_and(mask, layers.make_attention_mask(segment_ids, segment_ids, jnp.equal))
+  return mask
+
+
+class DecoderOnly(nn.Module):
+  """The stack, with t5x DecoderOnly's call signature; float32 logits (batch, len, vocab)."""
+  config: DecoderConfig
+
+  @nn.compact
+  def __call__(self, decoder_input_tokens, decoder_target_tokens=None,
+               decoder_segment_ids=None, decoder_positions=None,
+               decoder_causal_attention=None, *, enable_dropout=True, decode=False,
+               max_decode_length=None):
+    """`decoder_target_tokens` is accepted for t5x compatibility; it masks nothing
+    (see the module docstring). With `decode=True` the 'cache' collection must be
+    mutable; the first call (tokens of length `max_decode_length`) creates it, or
+    start from `init_cache`. In cached calls `decoder_segment_ids` marks real tokens
+    (non-zero) against padding, and `decoder_positions` default to continuing from
+    the cache index."""
+    del decoder_target_tokens
+    cfg = self.config
+    tokens = decoder_input_tokens
+    if tokens.ndim != 2:
+      raise ValueError(f"decoder_input_tokens must be (batch, length), got {tokens.shape}")
+    cached = decode and "layers_0" in self.variables.get("cache", {})
+    if decode and not cached and max_decode_length and max_decode_length != tokens.shape[-1]:
+      raise ValueError(f"max_decode_length={max_decode_length} but the cache-creating call "
+                       f"got {tokens.shape[-1]} positions")
+    batch, length = tokens.shape
+    chunk_valid = None
+    if cached:
+      if decoder_causal_attention is not None:
+        raise ValueError("prefix attention cannot be used with cached decoding")
+      if decoder_segment_ids is not None:
+        chunk_valid = decoder_segment_ids > 0
+      mask = None  # the cache mask is built per layer from cache_index
+      positions = decoder_positions  # None: continue from the cache index
+    else:
+      mask = decoder_mask(length, decoder_segment_ids, decoder_causal_attention, batch)
+      positions = decoder_positions
+      if positions is None:
+        positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), tokens.shape)
+
+    embedder = layers.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.jnp_dtype,
+                            name="token_embedder")
+    x = embedder(tokens.astype(jnp.int32))
+    if cfg.embed_scale:
+      x = x * jnp.asarray(np.float32(cfg.d_model) ** 0.5, cfg.jnp_dtype)
+    x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic=not enable_dropout)
+    layer_cls = DecoderLayer
+    if cfg.remat and not decode:
+      layer_cls = nn.remat(DecoderLayer, static_argnums=(4, 5))
+    for i in range(cfg.num_layers):
+      x = layer_cls(cfg, name=f"layers_{i}")(x, positions, mask, not enable_dropout, decode,
+                                             chunk_valid)
+    x = RMSNorm(cfg.norm_epsilon, cfg.norm_scale_offset, "embed", cfg.jnp_dtype,
+                name="decoder_norm")(x)
+    if cfg.tie_embeddings:
+      logits = embedder.attend(x)
+    else:
+      logits = DenseBias(cfg.vocab_size, ("embed", "vocab"), False, jnp.float32,
+                         name="logits_dense")(x)
+    logits = _softcap(logits.astype(jnp.float32), cfg.final_logit_softcap)
+    return layers.constrain(logits, ("batch", "length", "vocab"))
+
+
+class DecoderOnlyTransformer(nn.Module):
+  """Thin wrapper for the outer 'decoder/' scope (t5x's DecoderWrapper)."""
+  config: DecoderConfig
+
+  def setup(self):
+    self.decoder = DecoderOnly(self.config)
+
+  def __call__(self, *args, **kwargs):
+    return self.decoder(*args, **kwargs)
+
+
+# -----------------------------------------------------------------------------
+# Helpers (same interface as symbol_tuning.model.network).
+# -----------------------------------------------------------------------------
+def _init_variables(config: DecoderConfig, rng, batch: int = 1, length: int = 8):
+  tokens = jnp.ones((batch, length), jnp.int32)
+  return DecoderOnlyTransformer(config).init({"params": rng, "dropout": rng}, tokens,
+                                             enable_dropout=False)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _init_params_jit(config, rng):
+  return nn.unbox(_init_variables(config, rng)["params"])
+
+
+def init_params(config: DecoderConfig, rng=None) -> dict[str, Any]:
+  """Randomly initialised, unboxed float32 params."""
+  if rng is None:
+    rng = jax.random.PRNGKey(0)
+  elif isinstance(rng, int):
+    rng = jax.random.PRNGKey(rng)
+  return _init_params_jit(config, rng)
+
+
+@functools.lru_cache(maxsize=32)
+def _boxed_param_shapes(config: DecoderConfig):
+  return jax.eval_shape(lambda r: _init_variables(config, r)["params"], jax.random.PRNGKey(0))
+
+
+def _copy_tree(tree):
+  return {k: _copy_tree(v) if isinstance(v, dict) else v for k, v in tree.items()}
+
+
+def param_shapes(config: DecoderConfig) -> dict[str, Any]:
+  """Tree of jax.ShapeDtypeStruct matching `init_params` (traced, not computed)."""
+  return _copy_tree(nn.unbox(_boxed_param_shapes(config)))
+
+
+def get_logical_axes(config: DecoderConfig) -> dict[str, Any]:
+  """Tree of PartitionSpec of t5x logical axis names, matching the params tree."""
+  return _copy_tree(nn.get_partition_spec(_boxed_param_shapes(config)))
+
+
+def init_cache(config: DecoderConfig, batch: int, max_decode_length: int) -> dict[str, Any]:
+  """Zero decode cache ('cache' collection) for `decode=True` calls."""
+  model = DecoderOnlyTransformer(config)
+
+  def make(rng):
+    tokens = jnp.ones((batch, max_decode_length), jnp.int32)
+    return model.init({"params": rng}, tokens, enable_dropout=False, decode=True)["cache"]
+
+  shapes = jax.eval_shape(make, jax.random.PRNGKey(0))
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
