@@ -38,9 +38,8 @@ class VocabularyError(ValueError):
 def set_vocabulary(spec: str | None) -> None:
   """flan_t5 | local | a path; None resets to $SYMBOL_TUNING_VOCAB / flan_t5."""
   global _choice
-  if _choice != spec:
-    _choice = spec
-    resolve.cache_clear()
+  _choice = spec
+  resolve.cache_clear()  # also when unchanged: $SYMBOL_TUNING_VOCAB may have changed
 
 
 def current_spec() -> str:

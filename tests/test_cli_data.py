@@ -111,6 +111,6 @@ def test_default_vocabulary_without_gcs_is_one_line_with_what_to_do(capsys, monk
     code, _, err = run(capsys, *command)
   finally:
     vocab.set_vocabulary(None)
-  assert reached == [vocab.GCS_HOST]
+  assert reached == [vocab.GCS_HOST], err
   assert code == 2 and len(err.strip().splitlines()) == 1, err
   assert "cannot be reached" in err and "--vocab local" in err
