@@ -50,7 +50,8 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    # Parity tests against HF transformers need torch; 2.13.0 CPU is what CI uses.
+    # Parity tests against HF transformers need torch, any build (CI: 2.13.0 CPU; PyPI's
+    # Linux wheel is CUDA): tests run it in its own process, away from TensorFlow.
     "test": [
         "pytest==9.2.0",
         "torch==2.13.0",

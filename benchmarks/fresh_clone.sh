@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
 # Fresh-clone check: clone this repo into a temporary directory beside it (so ../shared is
 # found as in a normal checkout), run README.md's two Quick start commands exactly as
-# written, and check that the demo's outputs exist and are well formed.
-#   bash benchmarks/fresh_clone.sh        (about 25 minutes on 2 cores: 2 installs, demo, tests)
+# written, as a new user's machine would: pip with no configuration and no local wheel
+# folder (PIP_CONFIG_FILE=/dev/null, PIP_FIND_LINKS unset), an empty pip cache (every wheel
+# downloaded from PyPI), and each command in a fresh .venv. Then check that the demo's
+# outputs exist and are well formed.
+#   bash benchmarks/fresh_clone.sh                 both commands (about 25 minutes on 2 cores)
+#   bash benchmarks/fresh_clone.sh --install-only  only each command's steps up to its pip install
+# Prints the time of each step (the parts joined by &&) and the size of .venv after each
+# command, and writes them to benchmarks/results/fresh_clone.json.
 set -euo pipefail
+install_only=0 status=0
+[ "${1:-}" = "--install-only" ] && install_only=1
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d "$(dirname "$repo")/fresh-clone.XXXXXX")"  # a sibling: ../shared resolves
-trap 'rm -rf "$work"' EXIT
+scratch="$(mktemp -d)"  # timings, generated scripts, the empty pip cache
+trap 'rm -rf "$work" "$scratch"' EXIT
 git clone -q "$repo" "$work"
 cd "$work"
+export PIP_CONFIG_FILE=/dev/null PIP_CACHE_DIR="$scratch/pip-cache"
+unset PIP_FIND_LINKS PIP_EXTRA_INDEX_URL PIP_INDEX_URL PIP_CONSTRAINT PIP_NO_INDEX
 # The first two ```bash blocks of the Quick start are the two commands.
 mapfile -t commands < <(python3 - <<'PY'
 import re
@@ -20,10 +31,50 @@ for block in blocks:
 PY
 )
 [ "${#commands[@]}" -eq 2 ] || { echo "could not find the two Quick start commands" >&2; exit 1; }
+timings="$scratch/timings.tsv"
+: > "$timings"
 for i in 0 1; do
   echo "== README command $((i + 1)): ${commands[$i]}"
-  bash -c "${commands[$i]}"
+  rm -rf .venv  # each command measured on a fresh venv, as on a new machine
+  # One shell runs the command's parts in order (activate must carry over), timing each.
+  script="$scratch/command$i.sh"
+  echo "set -e" > "$script"
+  python3 - "${commands[$i]}" "$install_only" "$timings" "$((i + 1))" >> "$script" <<'PY'
+import shlex, sys
+command, install_only, timings, number = sys.argv[1], sys.argv[2] == "1", sys.argv[3], sys.argv[4]
+for part in (p.strip() for p in command.split(" && ")):
+    print(f"t0=$EPOCHREALTIME; {part}")
+    print(f"printf '%s\\t%s\\t%s\\n' {number} {shlex.quote(part)} \"$t0 $EPOCHREALTIME\""
+          f" >> {shlex.quote(timings)}")
+    if "pip install" in part:
+        print(f"printf '%s\\t%s\\t%s\\n' {number} venv_bytes \"$(du -sb .venv | cut -f1)\""
+              f" >> {shlex.quote(timings)}")
+        if install_only:
+            break
+PY
+  bash "$script" || { status=$?; echo "README command $((i + 1)) failed (exit $status)" >&2; }
 done
+python3 - "$timings" "$repo/benchmarks/results/fresh_clone.json" "$install_only" <<'PY'
+import json, sys
+rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1], encoding="utf-8")]
+result = {"install_only": sys.argv[3] == "1", "commands": {}}
+for number, part, value in rows:
+    entry = result["commands"].setdefault(number, {"steps": []})
+    if part == "venv_bytes":
+        entry["venv_gb"] = round(int(value) / 1e9, 2)
+    else:
+        start, end = map(float, value.split())
+        entry["steps"].append({"step": part, "seconds": round(end - start, 1)})
+for number, entry in result["commands"].items():
+    print(f"README command {number}: .venv {entry.get('venv_gb')} GB")
+    for step in entry["steps"]:
+        print(f"  {step['seconds']:8.1f} s  {step['step']}")
+with open(sys.argv[2], "w", encoding="utf-8") as f:
+    json.dump(result, f, indent=2)
+    f.write("\n")
+PY
+[ "$status" -eq 0 ] || exit "$status"
+[ "$install_only" = 1 ] && exit 0
 python3 - <<'PY'
 import json, pathlib
 out = pathlib.Path("runs/demo")

@@ -12,6 +12,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+import hf_reference  # noqa: E402  (runs transformers in a process without TensorFlow)
 from symbol_tuning.checkpoints import (CheckpointError, detect_format, flatten,  # noqa: E402
                                        load_any, load_hf, load_native, load_t5x, save_hf,
                                        save_native, save_t5x)
@@ -74,41 +75,39 @@ def _ours(cfg, params, ids, dec):
                                   jnp.asarray(dec, jnp.int32)))
 
 
-def _torch_logits(model, ids, mask, dec):
-  import torch  # pylint: disable=g-import-not-at-top
-  with torch.no_grad():
-    return model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                 decoder_input_ids=torch.tensor(dec)).logits.numpy()
+def _arrays(name, ids, mask, dec):
+  """Inputs of model `name` for the torch process (see hf_reference.py)."""
+  return {f"{name}/input_ids": ids, f"{name}/attention_mask": mask,
+          f"{name}/decoder_input_ids": dec}
 
 
-def _torch_t5(path, tied=False, seed=0):
-  """A random HF T5 v1.1 saved with safetensors at `path` (untied lm_head unless tied)."""
-  torch = pytest.importorskip("torch")
-  transformers = pytest.importorskip("transformers")
-  config = transformers.T5Config(**HF_KW, tie_word_embeddings=tied)
-  torch.manual_seed(seed)
-  model = transformers.T5ForConditionalGeneration(config).eval()
-  with torch.no_grad():  # non-trivial layer norms and relative biases
-    for name, p in model.named_parameters():
-      if "layer_norm" in name:
-        p.add_(0.1 * torch.randn_like(p))
-  if not tied:
-    # transformers 5 ties T5 heads regardless of the config (see NOTES.md).
-    model.lm_head.weight = torch.nn.Parameter(torch.randn(HF_KW["vocab_size"], HF_KW["d_model"]))
-    getattr(model, "all_tied_weights_keys", {}).pop("lm_head.weight", None)
-  model.save_pretrained(path)
-  return model
+# Random HF T5 models, built and run by transformers in a torch-only process (TensorFlow
+# and torch's PyPI build cannot share one): name -> (seed, tied, also saved in bfloat16).
+_HF_MODELS = {"untied": (0, False, False), "tied": (1, True, False), "bf16": (4, False, True)}
+
+
+@pytest.fixture(scope="module")
+def hf_models(tmp_path_factory):
+  """{name: (path, inputs, transformers' logits)}, with `path/../<name>_bf16` for "bf16"."""
+  root = tmp_path_factory.mktemp("hf")
+  arrays, specs, inputs = {}, [], {}
+  for name, (seed, tied, bf16) in _HF_MODELS.items():
+    inputs[name] = _inputs(HF_KW["vocab_size"], seed=seed)
+    arrays.update(_arrays(name, *inputs[name]))
+    specs.append(dict(name=name, path=str(root / name), config=HF_KW, tied=tied, seed=seed,
+                      bfloat16_path=str(root / f"{name}_bf16") if bf16 else None))
+  logits = hf_reference.run("hf_reference:t5_random", arrays, models=specs)
+  return {name: (root / name, inputs[name], logits[f"{name}/logits"]) for name in _HF_MODELS}
 
 
 # -----------------------------------------------------------------------------
 # HuggingFace.
 # -----------------------------------------------------------------------------
-def test_hf_parity_untied(tmp_path):
-  model = _torch_t5(tmp_path / "hf")
+def test_hf_parity_untied(hf_models, tmp_path):
+  path, (ids, _, dec), ref = hf_models["untied"]
+  shutil.copytree(path, tmp_path / "hf")
   cfg, params = load_hf(tmp_path / "hf")
   assert cfg == CFG
-  ids, mask, dec = _inputs(cfg.vocab_size)
-  ref = _torch_logits(model, ids, mask, dec)
   ours = _ours(cfg, params, ids, dec)
   assert np.abs(ours - ref).max() < 1e-4, np.abs(ours - ref).max()
   # A transformers-4 style config.json (tie_word_embeddings=false, no
@@ -123,31 +122,32 @@ def test_hf_parity_untied(tmp_path):
   _assert_same_params(params4, params)
 
 
-def test_hf_parity_tied_scaled(tmp_path):
-  model = _torch_t5(tmp_path / "hf", tied=True, seed=1)
-  cfg, params = load_hf(tmp_path / "hf")
+def test_hf_parity_tied_scaled(hf_models):
+  path, (ids, _, dec), ref = hf_models["tied"]
+  cfg, params = load_hf(path)
   assert cfg.logits_via_embedding
   assert "logits_dense" not in params["decoder"]
-  ids, mask, dec = _inputs(cfg.vocab_size, seed=1)
-  ours = _ours(cfg, params, ids, dec)
-  assert np.abs(ours - _torch_logits(model, ids, mask, dec)).max() < 1e-4
-
-
-@pytest.mark.parametrize("via_embedding", [False, True])
-def test_save_hf_loads_in_transformers(tmp_path, via_embedding):
-  pytest.importorskip("torch")
-  transformers = pytest.importorskip("transformers")
-  cfg = CFG.replace(logits_via_embedding=via_embedding)
-  params = _random_params(cfg, seed=2)
-  save_hf(cfg, params, tmp_path / "out")
-  model = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "out").eval()
-  ids, mask, dec = _inputs(cfg.vocab_size, seed=2)
-  ref = _torch_logits(model, ids, mask, dec)
   ours = _ours(cfg, params, ids, dec)
   assert np.abs(ours - ref).max() < 1e-4, np.abs(ours - ref).max()
-  cfg2, params2 = load_hf(tmp_path / "out")
-  assert cfg2 == cfg
-  _assert_same_params(params2, params)
+
+
+def test_save_hf_loads_in_transformers(tmp_path):
+  arrays, specs, saved = {}, [], {}
+  for seed, via_embedding in ((2, False), (3, True)):
+    name = f"via_embedding_{via_embedding}"
+    cfg = CFG.replace(logits_via_embedding=via_embedding)
+    params = _random_params(cfg, seed=seed)
+    save_hf(cfg, params, tmp_path / name)
+    saved[name] = cfg, params, _inputs(cfg.vocab_size, seed=seed)
+    arrays.update(_arrays(name, *saved[name][2]))
+    specs.append(dict(name=name, path=str(tmp_path / name)))
+  logits = hf_reference.run("hf_reference:t5_logits", arrays, models=specs)
+  for name, (cfg, params, (ids, _, dec)) in saved.items():
+    ours, ref = _ours(cfg, params, ids, dec), logits[f"{name}/logits"]
+    assert np.abs(ours - ref).max() < 1e-4, (name, np.abs(ours - ref).max())
+    cfg2, params2 = load_hf(tmp_path / name)
+    assert cfg2 == cfg
+    _assert_same_params(params2, params)
 
 
 def test_flan_t5_config_json_maps_to_named_config():
@@ -179,12 +179,10 @@ def test_save_hf_sharded_round_trip(tmp_path):
   _assert_same_params(loaded, params)
 
 
-def test_hf_reads_bfloat16_safetensors(tmp_path):
-  torch = pytest.importorskip("torch")
-  model = _torch_t5(tmp_path / "hf32", seed=4)
-  model.to(torch.bfloat16).save_pretrained(tmp_path / "hf16")
-  _, p32 = load_hf(tmp_path / "hf32")
-  _, p16 = load_hf(tmp_path / "hf16")
+def test_hf_reads_bfloat16_safetensors(hf_models):
+  path = hf_models["bf16"][0]
+  _, p32 = load_hf(path)
+  _, p16 = load_hf(path.parent / "bf16_bf16")
   for k, v in flatten(p16).items():
     assert v.dtype == np.float32
     np.testing.assert_allclose(v, flatten(p32)[k], rtol=1e-2, atol=1e-6, err_msg=k)

@@ -46,10 +46,13 @@ def check_name(name: str) -> None:
                      f"mixture" + (f"; did you mean {', '.join(close)}?" if close else ""))
 
 
-def host_batches(cfg: DataConfig, start_step: int = 0):
-  """Iterator of this host's numpy batches (batch_size / process_count rows each)."""
+def host_batches(cfg: DataConfig, start_step: int = 0, host: int | None = None,
+                 hosts: int | None = None):
+  """Iterator of a host's numpy batches (batch_size / hosts rows each), from its own
+  shard of every task's examples (seqio.ShardInfo); this process's by default."""
   check_name(cfg.mixture_or_task_name)
-  hosts, host = jax.process_count(), jax.process_index()
+  hosts = jax.process_count() if hosts is None else hosts
+  host = jax.process_index() if host is None else host
   ds = seqio.get_dataset(
       cfg.mixture_or_task_name, task_feature_lengths=cfg.task_feature_lengths,
       dataset_split=cfg.split, shuffle=cfg.shuffle, num_epochs=None, seed=cfg.seed,

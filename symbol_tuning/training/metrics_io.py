@@ -68,9 +68,11 @@ def make_writer(model_dir: str, is_chief: bool, resume_step: int):
 class Progress:
   """A rich progress bar on a terminal; one plain line per log period otherwise."""
 
-  def __init__(self, total: int, start: int, enabled: bool = True):
-    self.total, self.start_time = total, time.time()
-    self.live = enabled and sys.stderr.isatty()
+  def __init__(self, total: int, start: int, enabled: bool = True, bar: bool = True):
+    # enabled: this process reports (the chief of a multi-host job); bar: a live bar
+    # rather than plain lines (only on a terminal).
+    self.total, self.start_time, self.enabled = total, time.time(), enabled
+    self.live = enabled and bar and sys.stderr.isatty()
     self._bar = None
     if self.live:
       from rich import progress  # pylint: disable=g-import-not-at-top
@@ -89,7 +91,7 @@ class Progress:
               f"{scalars['examples_per_s']:.1f} ex/s  {scalars['tokens_per_s']:.0f} tok/s")
     if self.live:
       self._bar.update(self._task, completed=step, **({"info": info} if info else {}))
-    elif scalars:
+    elif scalars and self.enabled:  # one host prints, not every host
       print(f"step {step}/{self.total}  {info}", file=sys.stderr, flush=True)
 
   def close(self) -> None:

@@ -35,14 +35,21 @@ class MeshError(ValueError):
 
 
 def maybe_initialize_distributed() -> None:
-  """Joins a multi-host job when the environment describes one (TPU pod slice, SLURM,
-  or JAX_COORDINATOR_ADDRESS); a single host needs nothing."""
+  """Joins a multi-host job when the environment describes one; a single host needs nothing.
+
+  TPU pod slices and SLURM are detected by jax itself. Elsewhere (several GPU or CPU
+  machines, or processes on one machine) set JAX_COORDINATOR_ADDRESS=host:port (process
+  0's address), JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process.
+  """
   markers = ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "SLURM_JOB_ID")
   hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
   multi = os.environ.get("JAX_COORDINATOR_ADDRESS") or "," in hosts or (
       "SLURM_JOB_ID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1)
   if multi and any(m in os.environ for m in markers):
-    jax.distributed.initialize()
+    explicit = {name: int(os.environ[var]) for name, var in (
+        ("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID"))
+                if os.environ.get(var)}
+    jax.distributed.initialize(**explicit)
 
 
 def make_mesh(data: int = -1, model: int = 1, devices=None) -> Mesh:
@@ -112,3 +119,10 @@ def check_batch(batch_size: int, mesh: Mesh, num_microbatches: int = 1) -> None:
   if batch_size % jax.process_count():
     raise MeshError(f"BATCH_SIZE {batch_size} must be divisible by the number of hosts "
                     f"({jax.process_count()})")
+  # Each host feeds its own rows of the batch (jax.make_array_from_process_local_data), so
+  # a data-axis index must live on one host: the model axis cannot span hosts.
+  for row in mesh.devices.reshape(data, -1):
+    hosts = sorted({device.process_index for device in row})
+    if len(hosts) > 1:
+      raise MeshError(f"mesh: the model axis ({mesh.shape['model']}) spans hosts {hosts}; "
+                      f"MESH_MODEL must divide one host's device count")

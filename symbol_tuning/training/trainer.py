@@ -249,7 +249,7 @@ class Trainer:
     if chief:
       (model_dir / "config.gin").write_text(gin.config_str())
     writer = metrics_io.make_writer(str(model_dir), chief, start)
-    bar = metrics_io.Progress(cfg.train_steps, start, enabled=progress and chief)
+    bar = metrics_io.Progress(cfg.train_steps, start, enabled=chief, bar=progress)
     last = {"step": start}
     batches = data.host_batches(self.data_cfg, start_step=start)
     window = {"time": time.time(), "examples": 0, "tokens": 0, "steps": 0}

@@ -1,0 +1,139 @@
+"""Runs HuggingFace transformers / torch reference code in a fresh Python process.
+
+Test processes have TensorFlow loaded (seqio imports it), and TensorFlow plus torch's PyPI
+build (CUDA, with triton) in one process kill Python with a segmentation fault:
+`python -c "import tensorflow; import torch._dynamo"` reproduces it, and transformers
+imports torch._dynamo. So no test imports torch or transformers. A test calls
+
+    out = hf_reference.run("hf_reference:t5_logits", {"x/input_ids": ids, ...}, models=[...])
+
+which starts `sys.executable` on this file; the child imports the named module (from
+tests/, e.g. this one), calls `function(arrays, **options)` and returns its dict of arrays.
+Arrays travel as safetensors files and options as JSON: nothing is pickled. A function that
+runs in the child takes `(arrays: dict[str, np.ndarray], **options)` and returns a
+`dict[str, np.ndarray]`; its module must not import TensorFlow, seqio or symbol_tuning (the
+child checks that TensorFlow is not loaded when it is done).
+
+Without torch or transformers installed, `run` skips the calling test (fails it under CI).
+"""
+import importlib
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+def require_torch():
+  """Skips the calling test when torch or transformers is missing (a failure under CI=true)."""
+  missing = [name for name in ("torch", "transformers") if importlib.util.find_spec(name) is None]
+  if missing:
+    import pytest  # pylint: disable=g-import-not-at-top
+    message = f"{' and '.join(missing)} not installed (pip install -e '.[test]')"
+    if os.environ.get("CI") == "true":
+      pytest.fail(message)
+    pytest.skip(message)
+
+
+def run(function: str, arrays: dict[str, np.ndarray] | None = None, timeout: float = 600,
+        **options) -> dict[str, np.ndarray]:
+  """Calls `function` ("module:name", module in tests/) in a fresh torch-only process.
+
+  Example: `run("hf_reference:t5_logits", {"m/input_ids": ids, ...}, models=[{"name": "m",
+  "path": "/tmp/hf"}])` -> `{"m/logits": array of shape (batch, length, vocab)}`.
+  """
+  require_torch()
+  with tempfile.TemporaryDirectory(prefix="hf_reference.") as tmp:
+    tmp = pathlib.Path(tmp)
+    save_file({k: np.ascontiguousarray(v) for k, v in (arrays or {}).items()},
+              str(tmp / "in.safetensors"))
+    (tmp / "options.json").write_text(json.dumps(options))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, str(pathlib.Path(__file__).resolve()), function,
+                           str(tmp)], capture_output=True, text=True, timeout=timeout,
+                          env=env, check=False)
+    if proc.returncode != 0:
+      raise RuntimeError(f"{function} failed in its torch process (exit code "
+                         f"{proc.returncode}):\n{proc.stderr[-4000:]}")
+    return load_file(str(tmp / "out.safetensors"))
+
+
+def _child_main(function: str, folder: str):
+  """The child process: loads inputs, calls the function, writes outputs."""
+  folder = pathlib.Path(folder)
+  module_name, name = function.split(":")
+  fn = getattr(importlib.import_module(module_name), name)
+  out = fn(load_file(str(folder / "in.safetensors")),
+           **json.loads((folder / "options.json").read_text()))
+  if "tensorflow" in sys.modules:
+    raise RuntimeError(f"{function} imported TensorFlow: a torch process must not load it")
+  save_file({k: np.ascontiguousarray(v) for k, v in out.items()},
+            str(folder / "out.safetensors"))
+
+
+# -----------------------------------------------------------------------------
+# T5 references (run in the child only: they import torch and transformers).
+# -----------------------------------------------------------------------------
+def _logits(model, arrays, name):
+  import torch  # pylint: disable=g-import-not-at-top
+  with torch.no_grad():
+    return model(input_ids=torch.tensor(arrays[f"{name}/input_ids"]),
+                 attention_mask=torch.tensor(arrays[f"{name}/attention_mask"]),
+                 decoder_input_ids=torch.tensor(arrays[f"{name}/decoder_input_ids"])
+                 ).logits.float().numpy()
+
+
+def _random_t5(config: dict, tied: bool, seed: int):
+  """A random HF T5 with non-trivial layer norms; untied lm_head unless `tied`."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(seed)
+  model = transformers.T5ForConditionalGeneration(
+      transformers.T5Config(**config, tie_word_embeddings=tied)).eval()
+  with torch.no_grad():
+    for param_name, p in model.named_parameters():
+      if "layer_norm" in param_name:
+        p.add_(0.1 * torch.randn_like(p))
+  if not tied:
+    # transformers 5 ties T5 heads regardless of the config (see NOTES.md).
+    model.lm_head.weight = torch.nn.Parameter(torch.randn(config["vocab_size"],
+                                                          config["d_model"]))
+    getattr(model, "all_tied_weights_keys", {}).pop("lm_head.weight", None)
+  return model
+
+
+def t5_random(arrays, models):
+  """Builds random HF T5 models, saves each (safetensors) and returns its logits.
+
+  models: [{"name", "path", "config" (T5Config kwargs), "tied", "seed"}, optionally
+  "bfloat16_path" (also saved in bfloat16 there)]; arrays: "<name>/input_ids",
+  "<name>/attention_mask", "<name>/decoder_input_ids". Returns {"<name>/logits": ...}.
+  """
+  import torch  # pylint: disable=g-import-not-at-top
+  out = {}
+  for spec in models:
+    model = _random_t5(spec["config"], spec["tied"], spec["seed"])
+    model.save_pretrained(spec["path"])
+    out[f"{spec['name']}/logits"] = _logits(model, arrays, spec["name"])
+    if spec.get("bfloat16_path"):
+      model.to(torch.bfloat16).save_pretrained(spec["bfloat16_path"])
+  return out
+
+
+def t5_logits(arrays, models):
+  """Loads each saved model (`from_pretrained(path)`) and returns its logits.
+
+  models: [{"name", "path"}]; arrays and result as in `t5_random`.
+  """
+  import transformers  # pylint: disable=g-import-not-at-top
+  return {f"{spec['name']}/logits": _logits(
+      transformers.T5ForConditionalGeneration.from_pretrained(spec["path"]).eval(), arrays,
+      spec["name"]) for spec in models}
+
+
+if __name__ == "__main__":
+  _child_main(*sys.argv[1:])
