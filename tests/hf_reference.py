@@ -135,5 +135,39 @@ def t5_logits(arrays, models):
       spec["name"]) for spec in models}
 
 
+# -----------------------------------------------------------------------------
+# Decoder-only references (Llama, Qwen2, Qwen3, Gemma).
+# -----------------------------------------------------------------------------
+def decoder_logits(arrays, jobs):
+  """Causal-LM logits of `arrays["tokens"]` for each job; returns {name: logits}.
+
+  jobs: [{"name", "dir"}] loads a saved model; with also "model_type", "config"
+  (AutoConfig kwargs) and optionally "shard", it first makes a random model with weights
+  far from their init (norms, biases, all of it) and saves it to "dir" (sharded into small
+  files if "shard").
+  """
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  tokens = torch.tensor(arrays["tokens"].astype(np.int64))
+  out = {}
+  for job in jobs:
+    if "config" in job:
+      torch.manual_seed(0)
+      config = transformers.AutoConfig.for_model(job["model_type"], **job["config"])
+      model = transformers.AutoModelForCausalLM.from_config(config)
+      with torch.no_grad():
+        for p in model.parameters():
+          if p.ndim == 1:
+            p.add_(0.2 * torch.randn_like(p))
+          else:
+            p.normal_(0.0, 0.2)
+      model.save_pretrained(job["dir"], **({"max_shard_size": "40KB"} if job.get("shard")
+                                           else {}))
+    model = transformers.AutoModelForCausalLM.from_pretrained(job["dir"]).eval()
+    with torch.no_grad():
+      out[job["name"]] = model(input_ids=tokens).logits.float().numpy()
+  return out
+
+
 if __name__ == "__main__":
   _child_main(*sys.argv[1:])

@@ -1,21 +1,19 @@
 """HF decoder-only checkpoints: import parity with transformers, export round trip, errors.
 
-transformers/torch run only in a separate process (`_run_torch`): torch segfaults
-when imported where TensorFlow already is (pytest collection imports TF). The
-child writes tiny random models with `save_pretrained` and their logits to a
-safetensors file; nothing is pickled.
+transformers/torch run only in a separate process (tests/hf_reference.py): torch segfaults
+when imported where TensorFlow already is (pytest collection imports TF). The child writes
+tiny random models with `save_pretrained` and returns their logits; nothing is pickled.
 """
 import json
 import os
-import subprocess
-import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from safetensors.numpy import load_file, save_file  # noqa: E402
+from safetensors.numpy import save_file  # noqa: E402
 
+import hf_reference  # noqa: E402
 from symbol_tuning.checkpoints import (CheckpointError, flatten, load_any,  # noqa: E402
                                        load_native, save_native)
 from symbol_tuning.checkpoints.hf_decoder import (config_from_hf, load_hf_decoder,  # noqa: E402
@@ -38,46 +36,10 @@ FAMILIES = {
 }
 SHARDED = {"qwen2"}  # saved with a small max_shard_size: exercises the index file
 
-_TORCH_SCRIPT = r"""
-import json, sys
-import numpy as np, torch, transformers
-from safetensors.numpy import load_file, save_file
-spec = json.load(open(sys.argv[1]))
-tokens = torch.tensor(load_file(spec["tokens"])["tokens"].astype(np.int64))
-out = {}
-for job in spec["jobs"]:
-  if "config" in job:  # make a random model and save it
-    torch.manual_seed(0)
-    config = transformers.AutoConfig.for_model(job["model_type"], **job["config"])
-    model = transformers.AutoModelForCausalLM.from_config(config)
-    with torch.no_grad():  # weights far from their init: norms, biases, all of it
-      for name, p in model.named_parameters():
-        p.add_(0.2 * torch.randn_like(p)) if p.ndim == 1 else p.normal_(0.0, 0.2)
-    model.save_pretrained(job["dir"], **({"max_shard_size": "40KB"} if job.get("shard") else {}))
-  model = transformers.AutoModelForCausalLM.from_pretrained(job["dir"])
-  model.eval()
-  with torch.no_grad():
-    out[job["name"]] = model(input_ids=tokens).logits.float().numpy()
-save_file(out, spec["out"])
-"""
-
-
-def _run_torch(tmp_path, jobs, tokens):
-  """Runs `jobs` in a child Python with torch/transformers; returns {name: logits}.
-
-  A job is {'name', 'dir'} (load a saved model) or also {'model_type', 'config',
-  'shard'} (make a random one and save it to 'dir' first).
-  """
-  pytest.importorskip("transformers")
-  tok_file, out_file, spec_file = (tmp_path / "tokens.safetensors", tmp_path / "logits.safetensors",
-                                   tmp_path / "spec.json")
-  save_file({"tokens": tokens.astype(np.int32)}, str(tok_file))
-  spec_file.write_text(json.dumps({"jobs": jobs, "tokens": str(tok_file), "out": str(out_file)}))
-  env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
-  proc = subprocess.run([sys.executable, "-c", _TORCH_SCRIPT, str(spec_file)], env=env,
-                        capture_output=True, text=True, timeout=600, check=False)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return load_file(str(out_file))
+def _run_torch(jobs, tokens):
+  """{name: logits} of hf_reference.decoder_logits, run in a torch-only process."""
+  return hf_reference.run("hf_reference:decoder_logits", {"tokens": tokens.astype(np.int32)},
+                          jobs=jobs)
 
 
 def _logits(config, params, tokens):
@@ -92,7 +54,7 @@ def hf_models(tmp_path_factory):
   tokens = np.random.default_rng(0).integers(0, 128, size=(2, 24))
   jobs = [{"name": fam, "dir": str(tmp / fam), "model_type": fam, "config": cfg,
            "shard": fam in SHARDED} for fam, cfg in FAMILIES.items()]
-  logits = _run_torch(tmp, jobs, tokens)
+  logits = _run_torch(jobs, tokens)
   return {fam: (tmp / fam, logits[fam]) for fam in FAMILIES}, tokens
 
 
@@ -128,7 +90,7 @@ def test_export_round_trip_loads_in_transformers(hf_models, tmp_path):
     assert all(np.array_equal(a, flatten(again)[k]) for k, a in flatten(params).items())
     jobs.append({"name": family, "dir": str(out)})
   assert (tmp_path / "llama" / "model.safetensors.index.json").is_file()
-  reloaded = _run_torch(tmp_path, jobs, tokens)
+  reloaded = _run_torch(jobs, tokens)
   for family, (_, reference) in models.items():
     assert np.abs(reloaded[family] - reference).max() < 1e-5, family
 
