@@ -67,12 +67,17 @@ def resume(step: int, batch: int, out: pathlib.Path, mode: str) -> dict:
   start = time.perf_counter()
   if mode == "restore":
     batches = data.HostBatches(config(batch))
+    built = time.perf_counter()
     if not batches.restore(out / f"step_{step}", step):
       raise RuntimeError(f"no saved position for step {step} in {out}")
   else:
     batches = data.HostBatches(config(batch), start_step=step)
+    built = time.perf_counter()
+  restored = time.perf_counter()
   first = digest(next(batches))
-  return {"seconds": time.perf_counter() - start, "first_batch": first}
+  end = time.perf_counter()
+  return {"seconds": end - start, "first_batch": first, "build_pipeline_s": built - start,
+          "restore_s": restored - built, "first_batch_s": end - restored}
 
 
 def child(args) -> None:
@@ -114,7 +119,9 @@ def main() -> None:
       r["identical"] = r["first_batch"] == made["first_batch"][str(step)]
       resumed[f"{mode}_{step}"] = r
       print(f"resume at step {step:5d} by {mode:7s}: {r['seconds']:6.1f} s to the first "
-            f"batch (same batch as the uninterrupted run: {r['identical']})")
+            f"batch = {r['build_pipeline_s']:.1f} s building the pipeline (as a fresh start "
+            f"does) + {r['restore_s']:.1f} s restoring + {r['first_batch_s']:.1f} s to the "
+            f"first batch; same batch as the uninterrupted run: {r['identical']}")
   common.write("resume", {
       "mixture": "symbol_tuning_bigbench", "task_feature_lengths": {"inputs": 2048,
                                                                    "targets": 32},
@@ -123,6 +130,9 @@ def main() -> None:
       "save_seconds": round(made["save_seconds"][str(args.step)], 2),
       "saved_megabytes": round(made["saved_bytes"] / 1e6, 1),
       "resume_seconds": {k: round(v["seconds"], 2) for k, v in resumed.items()},
+      "resume_breakdown_seconds": {
+          k: {p: round(v[f"{p}_s"], 2) for p in ("build_pipeline", "restore", "first_batch")}
+          for k, v in resumed.items()},
       "identical_first_batch": all(v["identical"] for v in resumed.values())})
 
 

@@ -76,11 +76,13 @@ def markdown_table() -> str:
                f"{k['with_suggested_target_length']['input_fill']:.1%}", "packing.py"))
   r = load("resume")
   secs = r["resume_seconds"]
-  rows.append((f"resume the data stream (batch {r['batch_size']}, 2048/32) from its "
-               f"checkpointed position at step 0 / step {r['step']:,}; by skipping to step "
-               f"{r['step']:,} (before); position saved in (size)",
-               f"{secs['restore_0']:.1f} s / {secs['restore_' + str(r['step'])]:.1f} s; "
-               f"{secs['skip_' + str(r['step'])]:.1f} s; {r['save_seconds']:.1f} s "
+  b, s0, ss, sk = r["resume_breakdown_seconds"], "restore_0", f"restore_{r['step']}", f"skip_{r['step']}"
+  rows.append((f"resume the data stream in a fresh process (batch {r['batch_size']}, 2048/32), "
+               f"seconds to the first batch: from the saved position at step 0 / "
+               f"{r['step']:,} (of which restoring); by skipping to step {r['step']:,} "
+               "(before); position saved in (size)",
+               f"{secs[s0]:.1f} / {secs[ss]:.1f} ({b[s0]['restore']:.1f} / "
+               f"{b[ss]['restore']:.1f}); {secs[sk]:.1f}; {r['save_seconds']:.1f} s "
                f"({r['saved_megabytes']:.0f} MB)", "resume.py"))
   t = load("train_step")
   for case in t["cases"]:
