@@ -1,18 +1,27 @@
-"""Prompt building speed and prompt statistics for the symbol_tuning_bigbench mixture.
+"""Prompt building speed, where the seqio pipeline's time goes, and prompt statistics.
 
-Run: python benchmarks/prompts.py [--num 4000] [--stats 10000]
+Run: python benchmarks/prompts.py [--num 4000] [--stats 10000] [--cores 1 2]
 Prints and writes benchmarks/results/prompts.json:
   - python_prompts_per_s_per_core: the prompt builder alone (one process, one core), over
     the mixture's tasks at their mixing rates, each prompt fitted to 2048 input tokens and
     tokenized (the work seqio's preprocessor does per example). "cold" is the first pass,
     which tokenizes every example for the first time; "warm" a second pass over other
     prompts, the steady state of a training run (token ids of examples are memoised);
-  - seqio_prompts_per_s: the full seqio mixture pipeline (tf.data, 2 cores here);
+  - pipeline: prompts per second through seqio.get_dataset("symbol_tuning_bigbench", ...)
+    with the best-fit feature converter at 2048/512, rows read in batches of 32 as the
+    trainer reads them, in a fresh process pinned to 1 and to 2 cores; its profile: the
+    time spent building prompts in Python (inside the pipeline's numpy_function) and the
+    CPU time of everything else (tf.data: seeds, batching, tensors, mixing, EOS and trim,
+    packing), per prompt; and the builder / pipeline ratio;
   - stats over --stats prompts from the seqio pipeline: spread of k, templates and symbol
     kinds, the share of prompts that dropped exemplars to fit, prompts whose query was cut.
 """
 import argparse
+import json
+import os
 import random
+import subprocess
+import sys
 import time
 
 import common  # pylint: disable=unused-import  (sets the environment first)
@@ -47,21 +56,67 @@ def python_builder_speed(num: int) -> tuple[float, float]:
   return one_pass(0), one_pass(num)
 
 
-def seqio_speed(num: int) -> float:
-  from symbol_tuning.commands import data  # pylint: disable=g-import-not-at-top
+def pipeline_speed(num: int, warmup: int = 1000) -> dict:
+  """Prompts/s through the packed seqio mixture, with the time spent building prompts."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import seqio  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  it = data.records("symbol_tuning_bigbench", "train", num + 200, 0, 2048, 512)
-  for _ in range(200):  # start-up: data loading, tf.data tracing
-    next(it)
+  import symbol_tuning.tasks  # pylint: disable=g-import-not-at-top,unused-import
+  from symbol_tuning import packing, pipeline  # pylint: disable=g-import-not-at-top
+
+  building = [0.0]
+  build_batch = pipeline.build_batch
+
+  def timed_build_batch(*args):  # the Python work inside the pipeline's numpy_function
+    start = time.perf_counter()
+    try:
+      return build_batch(*args)
+    finally:
+      building[0] += time.perf_counter() - start
+
+  pipeline.build_batch = timed_build_batch
   start = time.perf_counter()
-  n = sum(1 for _ in it)
-  return n / (time.perf_counter() - start)
+  ds = seqio.get_dataset(
+      "symbol_tuning_bigbench", task_feature_lengths={"inputs": 2048, "targets": 512},
+      dataset_split="train", shuffle=True, num_epochs=None, seed=0,
+      feature_converter=packing.BestFitEncDecFeatureConverter(pack=True))
+  # Prompts per packed row, rows in batches of 32 as the trainer reads them.
+  ds = ds.map(lambda ex: tf.reduce_max(ex["encoder_segment_ids"])).batch(32).prefetch(2)
+  it = ds.as_numpy_iterator()
+  got = 0
+  while got < warmup:  # construction, data loading, first packing buffers
+    got += int(np.sum(next(it)))
+  startup = time.perf_counter() - start
+  building[0], got = 0.0, 0
+  wall, cpu = time.perf_counter(), time.process_time()
+  while got < num:
+    got += int(np.sum(next(it)))
+  wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+  return {"prompts_per_s": got / wall, "num_prompts": got, "cores": len(os.sched_getaffinity(0)),
+          "startup_s": startup,
+          "python_building_us_per_prompt": building[0] / got * 1e6,
+          "python_building_share_of_wall": building[0] / wall,
+          "other_cpu_us_per_prompt": max(cpu - building[0], 0.0) / got * 1e6,
+          "cpu_us_per_prompt": cpu / got * 1e6}
+
+
+def pipeline_speed_on(cores: int, num: int) -> dict:
+  """pipeline_speed in a fresh process pinned to the first `cores` cores."""
+  code = (f"import os; os.sched_setaffinity(0, set(range({cores})));"
+          f"import sys, json; sys.path.insert(0, {os.path.dirname(__file__)!r});"
+          "import prompts; prompts.common.setup_bigbench();"
+          f"print(json.dumps(prompts.pipeline_speed({num})))")
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        check=True)
+  return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--num", type=int, default=4000)
   parser.add_argument("--stats", type=int, default=10_000)
+  parser.add_argument("--cores", type=int, nargs="*", default=[1, 2])
   args = parser.parse_args()
   common.setup_bigbench()
   from symbol_tuning import vocab  # pylint: disable=g-import-not-at-top
@@ -70,8 +125,19 @@ def main() -> None:
   cold, warm = python_builder_speed(args.num)
   print(f"prompt builder: {warm:,.0f} prompts/s on one core, steady state "
         f"({cold:,.0f} cold), 2048-token budget")
-  pipeline_rate = seqio_speed(args.num)
-  print(f"seqio pipeline: {pipeline_rate:,.0f} prompts/s on {common.machine()['cpu_count']} cores")
+  cores = [c for c in args.cores if c <= len(os.sched_getaffinity(0))]
+  runs = {str(c): pipeline_speed_on(c, args.num) for c in cores}
+  print("seqio pipeline (symbol_tuning_bigbench, best-fit packing at 2048/512, rows in "
+        "batches of 32):")
+  for c, r in runs.items():
+    print(f"  {c} core(s): {r['prompts_per_s']:,.0f} prompts/s; per prompt "
+          f"{r['python_building_us_per_prompt']:.0f} us building prompts in Python "
+          f"({r['python_building_share_of_wall']:.0%} of the time), "
+          f"{r['other_cpu_us_per_prompt']:.0f} us CPU in everything else (tf.data: seeds, "
+          f"batching, tensors, mixing, EOS/trim, packing); start-up to "
+          f"{1000:,} prompts {r['startup_s']:.1f} s")
+  best = runs[str(max(cores))]["prompts_per_s"] if runs else float("nan")
+  print(f"builder / pipeline on {max(cores)} cores: {warm / best:.2f}x")
   stats = data.prompt_stats(
       data.records("symbol_tuning_bigbench", "train", args.stats, 1, 2048, 512),
       vocab.TokenCounter())
@@ -84,7 +150,9 @@ def main() -> None:
       "mixture": "symbol_tuning_bigbench", "input_length": 2048, "vocabulary": "local",
       "python_prompts_per_s_per_core": round(warm, 1),
       "python_prompts_per_s_per_core_cold": round(cold, 1), "num_prompts_timed": args.num,
-      "seqio_prompts_per_s": round(pipeline_rate, 1), "stats": stats})
+      "pipeline": {c: {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
+                   for c, r in runs.items()},
+      "builder_over_pipeline": round(warm / best, 3), "stats": stats})
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import common
 
 SCRIPTS = {  # name -> (script, quick arguments)
     "prompts": ("prompts.py", ["--num", "2000", "--stats", "2000"]),
+    "resume": ("resume.py", ["--step", "200"]),
     "packing": ("packing.py", ["--rows", "128"]),
     "train_step": ("train_step.py", ["--steps", "3"]),
     "eval_scoring": ("eval_scoring.py", []),
@@ -48,8 +49,17 @@ def markdown_table() -> str:
                "tokenized to 2048 (steady state / cold)",
                f"{p['python_prompts_per_s_per_core']:,.0f} / "
                f"{p['python_prompts_per_s_per_core_cold']:,.0f}", "prompts.py"))
-  rows.append(("prompts per second through the seqio mixture pipeline (2 cores)",
-               f"{p['seqio_prompts_per_s']:,.0f}", "prompts.py"))
+  runs = p["pipeline"]
+  rows.append(("prompts per second through `seqio.get_dataset(symbol_tuning_bigbench)` with "
+               "best-fit packing at 2048/512, on " + " / ".join(f"{c} core{'s' * (c != '1')}"
+                                                                for c in runs),
+               " / ".join(f"{r['prompts_per_s']:,.0f}" for r in runs.values()), "prompts.py"))
+  top = runs[max(runs, key=int)]
+  rows.append((f"same, {max(runs, key=int)} cores, per prompt: Python prompt building; CPU "
+               "in tf.data (seeds, batching, tensors, mixing, EOS/trim, packing); builder "
+               "alone / pipeline", f"{top['python_building_us_per_prompt']:.0f} us; "
+               f"{top['other_cpu_us_per_prompt']:.0f} us; {p['builder_over_pipeline']:.1f}x",
+               "prompts.py"))
   s = p["stats"]
   rows.append((f"over {s['num_prompts']:,} prompts: share that dropped exemplars to fit; "
                "queries cut", f"{s['share_with_dropped_exemplars']:.1%}; {s['num_query_cut']}",
@@ -64,6 +74,16 @@ def markdown_table() -> str:
                f"input tokens used at 2048/{k['suggested_target_length']}",
                f"{k['target_fill']:.1%}; {k['max_target_tokens_in_a_row']}; "
                f"{k['with_suggested_target_length']['input_fill']:.1%}", "packing.py"))
+  r = load("resume")
+  secs = r["resume_seconds"]
+  b, s0, ss, sk = r["resume_breakdown_seconds"], "restore_0", f"restore_{r['step']}", f"skip_{r['step']}"
+  rows.append((f"resume the data stream in a fresh process (batch {r['batch_size']}, 2048/32), "
+               f"seconds to the first batch: from the saved position at step 0 / "
+               f"{r['step']:,} (of which restoring); by skipping to step {r['step']:,} "
+               "(before); position saved in (size)",
+               f"{secs[s0]:.1f} / {secs[ss]:.1f} ({b[s0]['restore']:.1f} / "
+               f"{b[ss]['restore']:.1f}); {secs[sk]:.1f}; {r['save_seconds']:.1f} s "
+               f"({r['saved_megabytes']:.0f} MB)", "resume.py"))
   t = load("train_step")
   for case in t["cases"]:
     rows.append((f"training step, {case['config']} ({case['batch']} x "

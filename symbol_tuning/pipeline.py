@@ -12,6 +12,7 @@ Randomness is stateless: seqio hands each example a seed (map_over_dataset(num_s
 and the task name and query position are folded into it, so tasks of a mixture never share
 draws and a seed reproduces every prompt.
 """
+import array
 import collections
 import dataclasses
 import functools
@@ -99,10 +100,17 @@ class PromptBuilder:
     self.tokens = vocab_lib.TokenCounter(vocabulary)
     self.count_tokens = self.tokens if max_input_tokens else None
     self.pieces = vocab_lib.PieceEncoder(vocabulary)
+    # Tokenize every example up front, in one batch (or read the ids from the on-disk
+    # cache): lazily, the first prompts of a run spent most of their time tokenizing.
+    self.pieces.prime([ex.text for ex in self.data.examples])
+    if not self.same_split:
+      self.pieces.prime([ex.text for ex in self.queries])
     self.compose = True  # compose ids from memoised pieces while the check below holds
     self._checked = 0
     pool = symbols.get_pool(spec.setting.symbol_pool)
     self.sample_symbols = pool.sample
+    if spec.setting.labels == "symbols":  # fresh symbols per prompt: tokenize the pool too
+      self.pieces.prime(pool.integers + pool.letter_strings + pool.words)
 
   def seed(self, position: int, seed: int | tuple[int, ...]) -> int:
     seed = seed if isinstance(seed, tuple) else (seed,)
@@ -192,46 +200,96 @@ def _builder(spec: PromptSpec, split: str, max_input_tokens: int, vocab_spec: st
   return PromptBuilder(spec, split, max_input_tokens)
 
 
+# Prompts built per Python call: one tf.numpy_function call per example cost more than the
+# prompt itself (benchmarks/prompts.py); a batch amortises the call and the tensor copies.
+BUILD_BATCH = 32
+_NUM_META = 6  # template, k, num_dropped, gold, k_drawn, query_index
+
+
+def build_batch(builder: PromptBuilder, positions, seeds) -> tuple:
+  """Builds the prompts of a batch of queries as flat arrays for one numpy_function call.
+
+  Example: positions [17, 4], seeds [[5, 9], [6, 1]] (seqio's per-example seed pairs)
+    -> (inputs_str [2] bytes, targets_str [2] bytes, input ids of both prompts concatenated,
+        their lengths [2], target ids concatenated, their lengths [2], meta [2, 6] int32
+        (template, k, num_dropped, gold, k_drawn, query_index), labels_json [2] bytes)
+  A prompt that cannot fit is counted in SKIPPED and left empty with gold -1 (filtered).
+  """
+  n = len(positions)
+  inputs_str, targets_str, labels_json = (np.empty(n, object) for _ in range(3))
+  input_ids, target_ids = [], []
+  input_lengths, target_lengths = np.zeros(n, np.int64), np.zeros(n, np.int64)
+  meta = np.zeros((n, _NUM_META), np.int32)
+  for i, (position, seed) in enumerate(zip(positions, seeds)):
+    try:
+      p = builder.build(int(position), tuple(int(s) for s in seed))
+    except prompts.PromptError:
+      SKIPPED[builder.spec.task_name] += 1
+      inputs_str[i], targets_str[i], labels_json[i] = b"", b"", b"{}"
+      meta[i, 3] = meta[i, 5] = -1
+      continue
+    m = p.metadata
+    inputs_str[i], targets_str[i] = p.inputs.encode(), p.targets.encode()
+    labels_json[i] = json.dumps({"symbols": m["symbols"], "options": m["options"]}).encode()
+    ids, targets = p.input_ids, builder.pieces(p.targets)
+    input_ids.append(ids)
+    target_ids.append(targets)
+    input_lengths[i], target_lengths[i] = len(ids), len(targets)
+    meta[i] = (m["template"], m["k"], m["num_dropped"], m["gold"], m["k_drawn"],
+               m["query_index"])
+  flat = lambda parts: np.concatenate(
+      [np.frombuffer(a, np.int32) if isinstance(a, array.array) else np.asarray(a, np.int32)
+       for a in parts]) if parts else np.zeros([0], np.int32)
+  return (inputs_str, targets_str, flat(input_ids), input_lengths, flat(target_ids),
+          target_lengths, meta, labels_json)
+
+
 def build_prompts(dataset: tf.data.Dataset, sequence_length=None, output_features=None, *,
                   spec: PromptSpec) -> tf.data.Dataset:
   """Preprocessor: {"query", "split"} -> prompt features; prompts that cannot fit are
-  skipped and counted in SKIPPED."""
+  skipped and counted in SKIPPED.
+
+  Each example gets its seed from seqio (map_over_dataset), exactly as a per-example map
+  would; prompts are then built BUILD_BATCH at a time and unbatched, so the stream is the
+  same example for example.
+  """
   del output_features
   length = (sequence_length or {}).get("inputs") or DEFAULT_INPUT_LENGTH
   budget = length - 1  # room for EOS
 
-  def make(position, split, seed):
-    builder = _builder(spec, split.decode(), budget, vocab_lib.current_spec())
-    try:
-      p = builder.build(int(position), tuple(int(s) for s in seed))
-    except prompts.PromptError:
-      SKIPPED[spec.task_name] += 1
-      return (b"", b"", np.zeros([0], np.int32), np.zeros([0], np.int32),
-              np.array([0, 0, 0, -1, 0, -1], np.int32), b"{}")
-    m = p.metadata
-    return (p.inputs.encode(), p.targets.encode(),
-            np.asarray(p.input_ids, np.int32),
-            np.asarray(builder.pieces(p.targets), np.int32),
-            np.array([m["template"], m["k"], m["num_dropped"], m["gold"], m["k_drawn"],
-                      m["query_index"]], np.int32),
-            json.dumps({"symbols": m["symbols"], "options": m["options"]}).encode())
-
+  # The map functions have no Python control flow: autograph would only slow tracing
+  # (18 tasks x 3 functions took ~10 s of a mixture's construction).
   @seqio.map_over_dataset(num_seeds=1)
-  def _map(ex, seed):
-    out = tf.numpy_function(make, [ex["query"], ex["split"], seed],
-                            [tf.string, tf.string, tf.int32, tf.int32, tf.int32, tf.string],
-                            stateful=False)
-    inputs_str, targets_str, inputs, targets, meta, labels_json = out
-    inputs.set_shape([None])
-    targets.set_shape([None])
-    meta.set_shape([6])
+  @tf.autograph.experimental.do_not_convert
+  def attach_seed(ex, seed):
+    return {"query": ex["query"], "split": ex["split"], "seed": tf.stack(seed)}
+
+  def make(positions, splits, seeds):
+    builder = _builder(spec, splits[0].decode(), budget, vocab_lib.current_spec())
+    return build_batch(builder, positions, seeds)
+
+  @tf.autograph.experimental.do_not_convert
+  def build(batch):
+    out = tf.numpy_function(
+        make, [batch["query"], batch["split"], batch["seed"]],
+        [tf.string, tf.string, tf.int32, tf.int64, tf.int32, tf.int64, tf.int32, tf.string],
+        stateful=False)
+    inputs_str, targets_str, inputs, input_lengths, targets, target_lengths, meta, labels = out
+    for tensor, shape in ((inputs_str, [None]), (targets_str, [None]), (inputs, [None]),
+                          (input_lengths, [None]), (targets, [None]), (target_lengths, [None]),
+                          (meta, [None, _NUM_META]), (labels, [None])):
+      tensor.set_shape(shape)
     return {
         "inputs_pretokenized": inputs_str, "targets_pretokenized": targets_str,
-        "inputs": inputs, "targets": targets, "template": meta[0], "k": meta[1],
-        "num_dropped": meta[2], "gold": meta[3], "k_drawn": meta[4],
-        "labels_json": labels_json, "query": ex["query"],
-        "query_index": meta[5],  # the query's index in its dataset split
-        "task": tf.constant(spec.task_name),
+        "inputs": tf.RaggedTensor.from_row_lengths(inputs, input_lengths),
+        "targets": tf.RaggedTensor.from_row_lengths(targets, target_lengths),
+        "template": meta[:, 0], "k": meta[:, 1], "num_dropped": meta[:, 2],
+        "gold": meta[:, 3], "k_drawn": meta[:, 4], "labels_json": labels,
+        "query": batch["query"],
+        "query_index": meta[:, 5],  # the query's index in its dataset split
+        "task": tf.fill(tf.shape(batch["query"]), spec.task_name),
     }
 
-  return _map(dataset).filter(lambda ex: ex["gold"] >= 0)
+  ds = attach_seed(dataset).batch(BUILD_BATCH)
+  ds = ds.map(build, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+  return ds.filter(tf.autograph.experimental.do_not_convert(lambda ex: ex["gold"] >= 0))

@@ -15,11 +15,16 @@ Rebuild the local model: python -m symbol_tuning.vocab train  (needs BIGBENCH_DI
 """
 import array
 import functools
+import hashlib
+import itertools
 import os
 import socket
 import sys
 import threading
+from typing import Sequence
+import zipfile
 
+import numpy as np
 import seqio
 
 from symbol_tuning import resources
@@ -218,6 +223,7 @@ class PieceEncoder:
     real = vocabulary._real if isinstance(vocabulary, LazyVocabulary) else (
         vocabulary or resolve())
     self._encode = real.tokenizer.EncodeAsIds
+    self._model = getattr(real, "sp_model", None)  # keys the on-disk token cache
     self._memo: dict[str, array.array] = {}
 
   def __call__(self, text: str) -> array.array:
@@ -226,8 +232,73 @@ class PieceEncoder:
       ids = self._memo[text] = array.array("i", self._encode(text))
     return ids
 
+  def prime(self, texts: Sequence[str]) -> None:
+    """Memoises the ids of `texts` (a dataset's examples) in one go, from the on-disk
+    token cache when this vocabulary has tokenized the same texts before (in any
+    process), so building prompts never waits on the tokenizer."""
+    for text, ids in zip(texts, token_ids(tuple(texts), self._model, self._encode)):
+      self._memo.setdefault(text, ids)
+
   def encode_full(self, text: str) -> list[int]:
     return self._encode(text)
+
+
+_TOKEN_CACHE_VERSION = 1
+_token_ids_in_process: dict[str, list[array.array]] = {}
+
+
+def token_ids(texts: tuple[str, ...], model: bytes | None, encode) -> list[array.array]:
+  """The ids of every text, cached in this process and on disk under
+  $SYMBOL_TUNING_CACHE/token_ids/ (keyed by the sentencepiece model and the texts).
+
+  Example: token_ids(("a dog", "a cat"), spm_bytes, spm.EncodeAsIds)
+    -> [array('i', [3, 71]), array('i', [3, 420])]; a second call, here or in another
+    process, reads them back instead of tokenizing again. Without a model (a vocabulary
+    that is not sentencepiece) nothing is written to disk.
+  """
+  digest = hashlib.blake2b(digest_size=16)
+  digest.update(f"v{_TOKEN_CACHE_VERSION}\x1f".encode() + (model or b"") + b"\x1f")
+  for text in texts:
+    digest.update(text.encode() + b"\x1e")
+  key = digest.hexdigest()
+  cached = _token_ids_in_process.get(key)
+  if cached is not None:
+    return cached
+  path = resources.cache_dir() / "token_ids" / f"{key}.npz"
+  flat = offsets = None
+  if model is not None and path.is_file():
+    try:
+      with np.load(path) as stored:
+        flat, offsets = stored["ids"], stored["offsets"]
+      if len(offsets) != len(texts) + 1:
+        flat = offsets = None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+      flat = offsets = None  # unreadable: tokenize again and overwrite
+  if flat is None:
+    encoded = encode(list(texts)) if texts else []
+    offsets = np.cumsum([0] + [len(ids) for ids in encoded], dtype=np.int64)
+    flat = np.fromiter(itertools.chain.from_iterable(encoded), np.int32, int(offsets[-1]))
+    if model is not None:
+      _write_atomically(path, flat, offsets)
+  data = flat.astype(np.int32, copy=False).tobytes()
+  ids = []
+  for start, end in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
+    piece = array.array("i")
+    piece.frombytes(data[4 * start:4 * end])
+    ids.append(piece)
+  _token_ids_in_process[key] = ids
+  return ids
+
+
+def _write_atomically(path, flat, offsets) -> None:
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+      np.savez(f, ids=flat, offsets=offsets)
+    os.replace(tmp, path)  # readers never see a partial file
+  except OSError as e:  # a read-only cache only costs speed
+    print(f"symbol_tuning: token cache not written ({e})", file=sys.stderr)
 
 
 def train(out: str, vocab_size: int = 8000) -> None:

@@ -1,14 +1,20 @@
 """Training batches: seqio mixture -> best-fit packing (symbol_tuning.packing) -> host batches.
 
-The stream is a pure function of (mixture, lengths, seed, host): resuming at step s
-rebuilds it and skips s batches, so a resumed run sees exactly the batches an
-uninterrupted run would have seen (the prompts of skipped batches are rebuilt, not stored).
+The stream is a pure function of (mixture, lengths, seed, host). Its position is saved with
+every checkpoint (tf.data saves the iterator: shuffle orders, seeds, mixing and packing
+buffers), so resuming at step s restores it in seconds whatever s is, and the resumed run
+sees exactly the batches an uninterrupted run would have seen. A checkpoint without it
+(written before this existed, or at Ctrl-C mid-step) resumes by rebuilding the stream and
+skipping s batches: the same batches, just slower.
 """
 import dataclasses
+import json
+import pathlib
 
 import jax
 import numpy as np
 import seqio
+import tensorflow as tf
 
 from symbol_tuning import decoder_packing, packing
 
@@ -46,13 +52,70 @@ def check_name(name: str) -> None:
                      f"mixture" + (f"; did you mean {', '.join(close)}?" if close else ""))
 
 
-def host_batches(cfg: DataConfig, start_step: int = 0, host: int | None = None,
-                 hosts: int | None = None):
-  """Iterator of a host's numpy batches (batch_size / hosts rows each), from its own
-  shard of every task's examples (seqio.ShardInfo); this process's by default."""
-  check_name(cfg.mixture_or_task_name)
-  hosts = jax.process_count() if hosts is None else hosts
-  host = jax.process_index() if host is None else host
+class HostBatches:
+  """Iterator of a host's numpy batches (batch_size / hosts rows each), from its own shard of
+  every task's examples (seqio.ShardInfo; this process's by default), whose position can be
+  saved and restored (`save` / `restore`, used by the trainer's checkpoints).
+
+  Example: it = HostBatches(cfg); next(it) -> {"encoder_input_tokens": int32 [rows, 2048],
+  ...}; it.save(d) at step 7; later HostBatches(cfg).restore(d, 7) yields batch 8 next.
+  """
+
+  def __init__(self, cfg: DataConfig, start_step: int = 0, host: int | None = None,
+               hosts: int | None = None):
+    check_name(cfg.mixture_or_task_name)
+    self.cfg = cfg
+    self.hosts = jax.process_count() if hosts is None else hosts
+    self.host = jax.process_index() if host is None else host
+    self.position = start_step  # batches consumed since the start of the stream
+    ds = _dataset(cfg, self.host, self.hosts)
+    if start_step:
+      ds = ds.skip(start_step)  # the slow path: every skipped prompt is rebuilt
+    self._iterator = iter(ds.prefetch(2))
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    batch = next(self._iterator)
+    self.position += 1
+    return {k: np.asarray(v, np.int32) for k, v in batch.items()}
+
+  def signature(self) -> dict:
+    """What the saved position depends on: restoring into another stream is refused."""
+    return {"mixture_or_task_name": self.cfg.mixture_or_task_name,
+            "task_feature_lengths": dict(sorted(self.cfg.task_feature_lengths.items())),
+            "batch_size": self.cfg.batch_size, "split": self.cfg.split, "seed": self.cfg.seed,
+            "pack": self.cfg.pack, "pack_buffer": self.cfg.pack_buffer,
+            "shuffle": self.cfg.shuffle, "decoder_only": self.cfg.decoder_only,
+            "hosts": self.hosts}
+
+  def save(self, directory) -> None:
+    """Writes this host's iterator state into `directory` (one file set per host)."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tf.train.Checkpoint(iterator=self._iterator).write(str(directory / f"host_{self.host}"))
+    if self.host == 0:
+      (directory / "signature.json").write_text(json.dumps(
+          {**self.signature(), "position": self.position}))
+
+  def restore(self, directory, position: int) -> bool:
+    """Restores the state saved at `position` batches; False (nothing changed) if it was
+    saved for another stream or is missing, so the caller falls back to skipping."""
+    directory = pathlib.Path(directory)
+    try:
+      saved = json.loads((directory / "signature.json").read_text())
+    except (OSError, ValueError):
+      return False
+    if saved.pop("position", None) != position or saved != self.signature():
+      return False
+    tf.train.Checkpoint(iterator=self._iterator).read(
+        str(directory / f"host_{self.host}")).assert_consumed()
+    self.position = position
+    return True
+
+
+def _dataset(cfg: DataConfig, host: int, hosts: int) -> tf.data.Dataset:
   ds = seqio.get_dataset(
       cfg.mixture_or_task_name, task_feature_lengths=cfg.task_feature_lengths,
       dataset_split=cfg.split, shuffle=cfg.shuffle, num_epochs=None, seed=cfg.seed,
@@ -60,12 +123,14 @@ def host_batches(cfg: DataConfig, start_step: int = 0, host: int | None = None,
       feature_converter=feature_converter(cfg))
   features = DECODER_ONLY_FEATURES if cfg.decoder_only else FEATURES
   ds = ds.map(lambda ex: {k: ex[k] for k in features if k in ex})
-  ds = ds.batch(cfg.batch_size // hosts, drop_remainder=True)
-  if start_step:
-    ds = ds.skip(start_step)
-  ds = ds.prefetch(2)
-  for batch in ds.as_numpy_iterator():
-    yield {k: np.asarray(v, np.int32) for k, v in batch.items()}
+  return ds.batch(cfg.batch_size // hosts, drop_remainder=True)
+
+
+def host_batches(cfg: DataConfig, start_step: int = 0, host: int | None = None,
+                 hosts: int | None = None) -> HostBatches:
+  """A host's batches from `start_step` on (rebuilding the skipped ones); this process's
+  by default."""
+  return HostBatches(cfg, start_step, host, hosts)
 
 
 def feature_converter(cfg: DataConfig) -> seqio.FeatureConverter:

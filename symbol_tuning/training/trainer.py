@@ -251,7 +251,7 @@ class Trainer:
     writer = metrics_io.make_writer(str(model_dir), chief, start)
     bar = metrics_io.Progress(cfg.train_steps, start, enabled=chief, bar=progress)
     last = {"step": start}
-    batches = data.host_batches(self.data_cfg, start_step=start)
+    batches = self._batches(mngr, start)
     window = {"time": time.time(), "examples": 0, "tokens": 0, "steps": 0}
     step = start
     try:
@@ -265,7 +265,8 @@ class Trainer:
         if step % cfg.log_period == 0 or step == cfg.train_steps:
           last = self._log(step, metrics, window, writer, bar)
         if step % cfg.checkpoint_period == 0 or step == cfg.train_steps:
-          checkpointing.save(mngr, step, self.state, self.meta(), force=step == cfg.train_steps)
+          checkpointing.save(mngr, step, self.state, self.meta(), force=step == cfg.train_steps,
+                             batches=batches)
         bar.update(step)
     except KeyboardInterrupt:
       # Ctrl-C: keep what was trained since the last checkpoint, then stop. If the
@@ -273,8 +274,9 @@ class Trainer:
       bar.close()
       try:
         current = int(jax.device_get(self.state["step"]))
-        if mngr.latest_step() != current:
-          checkpointing.save(mngr, current, self.state, self.meta(), force=True)
+        if mngr.latest_step() != current:  # the data position only if it is this step's
+          checkpointing.save(mngr, current, self.state, self.meta(), force=True,
+                             batches=batches)
       except RuntimeError:
         pass
       raise
@@ -282,6 +284,18 @@ class Trainer:
     mngr.wait_until_finished()
     writer.flush()
     return last
+
+  def _batches(self, mngr, start: int) -> data.HostBatches:
+    """The data stream at step `start`: restored from the checkpoint in seconds, or (a
+    checkpoint without a data position) rebuilt and skipped to it."""
+    if start:
+      batches = data.HostBatches(self.data_cfg)
+      if checkpointing.restore_data(mngr, start, batches):
+        return batches
+      if jax.process_index() == 0:
+        print(f"data: checkpoint_{start} holds no data position for this stream; "
+              f"rebuilding and skipping {start} batches", file=sys.stderr)
+    return data.HostBatches(self.data_cfg, start_step=start)
 
   def _log(self, step, metrics, window, writer, bar) -> dict:
     # Fetch first: steps are dispatched asynchronously, and this waits for all of them.
