@@ -19,6 +19,10 @@ SCRIPTS = {  # name -> (script, quick arguments)
     "packing": ("packing.py", ["--rows", "128"]),
     "train_step": ("train_step.py", ["--steps", "3"]),
     "eval_scoring": ("eval_scoring.py", []),
+    "trainer_vs_t5x": ("trainer_vs_t5x.py", ["--quick"]),  # needs t5x (.ci/install_t5x.sh)
+    "decoder_packing": ("decoder_packing.py", []),
+    "decoder_train_step": ("decoder_train_step.py", []),
+    "decoder_eval_scoring": ("decoder_eval_scoring.py", []),
 }
 
 
@@ -90,6 +94,13 @@ def markdown_table() -> str:
                  f"{case['input_length']}/{case['target_length']}): tokens/s; MFU vs the "
                  f"measured matmul peak ({t['matmul_peak_flops_per_s'] / 1e9:.0f} GFLOP/s)",
                  f"{case['tokens_per_s']:,.0f}; {case['mfu']:.0%}", "train_step.py"))
+  v = load("trainer_vs_t5x")
+  for case in v["step_time"]:
+    rows.append((f"training step, Flan-T5 small's shape ({case['batch']} x "
+                 f"{case['input_length']}/{case['target_length']}, {case['activation_dtype']}): "
+                 "seconds per step, ours vs t5x.train on the same config (t5x / ours)",
+                 f"{case['ours_seconds_per_step']:.1f} vs {case['t5x_seconds_per_step']:.1f} "
+                 f"({case['t5x_over_ours']:.2f}x)", "trainer_vs_t5x.py"))
   e = load("eval_scoring")
   for r in e["results"]:
     rows.append((f"rank-classification scoring, {r['config']}, bigbench suite: fast vs "
@@ -103,8 +114,24 @@ def markdown_table() -> str:
   return "\n".join(lines)
 
 
+def loss_curve_table() -> str:
+  """The README's table of our trainer's and t5x's losses (Training, Same result as t5x)."""
+  c = json.loads((common.RESULTS_DIR / "trainer_vs_t5x.json").read_text())["loss_curves"]
+  lines = ["| step | " + " | ".join(str(s) for s in c["steps"]) + " |",
+           "|---|" + "---|" * len(c["steps"]),
+           "| ours | " + " | ".join(f"{x:.5f}" for x in c["ours_loss"]) + " |",
+           "| t5x.train | " + " | ".join(f"{x:.5f}" for x in c["t5x_loss"]) + " |"]
+  return "\n".join(lines) + (
+      f"\n\nLoss per target token, tiny config, float32; largest relative difference "
+      f"{c['max_rel_loss_diff']:.0e}, largest parameter difference after step "
+      f"{c['steps'][-1]} {c['max_abs_param_diff']:.0e} (the parameters moved by up to "
+      f"{c['max_abs_param_change']:.0e}).")
+
+
 if __name__ == "__main__":
-  if sys.argv[1:] == ["--table"]:  # print the README table from the stored results
+  if sys.argv[1:] == ["--table"]:  # print the README tables from the stored results
     print(markdown_table())
+    print()
+    print(loss_curve_table())
   else:
     main()
