@@ -17,13 +17,14 @@ import dataclasses
 import functools
 import json
 import random
+import re
 
 from absl import logging
 import numpy as np
 import seqio
 import tensorflow as tf
 
-from symbol_tuning import catalogue, prompts, sources, symbols
+from symbol_tuning import catalogue, decoder_packing, prompts, sources, symbols
 from symbol_tuning import vocab as vocab_lib
 from symbol_tuning.sources.examples import DataSourceError, stable_seed
 
@@ -31,6 +32,19 @@ DEFAULT_INPUT_LENGTH = 2048
 _COMPOSE_CHECKS = 16  # prompts per builder whose composed ids are checked against spm
 # Prompts skipped because they could not fit, per task (reported by `symbol-tuning`).
 SKIPPED: collections.Counter = collections.Counter()
+
+
+class NoPromptFitsError(ValueError):
+  """Not one prompt of a task split fits the length: a repeating stream of it would spin
+  forever in its filter, so the pipeline stops with this instead."""
+
+
+def python_error(error) -> str:
+  """The Python exception a tf.numpy_function raised, from TensorFlow's wrapped message."""
+  # Its last line: "module.path.NameError: message" (the module path is optional).
+  found = re.findall(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.*)$", error.message,
+                     re.MULTILINE)
+  return ": ".join(found[-1]) if found else " ".join(error.message.split())[:300]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +115,7 @@ class PromptBuilder:
     self.pieces = vocab_lib.PieceEncoder(vocabulary)
     self.compose = True  # compose ids from memoised pieces while the check below holds
     self._checked = 0
+    self.num_fitted = self.num_unfit = 0  # prompts built / skipped by build_prompts
     pool = symbols.get_pool(spec.setting.symbol_pool)
     self.sample_symbols = pool.sample
 
@@ -108,12 +123,14 @@ class PromptBuilder:
     seed = seed if isinstance(seed, tuple) else (seed,)
     return stable_seed(self.spec.task_name, self.split, position, *seed)
 
-  def build(self, position: int, seed) -> prompts.Prompt:
-    """The prompt for query `position`; `input_ids` are its token ids (no EOS)."""
+  def build(self, position: int, seed, max_input_tokens: int | None = None) -> prompts.Prompt:
+    """The prompt for query `position`; `input_ids` are its token ids (no EOS). The prompt
+    fits `max_input_tokens` (default: the builder's)."""
+    budget = self.max_input_tokens if max_input_tokens is None else max_input_tokens
     prompt = prompts.build_prompt(
         self.data, self.queries[position], self.spec.setting, self.seed(position, seed),
         sample_symbols=self.sample_symbols, count_tokens=self.count_tokens,
-        max_input_tokens=self.max_input_tokens, k_max=self.k_max,
+        max_input_tokens=budget, k_max=self.k_max,
         exclude_query=self.same_split, piece_ids=self.pieces if self.compose else None)
     if self.compose and self._checked < _COMPOSE_CHECKS:
       # Composed ids must equal whole-prompt tokenization; verify on the first prompts.
@@ -122,9 +139,26 @@ class PromptBuilder:
         logging.warning("%s: this vocabulary does not tokenize prompts piecewise; "
                         "tokenizing whole prompts instead (slower)", self.spec.task_name)
         self.compose = False
-        return self.build(position, seed)
+        return self.build(position, seed, max_input_tokens)
     if prompt.input_ids is None:
       prompt = dataclasses.replace(prompt, input_ids=self.tokens.encode(prompt.inputs))
+    return prompt
+
+  def build_sequence(self, position: int, seed, model_length: int,
+                     all_options: bool = False) -> prompts.Prompt:
+    """Decoder-only: the prompt whose whole sequence, prompt + EOS + answer + EOS, fits
+    `model_length` (with `all_options`, the longest label option stands for the answer,
+    as rank classification appends each). The answer is drawn before fitting (same seed,
+    same draws), so a second fit with the answer's length reserved is exact; the query is
+    never cut (PromptError when it cannot fit with one exemplar per class).
+
+    Example: model_length 544, answer "8270" of 3 tokens -> a prompt of <= 539 tokens.
+    """
+    prompt = self.build(position, seed, model_length - 3)  # an answer has >= 1 token
+    answers = prompt.metadata["options"] if all_options else [prompt.targets]
+    answer = max(len(self.pieces(a)) for a in answers)
+    if len(prompt.input_ids) + answer + 2 > model_length:
+      prompt = self.build(position, seed, model_length - 2 - answer)
     return prompt
 
 
@@ -195,19 +229,35 @@ def _builder(spec: PromptSpec, split: str, max_input_tokens: int, vocab_spec: st
 def build_prompts(dataset: tf.data.Dataset, sequence_length=None, output_features=None, *,
                   spec: PromptSpec) -> tf.data.Dataset:
   """Preprocessor: {"query", "split"} -> prompt features; prompts that cannot fit are
-  skipped and counted in SKIPPED."""
+  skipped and counted in SKIPPED. sequence_length {"inputs": I, ...} fits the prompt + EOS
+  to I; the decoder-only single length {"targets": L} fits prompt + EOS + answer + EOS to L
+  (the longest label option standing for the answer)."""
   del output_features
-  length = (sequence_length or {}).get("inputs") or DEFAULT_INPUT_LENGTH
+  # Decoder-only lengths {"targets": L}: prompt + EOS + answer + EOS fit L together
+  # (decoder_packing.single_length); else the prompt + EOS fits "inputs".
+  model_length = decoder_packing.single_length(sequence_length)
+  length = model_length or (sequence_length or {}).get("inputs") or DEFAULT_INPUT_LENGTH
   budget = length - 1  # room for EOS
 
   def make(position, split, seed):
     builder = _builder(spec, split.decode(), budget, vocab_lib.current_spec())
     try:
-      p = builder.build(int(position), tuple(int(s) for s in seed))
+      seed = tuple(int(s) for s in seed)
+      # all_options: every label option fits after the prompt, so a rank twin scores the
+      # same prompt for each option (and the exact-match task sees that prompt too).
+      p = (builder.build_sequence(int(position), seed, model_length, all_options=True)
+           if model_length else builder.build(int(position), seed))
     except prompts.PromptError:
       SKIPPED[spec.task_name] += 1
+      builder.num_unfit += 1
+      if not builder.num_fitted and builder.num_unfit >= len(builder.queries):
+        raise NoPromptFitsError(
+            f"task {spec.task_name} ({builder.split}): none of its prompts fits "
+            f"{length} tokens even with one exemplar per class ({builder.num_unfit} of "
+            f"{len(builder.queries)} queries skipped); raise TASK_FEATURE_LENGTHS") from None
       return (b"", b"", np.zeros([0], np.int32), np.zeros([0], np.int32),
               np.array([0, 0, 0, -1, 0, -1], np.int32), b"{}")
+    builder.num_fitted += 1
     m = p.metadata
     return (p.inputs.encode(), p.targets.encode(),
             np.asarray(p.input_ids, np.int32),

@@ -9,8 +9,9 @@ import dataclasses
 import jax
 import numpy as np
 import seqio
+import tensorflow as tf
 
-from symbol_tuning import decoder_packing, packing
+from symbol_tuning import decoder_packing, packing, pipeline
 
 FEATURES = ("encoder_input_tokens", "decoder_target_tokens", "decoder_input_tokens",
             "decoder_loss_weights", "encoder_segment_ids", "decoder_segment_ids",
@@ -21,12 +22,17 @@ DECODER_ONLY_FEATURES = ("decoder_target_tokens", "decoder_input_tokens",
                          "decoder_causal_attention")
 
 
+class DataError(ValueError):
+  """The data pipeline stopped (the message says which task and why)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """What t5x calls a DatasetConfig, for training."""
 
   mixture_or_task_name: str  # a registered seqio task or mixture
-  task_feature_lengths: dict  # {"inputs": 2048, "targets": 512}
+  task_feature_lengths: dict  # {"inputs": 2048, "targets": 512}; decoder-only also
+  #   {"targets": L}: prompt + answer + EOSs fit L (decoder_packing.single_length)
   batch_size: int  # global batch (all hosts)
   split: str = "train"
   seed: int = 0  # fixes the stream (prompts, order, mixing); resume needs it fixed
@@ -47,7 +53,8 @@ def check_name(name: str) -> None:
 
 
 def host_batches(cfg: DataConfig, start_step: int = 0):
-  """Iterator of this host's numpy batches (batch_size / process_count rows each)."""
+  """Iterator of this host's numpy batches (batch_size / process_count rows each); a
+  failure inside the pipeline (e.g. no prompt of a task fits) is a DataError."""
   check_name(cfg.mixture_or_task_name)
   hosts, host = jax.process_count(), jax.process_index()
   ds = seqio.get_dataset(
@@ -61,8 +68,18 @@ def host_batches(cfg: DataConfig, start_step: int = 0):
   if start_step:
     ds = ds.skip(start_step)
   ds = ds.prefetch(2)
-  for batch in ds.as_numpy_iterator():
+  iterator, failure = ds.as_numpy_iterator(), None
+  while failure is None:
+    try:
+      batch = next(iterator)
+    except StopIteration:
+      return
+    except tf.errors.OpError as e:  # raised by a preprocessor, e.g. no prompt fits
+      failure = pipeline.python_error(e)
+      break
     yield {k: np.asarray(v, np.int32) for k, v in batch.items()}
+  del iterator, ds  # a live tf.data iterator in a traceback hangs the process at exit
+  raise DataError(f"the training data of {cfg.mixture_or_task_name} failed: {failure}")
 
 
 def feature_converter(cfg: DataConfig) -> seqio.FeatureConverter:
