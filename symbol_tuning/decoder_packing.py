@@ -22,6 +22,10 @@ would get a wrong loss weight. Here the weights come from the example's extent
 instead; for vocabularies where 0 is padding both agree.
 
   models.DecoderOnlyModel.feature_converter_cls = @decoder_packing.BestFitPrefixLMFeatureConverter
+
+Lengths: {"inputs": I, "targets": T} gives rows of I + T, as seqio's; the single length
+{"targets": L} gives rows of L, the model's length, and the tasks then fit each prompt so
+that prompt + EOS + answer + EOS <= L (`pipeline.build_prompts`), so nothing is cut.
 """
 import numpy as np
 import seqio
@@ -31,6 +35,24 @@ from symbol_tuning import packing
 
 # Per-token features of the concatenated sequence that PrefixLMFeatureConverter packs.
 SEQUENCE_FEATURES = ("targets", "inputs_width", "inputs_width_add_pos")
+
+
+def single_length(task_feature_lengths) -> int | None:
+  """The model length L of decoder-only lengths given as {"targets": L}, else None.
+
+  single_length({"targets": 544}) -> 544;  single_length({"inputs": 512, "targets": 32}) -> None
+  """
+  if task_feature_lengths is None or "inputs" in task_feature_lengths:
+    return None
+  return task_feature_lengths.get("targets")
+
+
+class _WholeSequence(dict):
+  """{"inputs": L, "targets": L} for seqio's checks, read back as one length L."""
+
+  def __init__(self, length: int):
+    super().__init__(inputs=length, targets=length)
+    self.length = length
 
 
 def pack_sequences(features, lengths):
@@ -101,6 +123,26 @@ class BestFitPrefixLMFeatureConverter(seqio.PrefixLMFeatureConverter):
   def __init__(self, pack: bool = True, buffer_size: int = 256, **kwargs):
     super().__init__(pack=pack, **kwargs)
     self._buffer_size = buffer_size
+
+  def __call__(self, ds, task_feature_lengths):
+    length = single_length(task_feature_lengths)
+    if length is None:
+      return super().__call__(ds, task_feature_lengths)
+    # seqio checks that the lengths name exactly "inputs" and "targets" (each <= L here,
+    # as the tasks fitted them); the row length read back below is L, not their sum.
+    return super().__call__(ds, _WholeSequence(int(length)))
+
+  def _concat_task_feature_lengths(self, task_feature_lengths):
+    if isinstance(task_feature_lengths, _WholeSequence):
+      return {k: task_feature_lengths.length for k in SEQUENCE_FEATURES}
+    return super()._concat_task_feature_lengths(task_feature_lengths)
+
+  def get_model_feature_lengths(self, task_feature_lengths):
+    length = (task_feature_lengths.length if isinstance(task_feature_lengths, _WholeSequence)
+              else single_length(task_feature_lengths))
+    if length is None:
+      return super().get_model_feature_lengths(task_feature_lengths)
+    return super().get_model_feature_lengths({"targets": length})
 
   def _pack_or_pad(self, ds, packed_lengths):
     if not self.pack:

@@ -18,13 +18,14 @@ import dataclasses
 import functools
 import json
 import random
+import re
 
 from absl import logging
 import numpy as np
 import seqio
 import tensorflow as tf
 
-from symbol_tuning import catalogue, prompts, sources, symbols
+from symbol_tuning import catalogue, decoder_packing, prompts, sources, symbols
 from symbol_tuning import vocab as vocab_lib
 from symbol_tuning.sources.examples import DataSourceError, stable_seed
 
@@ -32,6 +33,19 @@ DEFAULT_INPUT_LENGTH = 2048
 _COMPOSE_CHECKS = 16  # prompts per builder whose composed ids are checked against spm
 # Prompts skipped because they could not fit, per task (reported by `symbol-tuning`).
 SKIPPED: collections.Counter = collections.Counter()
+
+
+class NoPromptFitsError(ValueError):
+  """Not one prompt of a task split fits the length: a repeating stream of it would spin
+  forever in its filter, so the pipeline stops with this instead."""
+
+
+def python_error(error) -> str:
+  """The Python exception a tf.numpy_function raised, from TensorFlow's wrapped message."""
+  # Its last line: "module.path.NameError: message" (the module path is optional).
+  found = re.findall(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.*)$", error.message,
+                     re.MULTILINE)
+  return ": ".join(found[-1]) if found else " ".join(error.message.split())[:300]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +121,7 @@ class PromptBuilder:
       self.pieces.prime([ex.text for ex in self.queries])
     self.compose = True  # compose ids from memoised pieces while the check below holds
     self._checked = 0
+    self.num_fitted = self.num_unfit = 0  # prompts built / skipped by build_prompts
     pool = symbols.get_pool(spec.setting.symbol_pool)
     self.sample_symbols = pool.sample
     if spec.setting.labels == "symbols":  # fresh symbols per prompt: tokenize the pool too
@@ -116,12 +131,14 @@ class PromptBuilder:
     seed = seed if isinstance(seed, tuple) else (seed,)
     return stable_seed(self.spec.task_name, self.split, position, *seed)
 
-  def build(self, position: int, seed) -> prompts.Prompt:
-    """The prompt for query `position`; `input_ids` are its token ids (no EOS)."""
+  def build(self, position: int, seed, max_input_tokens: int | None = None) -> prompts.Prompt:
+    """The prompt for query `position`; `input_ids` are its token ids (no EOS). The prompt
+    fits `max_input_tokens` (default: the builder's)."""
+    budget = self.max_input_tokens if max_input_tokens is None else max_input_tokens
     prompt = prompts.build_prompt(
         self.data, self.queries[position], self.spec.setting, self.seed(position, seed),
         sample_symbols=self.sample_symbols, count_tokens=self.count_tokens,
-        max_input_tokens=self.max_input_tokens, k_max=self.k_max,
+        max_input_tokens=budget, k_max=self.k_max,
         exclude_query=self.same_split, piece_ids=self.pieces if self.compose else None)
     if self.compose and self._checked < _COMPOSE_CHECKS:
       # Composed ids must equal whole-prompt tokenization; verify on the first prompts.
@@ -130,9 +147,26 @@ class PromptBuilder:
         logging.warning("%s: this vocabulary does not tokenize prompts piecewise; "
                         "tokenizing whole prompts instead (slower)", self.spec.task_name)
         self.compose = False
-        return self.build(position, seed)
+        return self.build(position, seed, max_input_tokens)
     if prompt.input_ids is None:
       prompt = dataclasses.replace(prompt, input_ids=self.tokens.encode(prompt.inputs))
+    return prompt
+
+  def build_sequence(self, position: int, seed, model_length: int,
+                     all_options: bool = False) -> prompts.Prompt:
+    """Decoder-only: the prompt whose whole sequence, prompt + EOS + answer + EOS, fits
+    `model_length` (with `all_options`, the longest label option stands for the answer,
+    as rank classification appends each). The answer is drawn before fitting (same seed,
+    same draws), so a second fit with the answer's length reserved is exact; the query is
+    never cut (PromptError when it cannot fit with one exemplar per class).
+
+    Example: model_length 544, answer "8270" of 3 tokens -> a prompt of <= 539 tokens.
+    """
+    prompt = self.build(position, seed, model_length - 3)  # an answer has >= 1 token
+    answers = prompt.metadata["options"] if all_options else [prompt.targets]
+    answer = max(len(self.pieces(a)) for a in answers)
+    if len(prompt.input_ids) + answer + 2 > model_length:
+      prompt = self.build(position, seed, model_length - 2 - answer)
     return prompt
 
 
@@ -206,14 +240,18 @@ BUILD_BATCH = 32
 _NUM_META = 6  # template, k, num_dropped, gold, k_drawn, query_index
 
 
-def build_batch(builder: PromptBuilder, positions, seeds) -> tuple:
+def build_batch(builder: PromptBuilder, positions, seeds,
+                model_length: int | None = None) -> tuple:
   """Builds the prompts of a batch of queries as flat arrays for one numpy_function call.
 
   Example: positions [17, 4], seeds [[5, 9], [6, 1]] (seqio's per-example seed pairs)
     -> (inputs_str [2] bytes, targets_str [2] bytes, input ids of both prompts concatenated,
         their lengths [2], target ids concatenated, their lengths [2], meta [2, 6] int32
         (template, k, num_dropped, gold, k_drawn, query_index), labels_json [2] bytes)
-  A prompt that cannot fit is counted in SKIPPED and left empty with gold -1 (filtered).
+  A prompt that cannot fit is counted in SKIPPED and left empty with gold -1 (filtered);
+  when none of a split's queries fits, NoPromptFitsError stops the stream (a repeating
+  stream would otherwise filter forever). `model_length` (decoder-only) fits prompt + EOS +
+  every label option + EOS to that length instead of the prompt to the builder's budget.
   """
   n = len(positions)
   inputs_str, targets_str, labels_json = (np.empty(n, object) for _ in range(3))
@@ -221,13 +259,26 @@ def build_batch(builder: PromptBuilder, positions, seeds) -> tuple:
   input_lengths, target_lengths = np.zeros(n, np.int64), np.zeros(n, np.int64)
   meta = np.zeros((n, _NUM_META), np.int32)
   for i, (position, seed) in enumerate(zip(positions, seeds)):
+    seed = tuple(int(s) for s in seed)
     try:
-      p = builder.build(int(position), tuple(int(s) for s in seed))
+      # all_options: every label option fits after the prompt, so a rank twin scores the
+      # same prompt for each option (and the exact-match task sees that prompt too).
+      p = (builder.build_sequence(int(position), seed, model_length, all_options=True)
+           if model_length else builder.build(int(position), seed))
     except prompts.PromptError:
       SKIPPED[builder.spec.task_name] += 1
+      builder.num_unfit += 1
+      if not builder.num_fitted and builder.num_unfit >= len(builder.queries):
+        raise NoPromptFitsError(
+            f"task {builder.spec.task_name} ({builder.split}): none of its prompts fits "
+            f"{model_length or builder.max_input_tokens + 1} tokens even with one exemplar "
+            "per class "
+            f"({builder.num_unfit} of {len(builder.queries)} queries skipped); raise "
+            "TASK_FEATURE_LENGTHS") from None
       inputs_str[i], targets_str[i], labels_json[i] = b"", b"", b"{}"
       meta[i, 3] = meta[i, 5] = -1
       continue
+    builder.num_fitted += 1
     m = p.metadata
     inputs_str[i], targets_str[i] = p.inputs.encode(), p.targets.encode()
     labels_json[i] = json.dumps({"symbols": m["symbols"], "options": m["options"]}).encode()
@@ -247,14 +298,19 @@ def build_batch(builder: PromptBuilder, positions, seeds) -> tuple:
 def build_prompts(dataset: tf.data.Dataset, sequence_length=None, output_features=None, *,
                   spec: PromptSpec) -> tf.data.Dataset:
   """Preprocessor: {"query", "split"} -> prompt features; prompts that cannot fit are
-  skipped and counted in SKIPPED.
+  skipped and counted in SKIPPED. sequence_length {"inputs": I, ...} fits the prompt + EOS
+  to I; the decoder-only single length {"targets": L} fits prompt + EOS + answer + EOS to L
+  (the longest label option standing for the answer).
 
   Each example gets its seed from seqio (map_over_dataset), exactly as a per-example map
   would; prompts are then built BUILD_BATCH at a time and unbatched, so the stream is the
   same example for example.
   """
   del output_features
-  length = (sequence_length or {}).get("inputs") or DEFAULT_INPUT_LENGTH
+  # Decoder-only lengths {"targets": L}: prompt + EOS + answer + EOS fit L together
+  # (decoder_packing.single_length); else the prompt + EOS fits "inputs".
+  model_length = decoder_packing.single_length(sequence_length)
+  length = model_length or (sequence_length or {}).get("inputs") or DEFAULT_INPUT_LENGTH
   budget = length - 1  # room for EOS
 
   # The map functions have no Python control flow: autograph would only slow tracing
@@ -266,7 +322,7 @@ def build_prompts(dataset: tf.data.Dataset, sequence_length=None, output_feature
 
   def make(positions, splits, seeds):
     builder = _builder(spec, splits[0].decode(), budget, vocab_lib.current_spec())
-    return build_batch(builder, positions, seeds)
+    return build_batch(builder, positions, seeds, model_length)
 
   @tf.autograph.experimental.do_not_convert
   def build(batch):

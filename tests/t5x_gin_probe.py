@@ -36,7 +36,9 @@ def _dataset(cfg):
 def _model(model):
   config = model.module.config
   converter = model.FEATURE_CONVERTER_CLS(pack=True, use_custom_packing_ops=False)
-  return {"emb_dim": config.emb_dim, "num_layers": config.num_encoder_layers,
+  layers = getattr(config, "num_encoder_layers", None) or config.num_layers  # T5 | decoder-only
+  return {"emb_dim": config.emb_dim, "num_layers": layers,
+          "model_class": type(model).__name__,
           "dropout_rate": config.dropout_rate, "vocab_size": config.vocab_size,
           "optimizer": f"{type(model.optimizer_def).__module__}."
                        f"{type(model.optimizer_def).__name__}",

@@ -80,3 +80,15 @@ def test_every_example_lands_intact_once_and_rows_are_fuller_than_seqio():
   greedy = _rows(seqio.PrefixLMFeatureConverter(pack=True), examples, lengths)
   fill = lambda rs: np.mean([np.mean(np.array(r["decoder_segment_ids"]) > 0) for r in rs])
   assert len(rows) < len(greedy) and fill(rows) > fill(greedy)
+
+
+def test_single_length_is_the_row_length():
+  """Decoder-only lengths {'targets': L}: rows of L (the tasks fit prompt + answer to L),
+  the same rows as seqio's {'inputs': I, 'targets': L - I}."""
+  examples = [_ex([7, 8, 5, 1], [3, 9, 1]), _ex([8, 4, 9, 3, 1], [4, 1])]
+  for pack in (True, False):
+    converter = decoder_packing.BestFitPrefixLMFeatureConverter(pack=pack)
+    single = _rows(converter, examples, {"targets": 15})
+    assert single == _rows(converter, examples, {"inputs": 7, "targets": 8})
+    assert converter.get_model_feature_lengths({"targets": 15})["decoder_target_tokens"] == 15
+  assert decoder_packing.single_length({"inputs": 7, "targets": 8}) is None

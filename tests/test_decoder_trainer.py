@@ -24,7 +24,7 @@ def clean_gin():
 
 def small_config(model_dir, **kw):
   values = dict(model_dir=str(model_dir), mixture_or_task_name=TASK, train_steps=4,
-                task_feature_lengths={"inputs": 256, "targets": 16}, batch_size=8,
+                task_feature_lengths=272, batch_size=8,  # one length: prompt + answer
                 model_size="llama-tiny", vocabulary="local", dropout_rate=0.0,
                 checkpoint_period=2, log_period=1)
   values.update(kw)
@@ -46,7 +46,7 @@ def test_cli_trains_a_decoder_only_model(tmp_path, capsys, bigbench_dir):
                    f"--gin.MODEL_DIR='{tmp_path}'", f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
                    "--gin.TRAIN_STEPS=16", "--gin.BATCH_SIZE=8", "--gin.CHECKPOINT_PERIOD=16",
                    "--gin.LOG_PERIOD=1",
-                   "--gin.TASK_FEATURE_LENGTHS={'inputs': 256, 'targets': 16}", "--no_progress"])
+                   "--gin.TASK_FEATURE_LENGTHS={'targets': 272}", "--no_progress"])
   err = capsys.readouterr().err
   assert code == 0, err
   rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -68,8 +68,9 @@ def test_cli_trains_a_decoder_only_model(tmp_path, capsys, bigbench_dir):
   assert all(len(r["scores"]) == len(r["options"]) for r in records)
 
 
-def test_batches_train_the_answer_only(bigbench_dir):
-  cfg = data.DataConfig(TASK, {"inputs": 256, "targets": 16}, batch_size=4, decoder_only=True)
+@pytest.mark.parametrize("lengths", [{"inputs": 256, "targets": 16}, {"targets": 272}])
+def test_batches_train_the_answer_only(bigbench_dir, lengths):
+  cfg = data.DataConfig(TASK, lengths, batch_size=4, decoder_only=True)
   batch = next(data.host_batches(cfg))
   assert set(batch) == set(data.DECODER_ONLY_FEATURES)
   weights, segments = batch["decoder_loss_weights"], batch["decoder_segment_ids"]
@@ -120,6 +121,20 @@ def test_resume_from_a_checkpoint_is_bit_exact(tmp_path, bigbench_dir):
   for (path, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(want),
                                jax.tree_util.tree_leaves_with_path(got)):
     assert np.array_equal(a, b), jax.tree_util.keystr(path)
+
+
+def test_a_single_length_is_refused_for_t5(tmp_path, bigbench_dir):
+  with pytest.raises(trainer_lib.TrainError, match="single length is for decoder-only"):
+    trainer_lib.Trainer(small_config(tmp_path, model_size="tiny"), jax.devices()[:1])
+
+
+def test_a_length_no_prompt_fits_fails_instead_of_hanging(tmp_path, bigbench_dir):
+  """At 24 tokens not one prompt fits: the repeating stream used to spin forever in its
+  filter; now the run stops with the task, the length and the count skipped."""
+  cfg = small_config(tmp_path, task_feature_lengths=24)
+  with pytest.raises(data.DataError, match=r"navigate \(train\): none of its prompts fits 24 "
+                                           r"tokens .*\((\d+) of \1 queries skipped\)"):
+    trainer_lib.Trainer(cfg, jax.devices()[:1]).run(progress=False)
 
 
 def test_prefix_lm_is_refused_for_t5(tmp_path, bigbench_dir):

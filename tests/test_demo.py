@@ -75,3 +75,24 @@ def test_counts_must_be_positive(argv, message, capsys):
   with pytest.raises(SystemExit) as exit_info:
     cli.main(argv)
   assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_demo_and_compare_take_a_decoder_only_checkpoint(tmp_path, capsys, bigbench_dir):
+  """--init with a decoder-only checkpoint (a random llama-tiny saved as ours): evaluated
+  before from the KV cache, trained, evaluated after, compared (compare.md and plots)."""
+  from symbol_tuning.checkpoints import native  # pylint: disable=import-outside-toplevel
+  from symbol_tuning.model import family  # pylint: disable=import-outside-toplevel
+
+  config = family.get_config("llama-tiny", vocab_size=8064, dropout_rate=0.0)
+  init = tmp_path / "llama_init"
+  native.save_native(config, family.init_params(config, 0), str(init))
+  out = tmp_path / "demo"
+  assert demo(out, "--steps", "1", "--init", str(init)) == 0, (
+      capsys.readouterr().err)
+  metrics = json.loads((out / "metrics.json").read_text())
+  assert metrics["before"]["num_examples"] == metrics["after"]["num_examples"] > 0
+  _, params = native.load_native(str(out / "run"))
+  assert "decoder" in params and "encoder" not in params  # trained as a decoder-only model
+  compare = (out / "compare" / "compare.md").read_text()
+  assert "before" in compare and "after" in compare
+  assert (out / "settings.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -24,6 +24,18 @@ def build(suite, settings=None, tasks=None, max_examples=3, seed=0, **kw):
 # ------------------------------------------------------------------------------------------
 # Prompts and gold answers.
 # ------------------------------------------------------------------------------------------
+def test_decoder_only_input_length_bounds_prompt_and_every_option(bigbench_dir):
+  """For a decoder-only model --input_length is the whole sequence: prompt (with EOS) and
+  each option (with EOS) fit it together, with the same prompts' queries as for T5."""
+  kw = dict(settings=["symbols", "labels"], tasks=["anachronisms"], max_examples=6,
+            input_length=160)
+  decoder = build("bigbench", decoder_only=True, **kw)
+  t5 = build("bigbench", **kw)
+  assert decoder and all(len(it.input_ids) + max(map(len, it.option_ids)) <= 160
+                         for it in decoder)
+  assert any(len(it.input_ids) + max(map(len, it.option_ids)) > 160 for it in t5)
+
+
 def test_settings_and_flipped_labels_give_the_right_gold_answers(bigbench_dir):
   entry = catalogue.get("bigbench", "anachronisms")
   data = pipeline.exemplar_data(entry)

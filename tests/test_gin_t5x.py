@@ -50,7 +50,8 @@ T5X_MACROS = {
 }
 ALL_T5X_MACROS = set().union(*T5X_MACROS.values())
 # t5x modules imported by t5x's own run/model files (so they exist under these names).
-T5X_MODULES = {"adafactor", "gin_utils", "models", "partitioning", "trainer", "utils"}
+T5X_MODULES = {"adafactor", "decoding", "gin_utils", "models", "partitioning", "trainer",
+               "utils"}
 # Mixtures that may be registered later by others (metrics, algorithmic tasks).
 OPTIONAL_MIXTURES = {"symbol_tuning_list_functions", "symbol_tuning_turing_concepts"}
 
@@ -183,6 +184,11 @@ CASES = {
                      TRAIN + ["SYMBOL_FRACTION = 0.5",
                               "INSTRUCTION_MIXTURE = 'instruction_tuning_bigbench'",
                               "SYMBOL_MIXTURE = 'symbol_tuning_bigbench'"]),
+    "train_decoder_only_tiny": ("train", ["symbol_tuning_bigbench_decoder_only_tiny.gin"],
+                                ["MODEL_DIR = '/tmp/m'"]),
+    "eval_decoder_only_tiny": ("evaluate", ["symbol_tuning_eval_decoder_only_tiny.gin"],
+                               ["CHECKPOINT_PATH = '/tmp/m/checkpoint_300'",
+                                "EVAL_OUTPUT_DIR = '/tmp/e'"]),
     "offline_default_vocabulary": ("train", ["symbol_tuning_flan_t5_small.gin"],
                                    ["MODEL_DIR = '/tmp/model'"]),
     "no_step_in_checkpoint_name": ("train", ["symbol_tuning_flan_t5_small.gin"], TRAIN + [
@@ -318,3 +324,30 @@ def test_eval_header_lists_registered_mixtures():
       assert all("validation" in t.splits for t in mixture.tasks)
   for name in OPTIONAL_MIXTURES:  # registered by others, perhaps later: named, not required
     assert name in header
+
+
+def test_decoder_only_twins_match_the_local_one(probe):
+  """t5x's DecoderOnlyModel on t5x's decoder_only network, fed by our PrefixLM converter
+  with the single length (the whole sequence), trained and evaluated like the local
+  llama-tiny file."""
+  train = _ok(probe, "train_decoder_only_tiny")
+  model = train["model"]
+  assert model["model_class"] == "DecoderOnlyModel"
+  assert model["converter"] == "symbol_tuning.decoder_packing.BestFitPrefixLMFeatureConverter"
+  assert (model["emb_dim"], model["num_layers"], model["dropout_rate"]) == (64, 2, 0.0)
+  assert model["vocab_size"] == 8064 and model["vocabulary_size"] == 8000
+  assert model["optimizer"] == "t5x.adafactor.Adafactor"
+  assert train["total_steps"] == 300 and train["restore_path"] is None
+  assert train["train"]["lengths"] == {"targets": 544} and train["train"]["pack"]
+  assert train["train"]["name"] == "symbol_tuning_bigbench"
+  assert (train["train"]["batch_size"], train["save_period"]) == (8, 100)
+  assert (train["lr_factors"], train["learning_rate"]) == ("constant", 0.003)
+  evaluate = _ok(probe, "eval_decoder_only_tiny")
+  assert evaluate["model"]["model_class"] == "DecoderOnlyModel"
+  assert evaluate["dataset"]["lengths"] == {"targets": 544}
+  assert evaluate["dataset"]["name"] == "symbol_tuning_eval_bigbench_rank_symbols"
+  assert evaluate["dataset"]["split"] == "validation"
+  local = (GIN_DIR.parent / "local" / "symbol_tuning_bigbench_llama_tiny.gin").read_text()
+  for line in ("TASK_FEATURE_LENGTHS = {'targets': 544}", "BATCH_SIZE = 8",
+               "LEARNING_RATE = 0.003", "DROPOUT_RATE = 0.0", "TRAIN_STEPS = 300"):
+    assert line in local

@@ -12,6 +12,8 @@
    small's shape on the real 22-dataset mixture (synthetic local copies) from a checkpoint
    converted at step 5, and stops at step 6; only steps, batch, lengths and vocabulary
    overridden.
+5. The decoder-only twin (t5x's DecoderOnlyModel, our PrefixLM converter, one length for
+   prompt + answer) trains with t5x.train and is scored by t5x.eval on a rank mixture.
 """
 import json
 import math
@@ -166,3 +168,31 @@ def test_flan_t5_small_file_with_the_mix_layer_trains(tmp_path):
   assert list(losses) == [6] and math.isfinite(losses[6])
   config = (model_dir / "config.gin").read_text()  # the mix layer's mixture was trained on
   assert "SYMBOL_FRACTION = 0.16" in config and "symbol_tuning_mix()" in config
+
+
+def test_decoder_only_twin_trains_and_evaluates_with_t5x(tmp_path, bigbench_dir):
+  """t5x.train trains the decoder-only tiny twin (t5x's DecoderOnlyModel) on
+  symbol_tuning_bigbench with our PrefixLM converter, rows of the single length 544;
+  t5x.eval scores a rank-classification mixture from its checkpoint."""
+  t5x_support.require_t5x()
+  env = t5x_support.t5x_env(BIGBENCH_DIR=str(bigbench_dir))
+  model_dir = tmp_path / "run"
+  log = t5x_support.run_t5x("train", ["symbol_tuning_bigbench_decoder_only_tiny.gin"], {
+      "MODEL_DIR": f"'{model_dir}'", "FINETUNE_STEPS": TINY_STEPS,
+      "utils.SaveCheckpointConfig.period": 1}, env)
+  assert "feature: decoder_loss_weights \t shape: [8, 544]" in log  # prompt + answer in one row
+  losses = t5x_support.train_metrics(model_dir)
+  assert sorted(losses) == list(range(1, TINY_STEPS + 1))
+  assert all(math.isfinite(v) and v > 0 for v in losses.values())
+  config = " ".join((model_dir / "config.gin").read_text().replace("\\\n", " ").split())
+  assert "feature_converter_cls = @decoder_packing.BestFitPrefixLMFeatureConverter" in config
+  out_dir = tmp_path / "eval"
+  t5x_support.run_t5x("eval", ["symbol_tuning_eval_decoder_only_tiny.gin"], {
+      "CHECKPOINT_PATH": f"'{model_dir / f'checkpoint_{TINY_STEPS}'}'",
+      "EVAL_OUTPUT_DIR": f"'{out_dir}'", "seqio.Evaluator.num_examples": 4}, env)
+  files = sorted((out_dir / "inference_eval").glob("*-metrics.jsonl"))
+  assert len(files) == 11  # the 11 held-out BIG-bench tasks, symbols setting
+  for path in files:
+    record = json.loads(path.read_text().splitlines()[-1])
+    assert record["step"] == TINY_STEPS
+    assert 0.0 <= record["rank_classification_accuracy"] <= 100.0

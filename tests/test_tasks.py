@@ -138,3 +138,38 @@ def test_symbol_tuning_mix(bigbench_dir):
     st_tasks.symbol_tuning_mix(1.5)
   with pytest.raises(ValueError, match="no task or mixture named 'flan'"):
     st_tasks.symbol_tuning_mix(0.5, "flan")
+
+
+def test_decoder_only_single_length_counts_prompt_answer_and_eos(bigbench_dir):
+  """{'targets': L}: prompt + EOS + answer + EOS fit L together (not the prompt in L and the
+  answer besides); nothing is trimmed, so the query is never cut."""
+  counter = vocab.TokenCounter()
+  length = 300
+  rows = take("symbol_tuning.bigbench.vitaminc_fact_verification", 24,
+              lengths={"targets": length})
+  totals = []
+  for ex in rows:
+    assert list(ex["inputs"][:-1]) == counter.encode(ex["inputs_pretokenized"].decode())
+    assert list(ex["targets"][:-1]) == counter.encode(ex["targets_pretokenized"].decode())
+    totals.append(len(ex["inputs"]) + len(ex["targets"]))
+  assert max(totals) <= length
+  assert sum(ex["num_dropped"] > 0 for ex in rows) > 10  # fitted, by dropping exemplars
+  assert max(totals) > length - 40  # and the whole sequence budget is used
+
+
+def test_build_sequence_reserves_exactly_the_answer(bigbench_dir):
+  spec = seqio.get_mixture_or_task("symbol_tuning.bigbench.vitaminc_fact_verification").source.spec
+  builder = pipeline.PromptBuilder(spec, "train", None)
+  checked = 0
+  for position in range(12):
+    try:
+      p = builder.build_sequence(position, 0, 400)
+    except prompts.PromptError:
+      continue  # a long passage that cannot fit with one exemplar per class
+    answer = len(builder.pieces(p.targets))
+    assert len(p.input_ids) + 1 + answer + 1 <= 400
+    assert p == builder.build(position, 0, 400 - 2 - answer)  # the same draws, exact fit
+    assert p.inputs.endswith(prompts.render_query(
+        prompts.TEMPLATES[p.metadata["template"] - 1], builder.queries[position].text))
+    checked += 1
+  assert checked >= 6

@@ -145,13 +145,20 @@ def test_mismatched_checkpoint_is_rejected(tmp_path, capsys):
 STEPS = 12
 
 
-def train_cmd(model_dir):
-  return [sys.executable, "-m", "symbol_tuning.cli", "train",
-          "--gin_file=local/symbol_tuning_bigbench_tiny.gin",
+# (gin file, TASK_FEATURE_LENGTHS) of the tiny T5 and the tiny decoder-only model.
+KILL_CONFIGS = {
+    "t5": ("local/symbol_tuning_bigbench_tiny.gin", "{'inputs': 512, 'targets': 16}"),
+    "decoder_only": ("local/symbol_tuning_bigbench_llama_tiny.gin", "{'targets': 528}"),
+}
+
+
+def train_cmd(model_dir, kind="t5"):
+  gin_file, lengths = KILL_CONFIGS[kind]
+  return [sys.executable, "-m", "symbol_tuning.cli", "train", f"--gin_file={gin_file}",
           f"--gin.MODEL_DIR='{model_dir}'", f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
           f"--gin.TRAIN_STEPS={STEPS}", "--gin.BATCH_SIZE=4", "--gin.CHECKPOINT_PERIOD=3",
           "--gin.LOG_PERIOD=1", "--gin.DROPOUT_RATE=0.1",
-          "--gin.TASK_FEATURE_LENGTHS={'inputs': 512, 'targets': 16}", "--no_progress"]
+          f"--gin.TASK_FEATURE_LENGTHS={lengths}", "--no_progress"]
 
 
 def subprocess_env():
@@ -171,9 +178,9 @@ def logged_steps(model_dir):
     return 0
 
 
-def run_and_kill(model_dir, when, timeout=240):
+def run_and_kill(model_dir, when, kind, timeout=240):
   """Starts training and SIGKILLs it as soon as `when(model_dir)` is true."""
-  proc = subprocess.Popen(train_cmd(model_dir), env=subprocess_env(),
+  proc = subprocess.Popen(train_cmd(model_dir, kind), env=subprocess_env(),
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   deadline = time.time() + timeout
   while time.time() < deadline and proc.poll() is None:
@@ -190,18 +197,19 @@ def mid_write(model_dir):
   return any("tmp" in p.name for p in pathlib.Path(model_dir).glob("checkpoint_*"))
 
 
-def test_resume_after_sigkill_is_bit_exact(tmp_path, bigbench_dir):
+@pytest.mark.parametrize("kind", list(KILL_CONFIGS))
+def test_resume_after_sigkill_is_bit_exact(tmp_path, bigbench_dir, kind):
   ref = tmp_path / "ref"  # the uninterrupted run, alongside the interrupted one
-  reference = subprocess.Popen(train_cmd(ref), env=subprocess_env(),
+  reference = subprocess.Popen(train_cmd(ref, kind), env=subprocess_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   run = tmp_path / "run"
   # 1. killed while a checkpoint is being written (orbax's temporary directory exists).
-  assert run_and_kill(run, mid_write)
+  assert run_and_kill(run, mid_write, kind)
   # 2. killed in the middle of training, between checkpoints.
-  assert run_and_kill(run, lambda d: logged_steps(d) >= 8)
+  assert run_and_kill(run, lambda d: logged_steps(d) >= 8, kind)
   # 3. restarted: runs to the end from the newest complete checkpoint.
-  done = subprocess.run(train_cmd(run), env=subprocess_env(), capture_output=True, text=True,
-                        timeout=300, check=False)
+  done = subprocess.run(train_cmd(run, kind), env=subprocess_env(), capture_output=True,
+                        text=True, timeout=300, check=False)
   assert done.returncode == 0, done.stderr[-2000:]
   _, ref_err = reference.communicate(timeout=300)
   assert reference.returncode == 0, ref_err[-2000:]

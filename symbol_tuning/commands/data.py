@@ -2,7 +2,6 @@
 import collections
 import difflib
 import json
-import re
 import sys
 
 from symbol_tuning.cli import CliError
@@ -49,12 +48,6 @@ def _provider(name: str):
   return seqio.get_mixture_or_task(name)
 
 
-def _python_error(error) -> str:
-  """The Python exception a tf.numpy_function raised, from TensorFlow's wrapped message."""
-  found = re.findall(r"^(\w+(?:Error|Exception)): (.*)$", error.message, re.MULTILINE)
-  return ": ".join(found[-1]) if found else " ".join(error.message.split())[:300]
-
-
 def records(name: str, split: str, num: int, seed: int, input_length: int,
             target_length: int):
   """Yields up to `num` prompt records of a task or mixture, as the seqio pipeline makes them.
@@ -65,7 +58,7 @@ def records(name: str, split: str, num: int, seed: int, input_length: int,
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  from symbol_tuning import vocab  # pylint: disable=g-import-not-at-top
+  from symbol_tuning import pipeline, vocab  # pylint: disable=g-import-not-at-top
 
   vocab.resolve()  # a vocabulary that cannot load fails here, not wrapped by tf.data tracing
   provider = _provider(name)
@@ -81,7 +74,7 @@ def records(name: str, split: str, num: int, seed: int, input_length: int,
     except StopIteration:
       return
     except tf.errors.OpError as e:
-      failure = _python_error(e)
+      failure = pipeline.python_error(e)
       break
     yield _record(ex)
   del iterator, ds

@@ -43,7 +43,8 @@ def register(subparsers) -> None:
   p.add_argument("--seed", type=int, default=0, help="fixes every prompt (default 0)")
   p.add_argument("--batch_size", type=positive_int, default=8, help="prompts per encoder batch")
   p.add_argument("--input_length", type=positive_int, default=2048,
-                 help="input token budget prompts are fitted to (default 2048)")
+                 help="input token budget prompts are fitted to (default 2048); decoder-only "
+                      "models: prompt + answer together")
   p.add_argument("--no_greedy", action="store_true",
                  help="classification suites: rank classification only, no decoding")
   p.add_argument("--ignore_case", action="store_true",
@@ -104,8 +105,11 @@ def run_suite(model, suite: str, *, settings=None, tasks_filter=None, subset=Non
 
   settings = suites.check_suite(suite, settings)
   vocabulary = vocab_lib.resolve()  # fails fast (e.g. GCS unreachable) before any data work
+  from symbol_tuning.model import family  # pylint: disable=g-import-not-at-top
+
   unit_list = suites.units(suite, settings, subset=subset, tasks_filter=tasks_filter,
-                           input_length=input_length, max_instructions=max_instructions)
+                           input_length=input_length, max_instructions=max_instructions,
+                           decoder_only=family.is_decoder_only(model.config))
   items, skipped, unfit = suites.build_all(unit_list, seed, max_examples, on_skip)
   generative = suites.is_generative(suite)
   requests = [scoring.Request(it.input_ids, it.option_ids,

@@ -123,14 +123,17 @@ def query_positions(num_queries: int, max_examples: int | None, key: str,
 
 
 def _classification_items(task_name: str, key: str, setting: str, input_length: int,
-                          seed: int, max_examples: int | None):
+                          seed: int, max_examples: int | None, decoder_only: bool = False):
+  """Decoder-only: prompt + EOS + the longest option + EOS fit `input_length` (the model's
+  whole sequence, as in training); else prompt + EOS fit it."""
   spec = seqio.get_mixture_or_task(task_name).source.spec
   builder = pipeline.PromptBuilder(spec, "validation", input_length - 1)  # room for EOS
   eos = vocab_lib.resolve().eos_id
   items, unfit = [], 0
   for pos in query_positions(len(builder.queries), max_examples, key, seed):
     try:
-      p = builder.build(pos, seed)
+      p = (builder.build_sequence(pos, seed, input_length, all_options=True) if decoder_only
+           else builder.build(pos, seed))
     except prompts.PromptError:
       unfit += 1  # cannot fit input_length even with one exemplar per class (as the pipeline)
       continue
@@ -143,15 +146,14 @@ def _classification_items(task_name: str, key: str, setting: str, input_length: 
   return items, unfit
 
 
-def _generative_items(made: list, input_length: int):
+def _generative_items(made: list, input_length: int, decoder_only: bool = False):
   vocabulary = vocab_lib.resolve()
   items, unfit = [], 0
   for p in made:
     ids = list(vocabulary.encode(p.inputs)) + [vocabulary.eos_id]
-    if len(ids) > input_length:
-      unfit += 1  # never cut: the query sits at the end
-      continue
     target_len = len(vocabulary.encode(p.target)) + 1
+    if len(ids) + (target_len if decoder_only else 0) > input_length:
+      unfit += 1  # never cut: the query sits at the end
     items.append(Item(p.task, GENERATIVE, p.position, p.inputs, ids, p.target,
                       max_decode_len=target_len + DECODE_MARGIN, meta=dict(p.meta)))
   return items, unfit
@@ -159,11 +161,13 @@ def _generative_items(made: list, input_length: int):
 
 def units(suite: str, settings=None, *, subset: str | None = None, tasks_filter=None,
           input_length: int = pipeline.DEFAULT_INPUT_LENGTH,
-          max_instructions: int = algorithmic.MAX_INSTRUCTIONS) -> list[Unit]:
+          max_instructions: int = algorithmic.MAX_INSTRUCTIONS,
+          decoder_only: bool = False) -> list[Unit]:
   """The suite's (task, setting) units. Nothing is read until a unit is built, except the
   Turing Concepts task file (to list its concepts).
 
   `tasks_filter`: keep only these task keys / subtasks / concepts (None: all).
+  `decoder_only`: `input_length` bounds the whole sequence, prompt and answer together.
   """
   settings = check_suite(suite, settings)
   keep = (lambda name: True) if not tasks_filter else (lambda name: name in tasks_filter)
@@ -179,14 +183,16 @@ def units(suite: str, settings=None, *, subset: str | None = None, tasks_filter=
           continue
         name = tasks.task_name(family, entry, setting)
         build = (lambda seed, max_examples, _n=name, _k=entry.task_key, _s=setting:
-                 _classification_items(_n, _k, _s, input_length, seed, max_examples))
+                 _classification_items(_n, _k, _s, input_length, seed, max_examples,
+                                       decoder_only))
         out.append(Unit(entry.task_key, entry.name, setting, source, hint, entry.num_classes,
                         build))
   elif suite == "list_functions":
     for sub in algorithmic.parse_subset(subset):
       if keep(sub):
         build = (lambda seed, max_examples, _s=sub: _generative_items(
-            algorithmic.list_function_prompts(_s, seed, max_examples), input_length))
+            algorithmic.list_function_prompts(_s, seed, max_examples), input_length,
+            decoder_only))
         out.append(Unit(sub, sub, GENERATIVE, f"BIG-bench list_functions/{sub}",
                         BIGBENCH_HINT, None, build))
   else:
@@ -203,7 +209,7 @@ def units(suite: str, settings=None, *, subset: str | None = None, tasks_filter=
       if keep(concept):
         build = (lambda seed, max_examples, _c=concept: _generative_items(
             algorithmic.turing_concept_prompts(_c, max_examples, max_instructions),
-            input_length))
+            input_length, decoder_only))
         out.append(Unit(concept, concept, GENERATIVE, f"BIG-bench {algorithmic.TURING_SET}",
                         BIGBENCH_HINT, None, build))
   return out

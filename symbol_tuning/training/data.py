@@ -16,7 +16,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from symbol_tuning import decoder_packing, packing
+from symbol_tuning import decoder_packing, packing, pipeline
 
 FEATURES = ("encoder_input_tokens", "decoder_target_tokens", "decoder_input_tokens",
             "decoder_loss_weights", "encoder_segment_ids", "decoder_segment_ids",
@@ -27,12 +27,17 @@ DECODER_ONLY_FEATURES = ("decoder_target_tokens", "decoder_input_tokens",
                          "decoder_causal_attention")
 
 
+class DataError(ValueError):
+  """The data pipeline stopped (the message says which task and why)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """What t5x calls a DatasetConfig, for training."""
 
   mixture_or_task_name: str  # a registered seqio task or mixture
-  task_feature_lengths: dict  # {"inputs": 2048, "targets": 512}
+  task_feature_lengths: dict  # {"inputs": 2048, "targets": 512}; decoder-only also
+  #   {"targets": L}: prompt + answer + EOSs fit L (decoder_packing.single_length)
   batch_size: int  # global batch (all hosts)
   split: str = "train"
   seed: int = 0  # fixes the stream (prompts, order, mixing); resume needs it fixed
@@ -77,7 +82,16 @@ class HostBatches:
     return self
 
   def __next__(self) -> dict:
-    batch = next(self._iterator)
+    """The next batch; a failure inside the pipeline (e.g. no prompt of a task fits) is a
+    DataError, raised once the tf.data iterator is released."""
+    failure = None
+    try:
+      batch = next(self._iterator)
+    except tf.errors.OpError as e:  # raised by a preprocessor
+      failure = pipeline.python_error(e)
+    if failure is not None:
+      self._iterator = None  # a live tf.data iterator in a traceback hangs the process at exit
+      raise DataError(f"the training data of {self.cfg.mixture_or_task_name} failed: {failure}")
     self.position += 1
     return {k: np.asarray(v, np.int32) for k, v in batch.items()}
 

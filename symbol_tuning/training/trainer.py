@@ -32,8 +32,9 @@ class TrainConfig:
   mixture_or_task_name: str  # MIXTURE_OR_TASK_NAME: a registered seqio task or mixture
   train_steps: int  # TRAIN_STEPS: optimizer steps of this run, counted from 0 (= t5x's
   #   TRAIN_STEPS_RELATIVE: our step counter starts at 0 from the initial checkpoint)
-  task_feature_lengths: dict = dataclasses.field(  # TASK_FEATURE_LENGTHS
-      default_factory=lambda: {"inputs": 2048, "targets": 512})
+  task_feature_lengths: dict | int = dataclasses.field(  # TASK_FEATURE_LENGTHS
+      default_factory=lambda: {"inputs": 2048, "targets": 512})  # decoder-only also takes
+  #   one length L ({"targets": L} or L): prompt + EOS + answer + EOS fit L together
   batch_size: int = 32  # BATCH_SIZE: global batch of packed rows (the paper's 32)
   initial_checkpoint_path: str | None = None  # INITIAL_CHECKPOINT_PATH: HF, t5x or ours
   model_size: str = "small"  # MODEL_SIZE: named config used when there is no checkpoint
@@ -81,6 +82,19 @@ def _model_config_and_params(cfg: TrainConfig, vocab_size: int):
     raise TrainError(f"the model's vocabulary ({config.vocab_size}) is smaller than the "
                      f"tasks' ({vocab_size}); pick the matching VOCABULARY")
   return config, params
+
+
+def feature_lengths(lengths, decoder_only: bool) -> dict:
+  """TASK_FEATURE_LENGTHS as the data pipeline takes them; a single length is decoder-only.
+
+  Example: feature_lengths(544, True) -> {"targets": 544}
+  """
+  lengths = {"targets": lengths} if isinstance(lengths, int) else dict(lengths)
+  if not decoder_only and "inputs" not in lengths:
+    raise TrainError(f"TASK_FEATURE_LENGTHS {lengths} has no 'inputs': a single length is for "
+                     "decoder-only models; an encoder-decoder model needs "
+                     "{'inputs': ..., 'targets': ...}")
+  return lengths
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
@@ -184,7 +198,8 @@ class Trainer:
     self.param_shardings = partitioning.logical_to_shardings(self.mesh, logical_axes,
                                                              self.rules)
     self.state = self._initial_state(host_params)
-    self.data_cfg = data.DataConfig(cfg.mixture_or_task_name, dict(cfg.task_feature_lengths),
+    self.data_cfg = data.DataConfig(cfg.mixture_or_task_name,
+                                    feature_lengths(cfg.task_feature_lengths, self.decoder_only),
                                     cfg.batch_size, seed=cfg.random_seed, pack=cfg.pack,
                                     decoder_only=self.decoder_only)
     rep = partitioning.replicated(self.mesh)
@@ -233,7 +248,7 @@ class Trainer:
   def meta(self) -> dict:
     return {"model_config": self.model_config.to_dict(),
             "mixture_or_task_name": self.cfg.mixture_or_task_name,
-            "task_feature_lengths": dict(self.cfg.task_feature_lengths),
+            "task_feature_lengths": dict(self.data_cfg.task_feature_lengths),
             "batch_size": self.cfg.batch_size, "random_seed": self.cfg.random_seed}
 
   def run(self, progress: bool = True) -> dict:
