@@ -80,8 +80,12 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
   def tokenizer(self) -> "HFTokenizerVocabulary":
     return self  # TokenCounter / PieceEncoder call vocabulary.tokenizer.EncodeAsIds
 
-  def EncodeAsIds(self, text: str) -> list[int]:  # pylint: disable=invalid-name
-    return self._tokenizer.encode(text, add_special_tokens=False).ids
+  def EncodeAsIds(self, text):  # pylint: disable=invalid-name
+    """Ids of a text, or of each text of a list (as sentencepiece's EncodeAsIds, which
+    vocab.token_ids calls with a whole dataset)."""
+    if isinstance(text, str):
+      return self._tokenizer.encode(text, add_special_tokens=False).ids
+    return [e.ids for e in self._tokenizer.encode_batch(list(text), add_special_tokens=False)]
 
   @property
   def eos_id(self) -> int:

@@ -19,6 +19,7 @@ import functools
 import json
 import random
 import re
+import threading
 
 from absl import logging
 import numpy as np
@@ -122,6 +123,7 @@ class PromptBuilder:
     self.compose = True  # compose ids from memoised pieces while the check below holds
     self._checked = 0
     self.num_fitted = self.num_unfit = 0  # prompts built / skipped by build_prompts
+    self.count_lock = threading.Lock()
     pool = symbols.get_pool(spec.setting.symbol_pool)
     self.sample_symbols = pool.sample
     if spec.setting.labels == "symbols":  # fresh symbols per prompt: tokenize the pool too
@@ -267,18 +269,20 @@ def build_batch(builder: PromptBuilder, positions, seeds,
            if model_length else builder.build(int(position), seed))
     except prompts.PromptError:
       SKIPPED[builder.spec.task_name] += 1
-      builder.num_unfit += 1
-      if not builder.num_fitted and builder.num_unfit >= len(builder.queries):
+      with builder.count_lock:  # tf.data builds batches on several threads
+        builder.num_unfit += 1
+        none_fit = not builder.num_fitted and builder.num_unfit == len(builder.queries)
+      if none_fit:
         raise NoPromptFitsError(
             f"task {builder.spec.task_name} ({builder.split}): none of its prompts fits "
             f"{model_length or builder.max_input_tokens + 1} tokens even with one exemplar "
-            "per class "
-            f"({builder.num_unfit} of {len(builder.queries)} queries skipped); raise "
-            "TASK_FEATURE_LENGTHS") from None
+            f"per class ({len(builder.queries)} of {len(builder.queries)} queries skipped); "
+            "raise TASK_FEATURE_LENGTHS") from None
       inputs_str[i], targets_str[i], labels_json[i] = b"", b"", b"{}"
       meta[i, 3] = meta[i, 5] = -1
       continue
-    builder.num_fitted += 1
+    with builder.count_lock:
+      builder.num_fitted += 1
     m = p.metadata
     inputs_str[i], targets_str[i] = p.inputs.encode(), p.targets.encode()
     labels_json[i] = json.dumps({"symbols": m["symbols"], "options": m["options"]}).encode()
