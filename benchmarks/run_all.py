@@ -96,6 +96,12 @@ def markdown_table() -> str:
                  f"{case['tokens_per_s']:,.0f}; {case['mfu']:.0%}", "train_step.py"))
   v = load("trainer_vs_t5x")
   for case in v["step_time"]:
+    if "error" in case:
+      rows.append((f"training step, Flan-T5 small's shape ({case['batch']} x "
+                   f"{case['input_length']}/{case['target_length']}, "
+                   f"{case['activation_dtype']}), ours vs t5x.train", "failed: "
+                   f"{case['error'][:80]}", "trainer_vs_t5x.py"))
+      continue
     rows.append((f"training step, Flan-T5 small's shape ({case['batch']} x "
                  f"{case['input_length']}/{case['target_length']}, {case['activation_dtype']}): "
                  "seconds per step, ours vs t5x.train on the same config (t5x / ours)",

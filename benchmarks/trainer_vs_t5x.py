@@ -75,10 +75,19 @@ def main() -> None:
   if reason:
     sys.exit(f"trainer_vs_t5x: {reason}")
   figures = {"loss_curves": loss_curves(args.curve_steps), "step_time": []}
+  common.write("trainer_vs_t5x", figures)  # rewritten after each case: a late failure keeps these
   for lengths in ((512, 16),) if args.quick else ((512, 16), (2048, 32)):
     for dtype in ("float32", "bfloat16"):
-      figures["step_time"].append(step_time(lengths, dtype, args.timing_steps))
-  common.write("trainer_vs_t5x", figures)
+      try:
+        figures["step_time"].append(step_time(lengths, dtype, args.timing_steps))
+      except AssertionError as e:  # a trainer failed (e.g. out of memory): say which, go on
+        reason = next((line for line in reversed(str(e).splitlines()) if "Error" in line),
+                      str(e).splitlines()[0])
+        print(f"small, batch 8, {lengths[0]}/{lengths[1]}, {dtype}: failed: {reason}")
+        figures["step_time"].append({"config": "small", "batch": 8,
+                                     "input_length": lengths[0], "target_length": lengths[1],
+                                     "activation_dtype": dtype, "error": reason})
+      common.write("trainer_vs_t5x", figures)
 
 
 if __name__ == "__main__":
