@@ -19,14 +19,15 @@ if python -m uv --version >/dev/null 2>&1; then installer=(python -m uv pip inst
 # --no-deps: their setup.py files ask for git-only packages (clu, flax, seqio @ git+...) and
 # tensorflow-cpu; the project's pinned stack already provides them.
 "${installer[@]}" --no-deps "$src/t5x" "$src/airio" "$src/jestimator"
-# t5x's setup.py packages only folders with an __init__.py; examples/decoder_only has none, so
-# its network.py and layers.py (t5x's DecoderOnlyModel network) are copied beside its gin
-# files, where a git checkout has them (a namespace package then imports them).
-site=$(python -c 'import pathlib, t5x; print(pathlib.Path(t5x.__file__).parent)')
-cp "$src"/t5x/t5x/examples/decoder_only/{network,layers}.py "$site/examples/decoder_only/"
 # What t5x and airio import beyond our pins (../shared/vendor/README.md), at versions that
 # keep those pins: tests/requirements-t5x.txt.
 "${installer[@]}" -r tests/requirements-t5x.txt
+# t5x's setup.py packages only folders with an __init__.py; examples/decoder_only has none, so
+# its network.py and layers.py (t5x's DecoderOnlyModel network) are copied beside its gin
+# files, where a git checkout has them (a namespace package then imports them).
+site=$(python -c 'import importlib.util, pathlib
+print(pathlib.Path(importlib.util.find_spec("t5x").origin).parent)')
+cp "$src"/t5x/t5x/examples/decoder_only/{network,layers}.py "$site/examples/decoder_only/"
 python - <<'PY'
 import t5x.train, t5x.eval, airio, jestimator  # noqa: F401
 from t5x.examples.decoder_only import network  # noqa: F401
