@@ -271,7 +271,7 @@ def build_batch(builder: PromptBuilder, positions, seeds,
       SKIPPED[builder.spec.task_name] += 1
       with builder.count_lock:  # tf.data builds batches on several threads
         builder.num_unfit += 1
-        none_fit = not builder.num_fitted and builder.num_unfit == len(builder.queries)
+        none_fit = not builder.num_fitted and builder.num_unfit >= len(builder.queries)
       if none_fit:
         raise NoPromptFitsError(
             f"task {builder.spec.task_name} ({builder.split}): none of its prompts fits "
