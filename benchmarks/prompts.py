@@ -9,16 +9,19 @@ Prints and writes benchmarks/results/prompts.json:
     prompts, the steady state of a training run (token ids of examples are memoised);
   - pipeline: prompts per second through seqio.get_dataset("symbol_tuning_bigbench", ...)
     with the best-fit feature converter at 2048/512, rows read in batches of 32 as the
-    trainer reads them, in a fresh process pinned to 1 and to 2 cores; its profile: the
-    time spent building prompts in Python (inside the pipeline's numpy_function) and the
-    CPU time of everything else (tf.data: seeds, batching, tensors, mixing, EOS and trim,
-    packing), per prompt; and the builder / pipeline ratio;
+    trainer reads them, in a fresh process pinned to 1 and to 2 cores, with prompts built
+    in that process ($SYMBOL_TUNING_PROMPT_WORKERS=0) and by prompt worker processes (the
+    default, auto); its profile: CPU time per prompt in the main process (tf.data: seeds,
+    batching, tensors, mixing, packing; and the building when done there) and in the
+    workers; and the builder / pipeline ratio (one core's builder rate over the best
+    pipeline rate);
   - stats over --stats prompts from the seqio pipeline: spread of k, templates and symbol
     kinds, the share of prompts that dropped exemplars to fit, prompts whose query was cut.
 """
 import argparse
 import json
 import os
+import pathlib
 import random
 import subprocess
 import sys
@@ -57,25 +60,23 @@ def python_builder_speed(num: int) -> tuple[float, float]:
 
 
 def pipeline_speed(num: int, warmup: int = 1000) -> dict:
-  """Prompts/s through the packed seqio mixture, with the time spent building prompts."""
+  """Prompts/s through the packed seqio mixture, and the CPU time per prompt of this
+  process (tf.data, and the building when it is done here) and of the prompt workers."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import seqio  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   import symbol_tuning.tasks  # pylint: disable=g-import-not-at-top,unused-import
-  from symbol_tuning import packing, pipeline  # pylint: disable=g-import-not-at-top
+  from symbol_tuning import packing, prompt_workers  # pylint: disable=g-import-not-at-top
 
-  building = [0.0]
-  build_batch = pipeline.build_batch
+  def workers_cpu() -> float:  # seconds of CPU used so far by the live worker processes
+    total = 0.0
+    for pool in prompt_workers._pools.values():  # pylint: disable=protected-access
+      for worker in pool._workers:  # pylint: disable=protected-access
+        fields = pathlib.Path(f"/proc/{worker.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
-  def timed_build_batch(*args):  # the Python work inside the pipeline's numpy_function
-    start = time.perf_counter()
-    try:
-      return build_batch(*args)
-    finally:
-      building[0] += time.perf_counter() - start
-
-  pipeline.build_batch = timed_build_batch
   start = time.perf_counter()
   ds = seqio.get_dataset(
       "symbol_tuning_bigbench", task_feature_lengths={"inputs": 2048, "targets": 512},
@@ -88,27 +89,28 @@ def pipeline_speed(num: int, warmup: int = 1000) -> dict:
   while got < warmup:  # construction, data loading, first packing buffers
     got += int(np.sum(next(it)))
   startup = time.perf_counter() - start
-  building[0], got = 0.0, 0
-  wall, cpu = time.perf_counter(), time.process_time()
+  got = 0
+  wall, cpu, workers = time.perf_counter(), time.process_time(), workers_cpu()
   while got < num:
     got += int(np.sum(next(it)))
   wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+  workers = workers_cpu() - workers
   return {"prompts_per_s": got / wall, "num_prompts": got, "cores": len(os.sched_getaffinity(0)),
-          "startup_s": startup,
-          "python_building_us_per_prompt": building[0] / got * 1e6,
-          "python_building_share_of_wall": building[0] / wall,
-          "other_cpu_us_per_prompt": max(cpu - building[0], 0.0) / got * 1e6,
-          "cpu_us_per_prompt": cpu / got * 1e6}
+          "prompt_workers": prompt_workers.num_workers(), "startup_s": startup,
+          "main_process_cpu_us_per_prompt": cpu / got * 1e6,
+          "workers_cpu_us_per_prompt": workers / got * 1e6,
+          "load_average": os.getloadavg()[0]}
 
 
-def pipeline_speed_on(cores: int, num: int) -> dict:
-  """pipeline_speed in a fresh process pinned to the first `cores` cores."""
+def pipeline_speed_on(cores: int, num: int, workers: str) -> dict:
+  """pipeline_speed in a fresh process pinned to the first `cores` cores (its prompt
+  workers inherit the pinning), with $SYMBOL_TUNING_PROMPT_WORKERS=workers."""
   code = (f"import os; os.sched_setaffinity(0, set(range({cores})));"
           f"import sys, json; sys.path.insert(0, {os.path.dirname(__file__)!r});"
           "import prompts; prompts.common.setup_bigbench();"
           f"print(json.dumps(prompts.pipeline_speed({num})))")
   done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                        check=True)
+                        check=True, env={**os.environ, "SYMBOL_TUNING_PROMPT_WORKERS": workers})
   return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -126,18 +128,20 @@ def main() -> None:
   print(f"prompt builder: {warm:,.0f} prompts/s on one core, steady state "
         f"({cold:,.0f} cold), 2048-token budget")
   cores = [c for c in args.cores if c <= len(os.sched_getaffinity(0))]
-  runs = {str(c): pipeline_speed_on(c, args.num) for c in cores}
+  # In-process building (workers 0) and the default (auto: a worker per core, none on one).
+  runs = {f"{c}_cores_{w}_workers": pipeline_speed_on(c, args.num, w)
+          for c in cores for w in ("0", "auto")}
   print("seqio pipeline (symbol_tuning_bigbench, best-fit packing at 2048/512, rows in "
         "batches of 32):")
-  for c, r in runs.items():
-    print(f"  {c} core(s): {r['prompts_per_s']:,.0f} prompts/s; per prompt "
-          f"{r['python_building_us_per_prompt']:.0f} us building prompts in Python "
-          f"({r['python_building_share_of_wall']:.0%} of the time), "
-          f"{r['other_cpu_us_per_prompt']:.0f} us CPU in everything else (tf.data: seeds, "
-          f"batching, tensors, mixing, EOS/trim, packing); start-up to "
-          f"{1000:,} prompts {r['startup_s']:.1f} s")
-  best = runs[str(max(cores))]["prompts_per_s"] if runs else float("nan")
-  print(f"builder / pipeline on {max(cores)} cores: {warm / best:.2f}x")
+  for r in runs.values():
+    print(f"  {r['cores']} core(s), {r['prompt_workers']} prompt workers: "
+          f"{r['prompts_per_s']:,.0f} prompts/s; CPU per prompt: "
+          f"{r['main_process_cpu_us_per_prompt']:.0f} us in the main process (tf.data: "
+          f"seeds, batching, tensors, mixing, packing{'' if r['prompt_workers'] else ', and building'}), "
+          f"{r['workers_cpu_us_per_prompt']:.0f} us in the workers; start-up to 1,000 "
+          f"prompts {r['startup_s']:.1f} s; load average {r['load_average']:.1f}")
+  best = max(r["prompts_per_s"] for r in runs.values()) if runs else float("nan")
+  print(f"builder (one core) / best pipeline rate: {warm / best:.2f}x")
   stats = data.prompt_stats(
       data.records("symbol_tuning_bigbench", "train", args.stats, 1, 2048, 512),
       vocab.TokenCounter())

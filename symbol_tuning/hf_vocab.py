@@ -20,6 +20,8 @@ from typing import Optional, Sequence
 import seqio
 import tensorflow as tf
 
+from symbol_tuning import tokens
+
 TOKENIZER_FILE = "tokenizer.json"
 
 
@@ -57,7 +59,8 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
       self._tokenizer = Tokenizer.from_file(file)
     except Exception as e:  # tokenizers raises its own exception type
       raise ValueError(f"{file}: not a readable HF tokenizer ({e})") from e
-    self._path = path
+    self._path, self._file = path, file
+    self._encoder = tokens.Tokenizer("hf", file, self._tokenizer)
     self._eos_id = self._find_eos(directory, file)
     super().__init__(extra_ids=0)
 
@@ -77,15 +80,20 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
     return int(eos_id)
 
   @property
-  def tokenizer(self) -> "HFTokenizerVocabulary":
-    return self  # TokenCounter / PieceEncoder call vocabulary.tokenizer.EncodeAsIds
+  def tokenizer(self) -> tokens.Tokenizer:
+    return self._encoder  # TokenCounter / PieceEncoder call vocabulary.tokenizer.EncodeAsIds
+
+  @property
+  def tokenizer_file(self) -> str:
+    return self._file  # what a prompt worker process loads (vocab.tokenizer_of)
+
+  @property
+  def hf_tokenizer(self):
+    return self._tokenizer
 
   def EncodeAsIds(self, text):  # pylint: disable=invalid-name
-    """Ids of a text, or of each text of a list (as sentencepiece's EncodeAsIds, which
-    vocab.token_ids calls with a whole dataset)."""
-    if isinstance(text, str):
-      return self._tokenizer.encode(text, add_special_tokens=False).ids
-    return [e.ids for e in self._tokenizer.encode_batch(list(text), add_special_tokens=False)]
+    """Ids of a text, or of each text of a list (as sentencepiece's EncodeAsIds)."""
+    return self._encoder.EncodeAsIds(text)
 
   @property
   def eos_id(self) -> int:

@@ -62,10 +62,13 @@ def best_fit_rows(input_lengths, target_lengths, max_inputs: int,
   return rows
 
 
-def pack_buffer(inputs, input_lengths, targets, target_lengths):
-  """Packs a padded buffer [n, L] of examples into rows with seqio's packed features.
+def pack_buffer(input_values, input_lengths, target_values, target_lengths,
+                max_inputs: int, max_targets: int):
+  """Trims a buffer of examples to the maxima and packs it into rows with seqio's packed
+  features. Each feature comes flat: the examples' tokens concatenated, and their lengths.
 
-  Example (max lengths 8 / 4): inputs [[7, 8, 1, 0...], [9, 1, 0...]], targets [[3, 1], [4, 1]]
+  Example (max lengths 8 / 4): inputs [7, 8, 1] and [9, 1], targets [3, 1] and [4, 1]
+    (input_values [7, 8, 1, 9, 1], input_lengths [3, 2], target_values [3, 1, 4, 1], ...)
     -> inputs              [[7, 8, 1, 9, 1, 0, 0, 0]]
        inputs_segment_ids  [[1, 1, 1, 2, 2, 0, 0, 0]]
        inputs_positions    [[0, 1, 2, 0, 1, 0, 0, 0]]
@@ -73,18 +76,24 @@ def pack_buffer(inputs, input_lengths, targets, target_lengths):
        targets_positions   [[0, 1, 0, 1]]
   Returns the six arrays of PACKED, each [rows, L] int32.
   """
-  max_inputs, max_targets = inputs.shape[1], targets.shape[1]
-  rows = best_fit_rows(input_lengths, target_lengths, max_inputs, max_targets)
+  features = {}
+  for name, values, lengths, max_length in (
+      ("inputs", input_values, input_lengths, max_inputs),
+      ("targets", target_values, target_lengths, max_targets)):
+    lengths = np.asarray(lengths, np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    features[name] = (np.asarray(values, np.int32), starts, np.minimum(lengths, max_length),
+                      max_length)
+  rows = best_fit_rows(features["inputs"][2], features["targets"][2], max_inputs, max_targets)
   out = {}
-  for name, tokens, lengths in (("inputs", inputs, input_lengths),
-                                ("targets", targets, target_lengths)):
-    packed = np.zeros((len(rows), tokens.shape[1]), np.int32)
+  for name, (values, starts, lengths, max_length) in features.items():
+    packed = np.zeros((len(rows), max_length), np.int32)
     segments, positions = np.zeros_like(packed), np.zeros_like(packed)
     for r, members in enumerate(rows):
       at = 0
       for segment, i in enumerate(members, start=1):
-        length = int(lengths[i])
-        packed[r, at:at + length] = tokens[i, :length]
+        start, length = int(starts[i]), int(lengths[i])
+        packed[r, at:at + length] = values[start:start + length]
         segments[r, at:at + length] = segment
         positions[r, at:at + length] = np.arange(length)
         at += length
@@ -94,40 +103,34 @@ def pack_buffer(inputs, input_lengths, targets, target_lengths):
 
 def best_fit_pack_dataset(ds: tf.data.Dataset, feature_lengths: dict,
                           buffer_size: int = 256) -> tf.data.Dataset:
-  """Trims "inputs"/"targets" to feature_lengths and best-fit packs each buffer of
-  `buffer_size` examples into rows (a finite stream's last buffer may be short).
+  """Best-fit packs each buffer of `buffer_size` examples into rows, "inputs"/"targets"
+  trimmed to feature_lengths (a finite stream's last buffer may be short).
 
   Example: 256 prompts of 200..2048 input tokens at {"inputs": 2048, "targets": 512}
     -> ~130 rows of 2048 input tokens, each holding 1-8 prompts, ~97% of tokens used.
-  Features other than inputs/targets are dropped, as in seqio's packing.
+  Features other than inputs/targets are dropped, as in seqio's packing. Examples are
+  batched ragged and trimmed in the packing call: no per-example tf.data map.
   """
   unknown = sorted(set(feature_lengths) - set(FEATURES))
   if unknown:
     raise ValueError(f"best-fit packing handles inputs and targets only, not {unknown}")
   lengths = {k: int(feature_lengths[k]) for k in FEATURES}
 
-  def trim(ex):
-    out = {}
-    for k in FEATURES:
-      tokens = tf.cast(ex[k][:lengths[k]], tf.int32)
-      out[k], out[f"{k}_length"] = tokens, tf.size(tokens)
-    return out
-
   def pack(batch):
     arrays = tf.numpy_function(
-        pack_buffer, [batch["inputs"], batch["inputs_length"], batch["targets"],
-                      batch["targets_length"]], [tf.int32] * len(PACKED), stateful=False)
+        lambda *flat: pack_buffer(*flat, lengths["inputs"], lengths["targets"]),
+        [batch["inputs"].flat_values, batch["inputs"].row_lengths(),
+         batch["targets"].flat_values, batch["targets"].row_lengths()],
+        [tf.int32] * len(PACKED), stateful=False)
     packed = {}
     for name, array in zip(PACKED, arrays):
       array.set_shape([None, lengths[name.split("_")[0]]])
       packed[name] = array
     return tf.data.Dataset.from_tensor_slices(packed)
 
-  ds = ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.padded_batch(buffer_size, padded_shapes={
-      "inputs": [lengths["inputs"]], "targets": [lengths["targets"]],
-      "inputs_length": [], "targets_length": []})
-  return ds.flat_map(pack)
+  if set(ds.element_spec) != set(FEATURES):  # e.g. a single task's metadata
+    ds = ds.map(lambda ex: {k: ex[k] for k in FEATURES}, num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.ragged_batch(buffer_size).flat_map(pack)
 
 
 class BestFitEncDecFeatureConverter(seqio.EncDecFeatureConverter):

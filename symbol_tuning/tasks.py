@@ -78,10 +78,8 @@ def _register_task(name: str, entry, setting: prompts.Setting, query_splits,
   seqio.TaskRegistry.add(
       name,
       source=pipeline.QuerySource(spec),
-      preprocessors=[
-          functools.partial(pipeline.build_prompts, spec=spec),
-          seqio.preprocessors.append_eos_after_trim,
-      ],
+      # build_prompts ends inputs and targets with EOS, as append_eos_after_trim would.
+      preprocessors=[functools.partial(pipeline.build_prompts, spec=spec, append_eos=True)],
       output_features=output_features(),
       # Eval tasks: exact match of decoded predictions (their rank-classification twins
       # are registered by evaluation.algorithmic); tuning tasks have no metrics.

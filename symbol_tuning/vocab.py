@@ -13,21 +13,15 @@ choice can be made after `import symbol_tuning.tasks` (e.g. from gin or the CLI)
 
 Rebuild the local model: python -m symbol_tuning.vocab train  (needs BIGBENCH_DIR)
 """
-import array
 import functools
-import hashlib
-import itertools
 import os
 import socket
 import sys
 import threading
-from typing import Sequence
-import zipfile
 
-import numpy as np
 import seqio
 
-from symbol_tuning import resources
+from symbol_tuning import resources, tokens
 
 FLAN_T5_VOCAB = "gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model"
 FLAN_T5_EXTRA_IDS = 0  # the .100extra model already holds the 100 sentinels (as t5x binds it)
@@ -187,118 +181,28 @@ class LazyVocabulary(seqio.Vocabulary):
     return hash("symbol_tuning.LazyVocabulary")
 
 
-class TokenCounter:
-  """text -> number of tokens (no EOS); remembers the last text's ids, so the prompt that
-  was counted last (the final one) need not be tokenized again."""
+def tokenizer_of(vocabulary: seqio.Vocabulary | None = None) -> tokens.Tokenizer:
+  """The portable tokenizer of a vocabulary (default: the chosen one), sharing its loaded
+  processor; prompt worker processes rebuild it from the model bytes / file path."""
+  real = vocabulary._real if isinstance(vocabulary, LazyVocabulary) else (
+      vocabulary or resolve())
+  if hasattr(real, "tokenizer_file"):  # hf_vocab.HFTokenizerVocabulary
+    return tokens.Tokenizer("hf", real.tokenizer_file, real.hf_tokenizer)
+  return tokens.Tokenizer("sentencepiece", real.sp_model, real.tokenizer)
+
+
+class TokenCounter(tokens.TokenCounter):
+  """tokens.TokenCounter of a seqio vocabulary (default: the chosen one)."""
 
   def __init__(self, vocabulary: seqio.Vocabulary | None = None):
-    real = vocabulary._real if isinstance(vocabulary, LazyVocabulary) else (
-        vocabulary or resolve())
-    self._encode = real.tokenizer.EncodeAsIds  # sentencepiece, no TF in the loop
-    self._last = (None, None)
-
-  def encode(self, text: str) -> list[int]:
-    last = self._last  # one read: tf.data may call from several threads
-    if last[0] == text:
-      return last[1]
-    ids = self._encode(text)
-    self._last = (text, ids)
-    return ids
-
-  def __call__(self, text: str) -> int:
-    return len(self.encode(text))
+    super().__init__(tokenizer_of(vocabulary))
 
 
-class PieceEncoder:
-  """Memoised text -> ids for composing prompts from pieces (see prompts.build_prompt).
-
-  Ids are stored as int32 arrays: a 25k-example dataset costs ~10 MB, not ~100 MB of
-  Python ints. `composable` says whether this vocabulary tokenizes whitespace-joined
-  texts as the concatenation of their tokens (true for T5's sentencepiece models, which
-  split on whitespace and turn newlines into spaces); PromptBuilder checks it on real
-  prompts before relying on it.
-  """
+class PieceEncoder(tokens.PieceEncoder):
+  """tokens.PieceEncoder of a seqio vocabulary (default: the chosen one)."""
 
   def __init__(self, vocabulary: seqio.Vocabulary | None = None):
-    real = vocabulary._real if isinstance(vocabulary, LazyVocabulary) else (
-        vocabulary or resolve())
-    self._encode = real.tokenizer.EncodeAsIds
-    self._model = getattr(real, "sp_model", None)  # keys the on-disk token cache
-    self._memo: dict[str, array.array] = {}
-
-  def __call__(self, text: str) -> array.array:
-    ids = self._memo.get(text)
-    if ids is None:
-      ids = self._memo[text] = array.array("i", self._encode(text))
-    return ids
-
-  def prime(self, texts: Sequence[str]) -> None:
-    """Memoises the ids of `texts` (a dataset's examples) in one go, from the on-disk
-    token cache when this vocabulary has tokenized the same texts before (in any
-    process), so building prompts never waits on the tokenizer."""
-    for text, ids in zip(texts, token_ids(tuple(texts), self._model, self._encode)):
-      self._memo.setdefault(text, ids)
-
-  def encode_full(self, text: str) -> list[int]:
-    return self._encode(text)
-
-
-_TOKEN_CACHE_VERSION = 1
-_token_ids_in_process: dict[str, list[array.array]] = {}
-
-
-def token_ids(texts: tuple[str, ...], model: bytes | None, encode) -> list[array.array]:
-  """The ids of every text, cached in this process and on disk under
-  $SYMBOL_TUNING_CACHE/token_ids/ (keyed by the sentencepiece model and the texts).
-
-  Example: token_ids(("a dog", "a cat"), spm_bytes, spm.EncodeAsIds)
-    -> [array('i', [3, 71]), array('i', [3, 420])]; a second call, here or in another
-    process, reads them back instead of tokenizing again. Without a model (a vocabulary
-    that is not sentencepiece) nothing is written to disk.
-  """
-  digest = hashlib.blake2b(digest_size=16)
-  digest.update(f"v{_TOKEN_CACHE_VERSION}\x1f".encode() + (model or b"") + b"\x1f")
-  for text in texts:
-    digest.update(text.encode() + b"\x1e")
-  key = digest.hexdigest()
-  cached = _token_ids_in_process.get(key)
-  if cached is not None:
-    return cached
-  path = resources.cache_dir() / "token_ids" / f"{key}.npz"
-  flat = offsets = None
-  if model is not None and path.is_file():
-    try:
-      with np.load(path) as stored:
-        flat, offsets = stored["ids"], stored["offsets"]
-      if len(offsets) != len(texts) + 1:
-        flat = offsets = None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-      flat = offsets = None  # unreadable: tokenize again and overwrite
-  if flat is None:
-    encoded = encode(list(texts)) if texts else []
-    offsets = np.cumsum([0] + [len(ids) for ids in encoded], dtype=np.int64)
-    flat = np.fromiter(itertools.chain.from_iterable(encoded), np.int32, int(offsets[-1]))
-    if model is not None:
-      _write_atomically(path, flat, offsets)
-  data = flat.astype(np.int32, copy=False).tobytes()
-  ids = []
-  for start, end in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
-    piece = array.array("i")
-    piece.frombytes(data[4 * start:4 * end])
-    ids.append(piece)
-  _token_ids_in_process[key] = ids
-  return ids
-
-
-def _write_atomically(path, flat, offsets) -> None:
-  try:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-      np.savez(f, ids=flat, offsets=offsets)
-    os.replace(tmp, path)  # readers never see a partial file
-  except OSError as e:  # a read-only cache only costs speed
-    print(f"symbol_tuning: token cache not written ({e})", file=sys.stderr)
+    super().__init__(tokenizer_of(vocabulary))
 
 
 def train(out: str, vocab_size: int = 8000) -> None:

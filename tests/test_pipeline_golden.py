@@ -76,8 +76,12 @@ def golden():
   return json.loads(GOLDEN.read_text())
 
 
-@pytest.mark.parametrize("index", range(len(PROMPT_CASES)))
-def test_prompts_equal_the_per_example_pipeline(golden, bigbench_dir, index):
+# Prompts built in this process and by prompt worker processes (symbol_tuning.prompt_workers).
+@pytest.mark.parametrize("index,workers", [(i, "2") for i in range(len(PROMPT_CASES))] +
+                         [(1, "0")])
+def test_prompts_equal_the_per_example_pipeline(golden, bigbench_dir, index, workers,
+                                                monkeypatch):
+  monkeypatch.setenv("SYMBOL_TUNING_PROMPT_WORKERS", workers)
   want = golden["prompts"][index]
   assert want["case"] == list(map(str, PROMPT_CASES[index]))
   got = prompt_records(*PROMPT_CASES[index])
@@ -86,7 +90,9 @@ def test_prompts_equal_the_per_example_pipeline(golden, bigbench_dir, index):
     assert a == b, f"prompt {i} of {PROMPT_CASES[index][0]}"
 
 
-def test_packed_rows_equal_the_per_example_pipeline(golden, bigbench_dir):
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_packed_rows_equal_the_per_example_pipeline(golden, bigbench_dir, workers, monkeypatch):
+  monkeypatch.setenv("SYMBOL_TUNING_PROMPT_WORKERS", workers)
   got = row_digests(**ROWS_CASE)
   for step, (a, b) in enumerate(zip(got, golden["rows"], strict=True)):
     assert a == b, f"batch {step}"
