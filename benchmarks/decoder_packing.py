@@ -11,7 +11,6 @@ Prints and writes benchmarks/results/decoder_packing.json.
 import argparse
 
 import common  # pylint: disable=unused-import  (sets the environment first)
-import numpy as np
 
 
 def converter(packer: str):
@@ -25,16 +24,9 @@ def converter(packer: str):
 
 
 def pack_stats(name: str, lengths: dict, rows: int, packer: str, seed: int = 0) -> dict:
-  import seqio  # pylint: disable=g-import-not-at-top
-
-  import symbol_tuning.tasks  # pylint: disable=g-import-not-at-top,unused-import
-
-  ds = seqio.get_dataset(name, task_feature_lengths=lengths, dataset_split="train",
-                         shuffle=True, num_epochs=None, seed=seed,
-                         feature_converter=converter(packer))
   used = answer = prompts = max_answer = 0
   per_row = []
-  for ex in ds.take(rows).as_numpy_iterator():
+  for ex in common.packed_rows(name, lengths, rows, converter(packer), seed):
     used += int((ex["decoder_segment_ids"] > 0).sum())
     weights = ex["decoder_loss_weights"]
     answer += int(weights.sum())
@@ -47,8 +39,7 @@ def pack_stats(name: str, lengths: dict, rows: int, packer: str, seed: int = 0) 
   return {"mixture": name, "packer": packer, "lengths": lengths, "row_length": length,
           "rows": rows, "fill": used / (rows * length), "answer_share": answer / (rows * length),
           "prompts_per_row": prompts / rows, "max_answer_tokens": max_answer,
-          "prompts_per_row_p10_p90": [float(np.percentile(per_row, 10)),
-                                      float(np.percentile(per_row, 90))]}
+          "prompts_per_row_p10_p90": common.p10_p90(per_row)}
 
 
 def main() -> None:
@@ -64,7 +55,7 @@ def main() -> None:
           f"used, {full['prompts_per_row']:.2f} prompts per row")
     results.append(full)
     if packer == "best_fit":
-      cut = -(-full["max_answer_tokens"] // 16) * 16
+      cut = common.round_up(full["max_answer_tokens"], 16)
       short = pack_stats(name, {"inputs": 2048, "targets": cut}, args.rows, packer)
       print(f"{name}, {packer}, rows of {short['row_length']}: {short['fill']:.1%} of "
             f"positions used, {short['prompts_per_row']:.2f} prompts per row")

@@ -18,7 +18,6 @@ nothing); figures are steady-state examples (prompts) per second, measured in on
 on the same prompts, and the scores are compared.
 """
 import argparse
-import time
 
 import common  # pylint: disable=unused-import  (sets the environment first)
 
@@ -33,12 +32,6 @@ def prompts_for(settings, max_examples, input_length):
   return items
 
 
-def timed(fn):
-  start = time.perf_counter()
-  out = fn()
-  return out, time.perf_counter() - start
-
-
 def _compiled() -> int:
   from symbol_tuning.evaluation import scoring  # pylint: disable=g-import-not-at-top
 
@@ -46,15 +39,18 @@ def _compiled() -> int:
                                        scoring._forward_score))
 
 
-def bench(config: str, items, batch_size: int, naive_length: int, variants) -> dict:
+def bench(config: str, items, batch_size: int, naive_length: int, variants,
+          compiled=_compiled) -> dict:
+  """Times each variant (fast, naive, naive_bucketed) on `items` with random weights of
+  `config` and the scorer of its family; `compiled` counts the family's compiled shapes."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   from symbol_tuning import vocab  # pylint: disable=g-import-not-at-top
-  from symbol_tuning.evaluation import scoring  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.evaluation import decoder_scoring, scoring  # pylint: disable=g-import-not-at-top
 
   model = scoring.load_model(f"random:{config}", vocab_size=vocab.resolve().vocab_size)
-  scorer = scoring.Scorer(model, batch_size=batch_size)
+  scorer = decoder_scoring.make_scorer(model, batch_size=batch_size)
   requests = [scoring.Request(it.input_ids, it.option_ids) for it in items]
   scorer.min_target_length = scorer.target_length(requests)  # one target shape for all calls
   runs = {
@@ -69,14 +65,14 @@ def bench(config: str, items, batch_size: int, naive_length: int, variants) -> d
          "num_params": int(sum(np.size(x) for x in jax.tree.leaves(model.params)))}
   scores = {}
   for name in variants:
-    _, warm_s = timed(lambda: runs[name](warm[name]))
-    before = _compiled()
-    scores[name], seconds = timed(lambda: runs[name](requests))
-    assert _compiled() == before, f"{name}: compiled during the timed pass"
+    _, warm_s = common.timed(lambda: runs[name](warm[name]))
+    before = compiled()
+    scores[name], seconds = common.timed(lambda: runs[name](requests))
+    assert compiled() == before, f"{name}: compiled during the timed pass"
     out[name] = {"seconds": round(seconds, 3), "examples_per_s": round(len(requests) / seconds, 3),
                  "warmup_seconds": round(warm_s, 2)}
-    print(f"  {config:6s} {name:15s} {len(requests) / seconds:8.3f} examples/s "
-          f"({seconds:.1f} s; warm-up {warm_s:.1f} s)", flush=True)
+    print(f"  {config:{max(6, len(config))}s} {name:15s} {len(requests) / seconds:8.3f} "
+          f"examples/s ({seconds:.1f} s; warm-up {warm_s:.1f} s)", flush=True)
   for name in variants:
     if name != "fast":
       diff = max(float(np.max(np.abs(a - b))) for a, b in zip(scores["fast"], scores[name]))
@@ -85,11 +81,15 @@ def bench(config: str, items, batch_size: int, naive_length: int, variants) -> d
   return out
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--configs", default="tiny,small")
+def main(name: str = "eval_scoring", doc: str = __doc__, configs: str = "tiny,small",
+         max_examples: int = 4, compiled=_compiled, naive_pads_to_input_length: bool = True
+         ) -> None:
+  """Parses the flags, times every config and writes benchmarks/results/<name>.json (the
+  decoder-only twin passes its own name, defaults and compiled-shape count)."""
+  parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+  parser.add_argument("--configs", default=configs)
   parser.add_argument("--settings", default="symbols")
-  parser.add_argument("--max_examples", type=int, default=4, help="queries per task")
+  parser.add_argument("--max_examples", type=int, default=max_examples, help="queries per task")
   parser.add_argument("--batch_size", type=int, default=8)
   parser.add_argument("--input_length", type=int, default=2048)
   parser.add_argument("--variants", default="fast,naive,naive_bucketed")
@@ -100,16 +100,17 @@ def main() -> None:
   options = sum(len(it.options) for it in items)
   print(f"{len(items)} prompts ({options} options) from the bigbench suite, settings "
         f"{args.settings}; input tokens: median {lengths[len(lengths) // 2]}, max {lengths[-1]}")
-  results = [bench(c, items, args.batch_size, args.input_length, args.variants.split(","))
-             for c in args.configs.split(",")]
+  results = [bench(c, items, args.batch_size, args.input_length, args.variants.split(","),
+                   compiled) for c in args.configs.split(",")]
   for r in results:
     print(f"{r['config']}: fast {r['fast']['examples_per_s']:.2f} examples/s, naive "
           f"{r['naive']['examples_per_s']:.2f} -> speed-up {r['speedup_vs_naive']:.2f}x "
           f"(vs naive with the same buckets: {r.get('speedup_vs_naive_bucketed', 'n/a')}x)")
-  common.write("eval_scoring", {
+  padded = {"naive_padded_length": args.input_length} if naive_pads_to_input_length else {}
+  common.write(name, {
       "suite": "bigbench", "settings": args.settings.split(","), "vocabulary": "local",
       "num_prompts": len(items), "num_options": options, "batch_size": args.batch_size,
-      "input_length": args.input_length, "naive_padded_length": args.input_length,
+      "input_length": args.input_length, **padded,
       "input_tokens_median": lengths[len(lengths) // 2], "input_tokens_max": lengths[-1],
       "results": results})
 

@@ -13,7 +13,6 @@ Prints and writes benchmarks/results/packing.json.
 import argparse
 
 import common  # pylint: disable=unused-import  (sets the environment first)
-import numpy as np
 
 
 def converter(packer: str):
@@ -27,16 +26,9 @@ def converter(packer: str):
 
 
 def pack_stats(name: str, lengths: dict, rows: int, packer: str, seed: int = 0) -> dict:
-  import seqio  # pylint: disable=g-import-not-at-top
-
-  import symbol_tuning.tasks  # pylint: disable=g-import-not-at-top,unused-import
-
-  ds = seqio.get_dataset(name, task_feature_lengths=lengths, dataset_split="train",
-                         shuffle=True, num_epochs=None, seed=seed,
-                         feature_converter=converter(packer))
   inputs = targets = prompts = 0
   max_targets, per_row = 0, []
-  for ex in ds.take(rows).as_numpy_iterator():
+  for ex in common.packed_rows(name, lengths, rows, converter(packer), seed):
     inputs += int((ex["encoder_input_tokens"] > 0).sum())
     used = int((ex["decoder_target_tokens"] > 0).sum())
     targets += used
@@ -48,8 +40,7 @@ def pack_stats(name: str, lengths: dict, rows: int, packer: str, seed: int = 0) 
           "input_fill": inputs / (rows * lengths["inputs"]),
           "target_fill": targets / (rows * lengths["targets"]),
           "prompts_per_row": prompts / rows, "max_target_tokens_in_a_row": max_targets,
-          "prompts_per_row_p10_p90": [float(np.percentile(per_row, 10)),
-                                      float(np.percentile(per_row, 90))]}
+          "prompts_per_row_p10_p90": common.p10_p90(per_row)}
 
 
 def main() -> None:
@@ -72,7 +63,7 @@ def main() -> None:
             f"{full['target_fill']:.1%} full, {full['prompts_per_row']:.2f} prompts per row; "
             f"no row needed more than {full['max_target_tokens_in_a_row']} target tokens")
       if packer == "best_fit":
-        cut = -(-full["max_target_tokens_in_a_row"] // 16) * 16  # round up to 16
+        cut = common.round_up(full["max_target_tokens_in_a_row"], 16)
         short = pack_stats(name, {"inputs": 2048, "targets": cut}, args.rows, packer)
         full["suggested_target_length"] = cut
         full["with_suggested_target_length"] = short

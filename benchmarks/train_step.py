@@ -10,33 +10,15 @@ Model FLOPs are counted analytically (matmuls only, backward = 2x forward), the 
 MFU convention; the XLA cost-analysis count of the compiled step is reported beside it.
 """
 import argparse
-import time
 
 import common  # pylint: disable=unused-import  (sets the environment first)
-import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import linen as nn
 
 from symbol_tuning.model import config as model_config
 from symbol_tuning.model import network
-from symbol_tuning.training import partitioning, trainer as trainer_lib
 
 # (config, batch, input length, target length): rows as the packed pipeline makes them.
 CASES = (("tiny", 16, 1024, 32), ("small", 4, 512, 128))
-
-
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-  """Float32 FLOP/s of a large jitted matmul: the practical peak of this CPU."""
-  a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
-  f = jax.jit(lambda x, y: x @ y)
-  f(a, a).block_until_ready()
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    f(a, a).block_until_ready()
-    best = min(best, time.perf_counter() - start)
-  return 2 * n**3 / best
 
 
 def model_flops(cfg: model_config.T5Config, batch: int, enc_len: int, dec_len: int) -> float:
@@ -56,40 +38,21 @@ def model_flops(cfg: model_config.T5Config, batch: int, enc_len: int, dec_len: i
 def packed_batch(cfg, batch, enc_len, dec_len):
   rng = np.random.default_rng(0)
   tokens = lambda n: rng.integers(2, cfg.vocab_size, (batch, n), dtype=np.int32)
-  seg = lambda n: np.repeat(np.arange(1, 5, dtype=np.int32), n // 4)[None].repeat(batch, 0)
-  pos = lambda n: np.tile(np.arange(n // 4, dtype=np.int32), 4)[None].repeat(batch, 0)
   targets = tokens(dec_len)
+  enc_seg, enc_pos = common.four_segments(batch, enc_len)
+  dec_seg, dec_pos = common.four_segments(batch, dec_len)
   return {"encoder_input_tokens": tokens(enc_len), "decoder_target_tokens": targets,
           "decoder_input_tokens": np.roll(targets, 1, axis=1),
           "decoder_loss_weights": np.ones((batch, dec_len), np.int32),
-          "encoder_segment_ids": seg(enc_len), "decoder_segment_ids": seg(dec_len),
-          "encoder_positions": pos(enc_len), "decoder_positions": pos(dec_len)}
+          "encoder_segment_ids": enc_seg, "decoder_segment_ids": dec_seg,
+          "encoder_positions": enc_pos, "decoder_positions": dec_pos}
 
 
 def time_step(name, batch, enc_len, dec_len, steps):
   mcfg = model_config.get_config(name, dropout_rate=0.0)
-  tcfg = trainer_lib.TrainConfig(model_dir="/tmp/unused", mixture_or_task_name="unused",
-                                 train_steps=steps, batch_size=batch, dropout_rate=0.0)
-  model = network.Transformer(mcfg)
-  optimizer = trainer_lib.make_optimizer(tcfg)
-  mesh = partitioning.make_mesh(1, 1, jax.devices()[:1])
-  with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.STANDARD_RULES):
-    params = network.init_params(mcfg, 0)
-    state = {"params": params, "opt_state": optimizer.init(params),
-             "step": jnp.zeros((), jnp.int32)}
-    step = jax.jit(trainer_lib.make_train_step(model, optimizer, tcfg), donate_argnums=(0,))
-    data = {k: jnp.asarray(v) for k, v in packed_batch(mcfg, batch, enc_len, dec_len).items()}
-    rng = jax.random.PRNGKey(0)
-    compiled = step.lower(state, data, rng).compile()
-    cost = compiled.cost_analysis()
-    xla_flops = float((cost[0] if isinstance(cost, list) else cost).get("flops", 0.0))
-    state, metrics = step(state, data, rng)  # warm up
-    jax.block_until_ready(metrics)
-    start = time.perf_counter()
-    for _ in range(steps):
-      state, metrics = step(state, data, rng)
-    jax.block_until_ready(metrics)
-    seconds = (time.perf_counter() - start) / steps
+  seconds, xla_flops, _ = common.time_train_step(
+      network.Transformer(mcfg), lambda: network.init_params(mcfg, 0),
+      packed_batch(mcfg, batch, enc_len, dec_len), steps)
   tokens = batch * (enc_len + dec_len)
   return {"config": name, "batch": batch, "input_length": enc_len, "target_length": dec_len,
           "seconds_per_step": seconds, "tokens_per_s": tokens / seconds,
@@ -101,14 +64,10 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--steps", type=int, default=5)
   args = parser.parse_args()
-  peak = matmul_peak()
-  print(f"float32 matmul peak: {peak / 1e9:.1f} GFLOP/s ({jax.device_count()} device, "
-        f"{common.machine()['cpu_count']} cores)")
+  peak = common.print_matmul_peak()
   rows = []
   for name, batch, enc, dec in CASES:
-    row = time_step(name, batch, enc, dec, args.steps)
-    row["model_flops_per_s"] = row["model_flops_per_step"] / row["seconds_per_step"]
-    row["mfu"] = row["model_flops_per_s"] / peak
+    row = common.add_mfu(time_step(name, batch, enc, dec, args.steps), peak)
     rows.append(row)
     print(f"{name:6s} batch {batch} x {enc}/{dec}: {row['seconds_per_step']:.3f} s/step, "
           f"{row['tokens_per_s']:,.0f} tokens/s, {row['model_flops_per_s'] / 1e9:.1f} GFLOP/s "

@@ -52,3 +52,14 @@ def _restore_vocabulary_choice():
   from symbol_tuning import vocab  # pylint: disable=import-outside-toplevel
 
   vocab.set_vocabulary(None)
+
+
+@pytest.fixture
+def clean_gin():
+  """A gin config cleared before and after the test (modules that parse gin use it for
+  every test: `pytestmark = pytest.mark.usefixtures("clean_gin")`)."""
+  import gin  # pylint: disable=import-outside-toplevel
+
+  gin.clear_config()
+  yield
+  gin.clear_config()

@@ -1,58 +1,30 @@
 """The embedded trainer on a tiny decoder-only model: CLI run, sharding, accumulation, resume."""
 import json
 
-import gin
 import jax
 import numpy as np
 import pytest
 
+import trainer_support
+from trainer_support import LLAMA_TINY, TASK
 from symbol_tuning import cli
 from symbol_tuning.checkpoints import convert
 from symbol_tuning.model import family
 from symbol_tuning.training import data
 from symbol_tuning.training import trainer as trainer_lib
 
-TASK = "symbol_tuning.bigbench.navigate"
-
-
-@pytest.fixture(autouse=True)
-def clean_gin():
-  gin.clear_config()
-  yield
-  gin.clear_config()
+pytestmark = pytest.mark.usefixtures("clean_gin")
 
 
 def small_config(model_dir, **kw):
-  values = dict(model_dir=str(model_dir), mixture_or_task_name=TASK, train_steps=4,
-                task_feature_lengths=272, batch_size=8,  # one length: prompt + answer
-                model_size="llama-tiny", vocabulary="local", dropout_rate=0.0,
-                checkpoint_period=2, log_period=1)
-  values.update(kw)
-  return trainer_lib.TrainConfig(**values)
-
-
-def one_step(cfg, devices, host_params=None):
-  trainer = trainer_lib.Trainer(cfg, devices=devices)
-  if host_params is not None:
-    trainer.state = trainer._initial_state(host_params)
-  batch = next(data.host_batches(trainer.data_cfg))
-  metrics = trainer.step(batch)
-  params = jax.tree.map(np.asarray, jax.device_get(trainer.state["params"]))
-  return {k: float(v) for k, v in jax.device_get(metrics).items()}, params, batch
+  return trainer_support.small_config(model_dir, **{**LLAMA_TINY, **kw})
 
 
 def test_cli_trains_a_decoder_only_model(tmp_path, capsys, bigbench_dir):
-  code = cli.main(["train", "--gin_file=local/symbol_tuning_bigbench_llama_tiny.gin",
-                   f"--gin.MODEL_DIR='{tmp_path}'", f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
-                   "--gin.TRAIN_STEPS=16", "--gin.BATCH_SIZE=8", "--gin.CHECKPOINT_PERIOD=16",
-                   "--gin.LOG_PERIOD=1",
-                   "--gin.TASK_FEATURE_LENGTHS={'targets': 272}", "--no_progress"])
-  err = capsys.readouterr().err
-  assert code == 0, err
-  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-  assert [r["step"] for r in rows] == list(range(1, 17))
-  first, last = np.mean([r["loss"] for r in rows[:3]]), np.mean([r["loss"] for r in rows[-3:]])
-  assert last < first - 0.2, (first, last)  # the loss goes down (9.47 -> 9.09 here)
+  _, rows = trainer_support.cli_train(tmp_path, capsys,
+                                      "local/symbol_tuning_bigbench_llama_tiny.gin",
+                                      "{'targets': 272}", checkpoint_period=16)
+  trainer_support.assert_loss_goes_down(rows, by=0.2)  # 9.47 -> 9.09 here
   assert all(r["target_tokens"] > 0 and r["examples_per_s"] > 0 for r in rows)
   config, params = convert.load_any(str(tmp_path))
   assert family.is_decoder_only(config) and "decoder" in params and "encoder" not in params
@@ -84,26 +56,11 @@ def test_batches_train_the_answer_only(bigbench_dir, lengths):
 
 
 def test_sharded_step_equals_single_device(tmp_path, bigbench_dir):
-  cfg1 = small_config(tmp_path / "a", mesh_data=1, mesh_model=1)
-  single_metrics, single_params, _ = one_step(cfg1, jax.devices()[:1])
-  init = jax.tree.map(np.asarray, jax.device_get(
-      trainer_lib.Trainer(cfg1, devices=jax.devices()[:1]).state["params"]))
-  cfg8 = small_config(tmp_path / "b", mesh_data=4, mesh_model=2)
-  sharded_metrics, sharded_params, _ = one_step(cfg8, jax.devices(), init)
-  assert sharded_metrics["loss"] == pytest.approx(single_metrics["loss"], rel=1e-6)
-  assert sharded_metrics["target_tokens"] == single_metrics["target_tokens"]
-  for a, b in zip(jax.tree.leaves(single_params), jax.tree.leaves(sharded_params)):
-    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+  trainer_support.assert_sharded_step_equals_single_device(tmp_path, LLAMA_TINY)
 
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path, bigbench_dir):
-  devices = jax.devices()[:1]
-  base = dict(mesh_data=1, loss_normalizing_factor="NUM_REAL_TARGET_TOKENS")
-  m1, p1, _ = one_step(small_config(tmp_path / "a", **base), devices)
-  m4, p4, _ = one_step(small_config(tmp_path / "b", num_microbatches=4, **base), devices)
-  assert m4["loss"] == pytest.approx(m1["loss"], rel=1e-5)
-  for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p4)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  trainer_support.assert_accumulation_matches_one_big_batch(tmp_path, LLAMA_TINY)
 
 
 def test_resume_from_a_checkpoint_is_bit_exact(tmp_path, bigbench_dir):
@@ -116,11 +73,7 @@ def test_resume_from_a_checkpoint_is_bit_exact(tmp_path, bigbench_dir):
   trainer_lib.Trainer(small_config(tmp_path / "run", train_steps=2, **kw), devices).run(
       progress=False)
   trainer_lib.Trainer(small_config(tmp_path / "run", **kw), devices).run(progress=False)
-  _, want = convert.load_any(str(tmp_path / "ref"))
-  _, got = convert.load_any(str(tmp_path / "run"))
-  for (path, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(want),
-                               jax.tree_util.tree_leaves_with_path(got)):
-    assert np.array_equal(a, b), jax.tree_util.keystr(path)
+  trainer_support.assert_same_checkpoint(tmp_path / "ref", tmp_path / "run")
 
 
 def test_a_single_length_is_refused_for_t5(tmp_path, bigbench_dir):

@@ -3,7 +3,6 @@ setting): every output the README promises, then what a second invocation reuses
 or refuses. benchmarks/fresh_clone.sh runs the full-size demo from a fresh clone."""
 import json
 
-import gin
 import pytest
 
 from symbol_tuning import cli
@@ -11,11 +10,7 @@ from symbol_tuning import cli
 SHORT = ["--max_examples", "2", "--no_progress"]
 
 
-@pytest.fixture(autouse=True)
-def clean_gin():
-  gin.clear_config()
-  yield
-  gin.clear_config()
+pytestmark = pytest.mark.usefixtures("clean_gin")
 
 
 def demo(out, *extra):

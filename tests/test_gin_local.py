@@ -31,11 +31,7 @@ from symbol_tuning.training import trainer as trainer_lib
 SIZES = ("small", "base", "large", "xl", "xxl")
 
 
-@pytest.fixture(autouse=True)
-def clean_gin():
-  gin.clear_config()
-  yield
-  gin.clear_config()
+pytestmark = pytest.mark.usefixtures("clean_gin")
 
 
 def parse(files, bindings=()):

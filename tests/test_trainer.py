@@ -7,46 +7,21 @@ import subprocess
 import sys
 import time
 
-import gin
-import jax
-import numpy as np
 import pytest
 
+import trainer_support
+from trainer_support import T5_TINY, TASK
 from symbol_tuning import cli
 from symbol_tuning.checkpoints import convert
 from symbol_tuning.training import trainer as trainer_lib
 
-TASK = "symbol_tuning.bigbench.navigate"
-
-
-@pytest.fixture(autouse=True)
-def clean_gin():
-  gin.clear_config()
-  yield
-  gin.clear_config()
-
-
-def small_config(model_dir, **kw):
-  values = dict(model_dir=str(model_dir), mixture_or_task_name=TASK, train_steps=4,
-                task_feature_lengths={"inputs": 512, "targets": 16}, batch_size=8,
-                model_size="tiny", vocabulary="local", dropout_rate=0.0, checkpoint_period=2,
-                log_period=1)
-  values.update(kw)
-  return trainer_lib.TrainConfig(**values)
+pytestmark = pytest.mark.usefixtures("clean_gin")
 
 
 def test_cli_trains_writes_checkpoints_events_and_config(tmp_path, capsys, bigbench_dir):
-  code = cli.main(["train", "--gin_file=local/symbol_tuning_bigbench_tiny.gin",
-                   f"--gin.MODEL_DIR='{tmp_path}'", f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
-                   "--gin.TRAIN_STEPS=16", "--gin.BATCH_SIZE=8", "--gin.CHECKPOINT_PERIOD=8",
-                   "--gin.LOG_PERIOD=1",
-                   "--gin.TASK_FEATURE_LENGTHS={'inputs': 512, 'targets': 16}", "--no_progress"])
-  err = capsys.readouterr().err
-  assert code == 0, err
-  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-  assert [r["step"] for r in rows] == list(range(1, 17))
-  first, last = np.mean([r["loss"] for r in rows[:3]]), np.mean([r["loss"] for r in rows[-3:]])
-  assert last < first - 0.5, (first, last)  # the loss goes down
+  err, rows = trainer_support.cli_train(tmp_path, capsys, "local/symbol_tuning_bigbench_tiny.gin",
+                                        "{'inputs': 512, 'targets': 16}", checkpoint_period=8)
+  trainer_support.assert_loss_goes_down(rows, by=0.5)
   for key in ("examples_per_s", "tokens_per_s", "learning_rate", "z_loss"):
     assert key in rows[-1]
   assert sorted(p.name for p in tmp_path.glob("checkpoint_*")) == ["checkpoint_16",
@@ -60,29 +35,8 @@ def test_cli_trains_writes_checkpoints_events_and_config(tmp_path, capsys, bigbe
   assert config.d_model == 64 and "encoder" in params
 
 
-def one_step(cfg, devices, host_params=None):
-  trainer = trainer_lib.Trainer(cfg, devices=devices)
-  if host_params is not None:
-    trainer.state = trainer._initial_state(host_params)
-  from symbol_tuning.training import data
-  batch = next(data.host_batches(trainer.data_cfg))
-  metrics = trainer.step(batch)
-  params = jax.tree.map(np.asarray, jax.device_get(trainer.state["params"]))
-  return {k: float(v) for k, v in jax.device_get(metrics).items()}, params
-
-
 def test_sharded_step_equals_single_device(tmp_path, bigbench_dir):
-  assert len(jax.devices()) == 8, "conftest asks XLA for 8 CPU devices"
-  cfg1 = small_config(tmp_path / "a", mesh_data=1, mesh_model=1)
-  single_metrics, single_params = one_step(cfg1, jax.devices()[:1])
-  init = jax.tree.map(np.asarray, jax.device_get(
-      trainer_lib.Trainer(cfg1, devices=jax.devices()[:1]).state["params"]))
-  cfg8 = small_config(tmp_path / "b", mesh_data=4, mesh_model=2)
-  sharded_metrics, sharded_params = one_step(cfg8, jax.devices(), init)
-  assert sharded_metrics["loss"] == pytest.approx(single_metrics["loss"], rel=1e-6)
-  assert sharded_metrics["target_tokens"] == single_metrics["target_tokens"]
-  for a, b in zip(jax.tree.leaves(single_params), jax.tree.leaves(sharded_params)):
-    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+  trainer_support.assert_sharded_step_equals_single_device(tmp_path, T5_TINY)
 
 
 def test_axes_the_mesh_cannot_split_are_replicated():
@@ -100,13 +54,7 @@ def test_axes_the_mesh_cannot_split_are_replicated():
 
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path, bigbench_dir):
-  devices = jax.devices()[:1]
-  base = dict(mesh_data=1, loss_normalizing_factor="NUM_REAL_TARGET_TOKENS")
-  m1, p1 = one_step(small_config(tmp_path / "a", **base), devices)
-  m4, p4 = one_step(small_config(tmp_path / "b", num_microbatches=4, **base), devices)
-  assert m4["loss"] == pytest.approx(m1["loss"], rel=1e-5)
-  for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p4)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  trainer_support.assert_accumulation_matches_one_big_batch(tmp_path, T5_TINY)
 
 
 @pytest.mark.parametrize("override,message", [
@@ -213,11 +161,7 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path, bigbench_dir, kind):
   assert done.returncode == 0, done.stderr[-2000:]
   _, ref_err = reference.communicate(timeout=300)
   assert reference.returncode == 0, ref_err[-2000:]
-  _, want = convert.load_any(str(ref))
-  _, got = convert.load_any(str(run))
-  for (path, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(want),
-                               jax.tree_util.tree_leaves_with_path(got)):
-    assert np.array_equal(a, b), jax.tree_util.keystr(path)
+  trainer_support.assert_same_checkpoint(ref, run)
   # The metrics log has one line per step, as if nothing had happened.
-  steps = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+  steps = [r["step"] for r in trainer_support.metrics_rows(run)]
   assert steps == list(range(1, STEPS + 1))

@@ -272,8 +272,58 @@ def transposed(our_name: str) -> bool:
   return our_name != "token_embedder/embedding" and not our_name.endswith("/scale")
 
 
-def _to_ours(our_name: str, arr: np.ndarray) -> np.ndarray:
-  return np.ascontiguousarray(arr.T) if transposed(our_name) else arr
+# Shared with hf_decoder: the file-level steps of both loaders and savers.
+def read_tensor(source: _TensorSource, name: str, our_shape, transpose: bool,
+                hint: str = "") -> np.ndarray:
+  """Tensor `name` in our layout, checked against our param shape `our_shape` (a missing
+  or misshapen tensor raises CheckpointError naming it and its file; `hint` follows a
+  'missing' message)."""
+  want = tuple(our_shape)
+  want = want[::-1] if transpose else want
+  if name not in source:
+    raise CheckpointError(
+        f"{source.file_of(name)}: tensor '{name}' is missing (expected shape {want}){hint}")
+  got = source.shape(name)
+  if got != want:
+    raise CheckpointError(
+        f"{source.file_of(name)}: tensor '{name}' has shape {got}, expected {want}")
+  arr = source.get(name)
+  return np.ascontiguousarray(arr.T) if transpose else arr
+
+
+def finish_load(source: _TensorSource, flat: dict[str, np.ndarray], unexpected,
+                model: str, config, path: str) -> dict:
+  """The params tree of `flat`, checked against `config`; a tensor of `unexpected` (the
+  first, sorted) raises CheckpointError as not part of `model`."""
+  if unexpected:
+    first = sorted(unexpected)[0]
+    raise CheckpointError(
+        f"{source.file_of(first)}: unexpected tensor '{first}' (not part of {model})")
+  params = unflatten(flat)
+  check_params(config, params, path)
+  return params
+
+
+def hf_tensors(config, params, pairs, transposed_fn) -> dict[str, np.ndarray]:
+  """{HF name: float32 tensor} of checked params, by (HF name, our path) `pairs`."""
+  check_params(config, params, "save_hf")
+  flat = flatten(params)
+  tensors = {}
+  for hf_name, ours in pairs:
+    arr = np.asarray(flat[ours], dtype=np.float32)
+    tensors[hf_name] = np.ascontiguousarray(arr.T) if transposed_fn(ours) else arr
+  return tensors
+
+
+def write_model_dir(path: str, config_json: dict[str, Any], generation: dict[str, Any],
+                    tensors: dict[str, np.ndarray], max_shard_bytes: int) -> None:
+  """config.json, generation_config.json and the safetensors of a HF model directory."""
+  os.makedirs(path, exist_ok=True)
+  with open(os.path.join(path, CONFIG_FILE), "w", encoding="utf-8") as f:
+    json.dump(config_json, f, indent=2, sort_keys=True)
+  with open(os.path.join(path, "generation_config.json"), "w", encoding="utf-8") as f:
+    json.dump(generation, f, indent=2)
+  write_safetensors(tensors, path, max_shard_bytes)
 
 
 def load_hf(path: str, config: Optional[T5Config] = None) -> tuple[T5Config, dict]:
@@ -324,16 +374,7 @@ def load_hf(path: str, config: Optional[T5Config] = None) -> tuple[T5Config, dic
     if hf_name == "lm_head.weight" and not untied:
       continue  # tied: filled from the shared embedding below
     name = shared_name if hf_name == "shared.weight" else hf_name
-    want = tuple(expected[ours].shape)
-    want = want[::-1] if transposed(ours) else want
-    if name not in source:
-      raise CheckpointError(
-          f"{source.file_of(name)}: tensor '{name}' is missing (expected shape {want})")
-    got = source.shape(name)
-    if got != want:
-      raise CheckpointError(
-          f"{source.file_of(name)}: tensor '{name}' has shape {got}, expected {want}")
-    flat[ours] = _to_ours(ours, source.get(name))
+    flat[ours] = read_tensor(source, name, expected[ours].shape, transposed(ours))
 
   if not untied and not via_embedding:
     # Tied but unscaled: logits = y @ shared^T; keep it as an untied head.
@@ -344,15 +385,10 @@ def load_hf(path: str, config: Optional[T5Config] = None) -> tuple[T5Config, dic
         flat["decoder/logits_dense/kernel"] * np.float32(hf_config.d_model ** -0.5))
 
   known = {n for n, _ in name_map(hf_config)} | set(_IGNORED) | {shared_name}
-  unexpected = sorted(k for k in source.keys() - known if k != "lm_head.weight")
-  if unexpected:
-    raise CheckpointError(
-        f"{source.file_of(unexpected[0])}: unexpected tensor '{unexpected[0]}' "
-        f"(not part of a {hf_config.num_encoder_layers}+{hf_config.num_decoder_layers}"
-        f"-layer T5 v1.1 model)")
-  params = unflatten(flat)
-  check_params(hf_config, params, path)
-  return hf_config, params
+  model = (f"a {hf_config.num_encoder_layers}+{hf_config.num_decoder_layers}-layer "
+           f"T5 v1.1 model")
+  unexpected = source.keys() - known - {"lm_head.weight"}
+  return hf_config, finish_load(source, flat, unexpected, model, hf_config, path)
 
 
 def save_hf(config: T5Config, params, path: str,
@@ -360,18 +396,10 @@ def save_hf(config: T5Config, params, path: str,
   """Writes config.json + model.safetensors (sharded with an index past
   `max_shard_bytes`) that transformers' T5ForConditionalGeneration loads."""
   path = os.fspath(path)
-  check_params(config, params, "save_hf")
-  flat = flatten(params)
-  tensors: dict[str, np.ndarray] = {}
-  for hf_name, ours in name_map(config):
-    tensors[hf_name] = _to_ours(ours, np.asarray(flat[ours], dtype=np.float32))
-  os.makedirs(path, exist_ok=True)
-  with open(os.path.join(path, CONFIG_FILE), "w", encoding="utf-8") as f:
-    json.dump(config_to_hf(config), f, indent=2, sort_keys=True)
-  with open(os.path.join(path, "generation_config.json"), "w", encoding="utf-8") as f:
-    json.dump({"decoder_start_token_id": 0, "eos_token_id": 1, "pad_token_id": 0}, f,
-              indent=2)
-  write_safetensors(tensors, path, max_shard_bytes)
+  tensors = hf_tensors(config, params, name_map(config), transposed)
+  write_model_dir(path, config_to_hf(config),
+                  {"decoder_start_token_id": 0, "eos_token_id": 1, "pad_token_id": 0},
+                  tensors, max_shard_bytes)
 
 
 def write_safetensors(tensors: dict[str, np.ndarray], path: str,

@@ -1,8 +1,8 @@
 """HuggingFace decoder-only checkpoints (Llama, Qwen2, Qwen3, Gemma) <-> our params.
 
 A HF directory is config.json + model.safetensors (or sharded with
-model.safetensors.index.json); pickled weights are never read (the tensor
-reading is `hf._TensorSource`, shared with the T5 loader).
+model.safetensors.index.json); pickled weights are never read (reading and
+checking tensors and writing the directory are hf.py's, shared with the T5 loader).
 
 Name mapping (HF Linear weights are (out, in) and are transposed; embeddings,
 norm weights and biases are copied):
@@ -23,13 +23,12 @@ sqrt(hidden_size), stores RMSNorm weights as w with the norm multiplying by
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Optional
 
 import numpy as np
 
-from symbol_tuning.checkpoints import CheckpointError, check_params, flatten, unflatten
+from symbol_tuning.checkpoints import CheckpointError, flatten
 from symbol_tuning.checkpoints import hf as hf_lib
 from symbol_tuning.model.decoder_config import DecoderConfig, FAMILIES
 
@@ -216,54 +215,29 @@ def load_hf_decoder(path: str, config: Optional[DecoderConfig] = None
   expected = flatten(decoder_network.param_shapes(hf_config))
   flat: dict[str, np.ndarray] = {}
   for hf_name, ours in name_map(hf_config):
-    want = tuple(expected[ours].shape)
-    want = want[::-1] if transposed(ours) else want
-    if hf_name not in source:
-      hint = (" (config.json has tie_word_embeddings=false)"
-              if hf_name == "lm_head.weight" else "")
-      raise CheckpointError(f"{source.file_of(hf_name)}: tensor '{hf_name}' is missing "
-                            f"(expected shape {want}){hint}")
-    got = source.shape(hf_name)
-    if got != want:
-      raise CheckpointError(
-          f"{source.file_of(hf_name)}: tensor '{hf_name}' has shape {got}, expected {want}")
-    arr = source.get(hf_name)
-    flat[ours] = np.ascontiguousarray(arr.T) if transposed(ours) else arr
+    hint = " (config.json has tie_word_embeddings=false)" if hf_name == "lm_head.weight" else ""
+    flat[ours] = hf_lib.read_tensor(source, hf_name, expected[ours].shape, transposed(ours),
+                                    hint)
 
   known = {n for n, _ in name_map(hf_config)}
   # A tied model may still store the head (a copy of the embedding); rotary
   # inverse frequencies are buffers some old exports saved.
   ignored = {"lm_head.weight"} if hf_config.tie_embeddings else set()
-  unexpected = sorted(k for k in source.keys() - known - ignored
-                      if not k.endswith("rotary_emb.inv_freq"))
-  if unexpected:
-    raise CheckpointError(
-        f"{source.file_of(unexpected[0])}: unexpected tensor '{unexpected[0]}' (not part of a "
-        f"{hf_config.num_layers}-layer {hf_config.family} model as config.json describes it)")
-  params = unflatten(flat)
-  check_params(hf_config, params, path)
-  return hf_config, params
+  unexpected = {k for k in source.keys() - known - ignored
+                if not k.endswith("rotary_emb.inv_freq")}
+  model = f"a {hf_config.num_layers}-layer {hf_config.family} model as config.json describes it"
+  return hf_config, hf_lib.finish_load(source, flat, unexpected, model, hf_config, path)
 
 
 def save_hf_decoder(config: DecoderConfig, params, path: str,
                     max_shard_bytes: int = 5 * 1024 ** 3) -> None:
   """Writes config.json + safetensors that transformers' <Family>ForCausalLM loads."""
   path = os.fspath(path)
-  check_params(config, params, "save_hf")
+  tensors = hf_lib.hf_tensors(config, params, name_map(config), transposed)
   hf_json = config_to_hf(config)  # validates before writing anything
-  flat = flatten(params)
-  tensors = {}
-  for hf_name, ours in name_map(config):
-    arr = np.asarray(flat[ours], dtype=np.float32)
-    tensors[hf_name] = np.ascontiguousarray(arr.T) if transposed(ours) else arr
-  os.makedirs(path, exist_ok=True)
-  with open(os.path.join(path, hf_lib.CONFIG_FILE), "w", encoding="utf-8") as f:
-    json.dump(hf_json, f, indent=2, sort_keys=True)
   generation = {k: hf_json[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")
                 if hf_json[k] is not None}
-  with open(os.path.join(path, "generation_config.json"), "w", encoding="utf-8") as f:
-    json.dump(generation, f, indent=2)
-  hf_lib.write_safetensors(tensors, path, max_shard_bytes)
+  hf_lib.write_model_dir(path, hf_json, generation, tensors, max_shard_bytes)
 
 
 __all__ = ["load_hf_decoder", "save_hf_decoder", "name_map", "config_from_hf",

@@ -18,15 +18,13 @@ Same API as `scoring.Scorer` (Request in, Output out; buckets and batching share
 from __future__ import annotations
 
 import functools
-from typing import Callable, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from symbol_tuning.evaluation import scoring
-from symbol_tuning.evaluation.scoring import (MIN_INPUT_BUCKET, MIN_TARGET_BUCKET, Output,
-                                              Request, bucket)
 from symbol_tuning.model import decoder_network
 
 
@@ -137,85 +135,44 @@ class DecoderScorer(scoring.Scorer):
   with the tokenizer's BOS); options are appended to it directly.
   """
 
-  def run(self, requests: Sequence[Request],
-          progress: Callable[[int], None] | None = None) -> list[Output]:
-    outputs = [Output() for _ in requests]
-    t_len = self.target_length(requests)
-    d_len = bucket(max((r.max_decode_len or 0 for r in requests), default=0),
-                   MIN_TARGET_BUCKET)
+  # The batching, option padding and decoding loops are Scorer's; these hooks run the model.
+  def _start_batch(self, requests, members, size, length, extra_length):
+    """Prefills the left-padded prompts into a cache with `extra_length` more positions:
+    (last logits, cache, each row's next position)."""
+    prompts = [requests[i].input_ids for i in members]
+    if any(len(p) == 0 for p in prompts):
+      raise ValueError("a decoder-only prompt needs at least one token (e.g. BOS)")
+    tokens, positions, valid = left_pad(prompts, size, length)
+    lengths = np.zeros(size, np.int32)
+    lengths[:len(members)] = [len(p) for p in prompts]
+    last, cache = _prefill(self.config, self.params, jnp.asarray(tokens),
+                           jnp.asarray(positions), jnp.asarray(valid), length + extra_length)
+    return last, cache, jnp.asarray(lengths)
 
-    def key(r):
-      return (bucket(len(r.input_ids), MIN_INPUT_BUCKET), len(r.options or ()),
-              d_len if r.max_decode_len else 0)
+  def _score_batch(self, state, options, option_lengths):
+    last, cache, next_positions = state
+    return _score_from_cache(self.config, self.params, last, cache, next_positions,
+                             jnp.asarray(options), jnp.asarray(option_lengths))
 
-    for (length, n_opt, dec_len), size, members in self._batches(requests, key):
-      prompts = [requests[i].input_ids for i in members]
-      if any(len(p) == 0 for p in prompts):
-        raise ValueError("a decoder-only prompt needs at least one token (e.g. BOS)")
-      tokens, positions, valid = left_pad(prompts, size, length)
-      lengths = np.zeros(size, np.int32)
-      lengths[:len(members)] = [len(p) for p in prompts]
-      next_positions = jnp.asarray(lengths)
-      cache_length = length + max(t_len if n_opt else 0, dec_len)
-      last, cache = _prefill(self.config, self.params, jnp.asarray(tokens),
-                             jnp.asarray(positions), jnp.asarray(valid), cache_length)
-      if n_opt:
-        options = np.zeros((size, n_opt, t_len), np.int32)
-        option_lengths = np.zeros((size, n_opt), np.int32)
-        for row, i in enumerate(members):
-          for j, ids in enumerate(requests[i].options):
-            options[row, j, :len(ids)] = ids
-            option_lengths[row, j] = len(ids)
-        scores = np.asarray(_score_from_cache(self.config, self.params, last, cache,
-                                              next_positions, jnp.asarray(options),
-                                              jnp.asarray(option_lengths)))
-        for row, i in enumerate(members):
-          outputs[i].scores = scores[row]
-      if dec_len:
-        decoded = np.asarray(_greedy(self.config, self.params, last, cache, next_positions,
-                                     dec_len, self.eos_id, self.vocab_limit))
-        for row, i in enumerate(members):
-          outputs[i].tokens = self._cut(decoded[row], requests[i].max_decode_len)
-      if progress:
-        progress(len(members))
-    return outputs
+  def _decode_batch(self, state, length):
+    last, cache, next_positions = state
+    return _greedy(self.config, self.params, last, cache, next_positions, length, self.eos_id,
+                   self.vocab_limit)
 
-  def rank_naive(self, requests: Sequence[Request], fixed_length: int | None = None,
-                 bucketed: bool = False,
-                 progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
-    """A full forward pass of prompt + option per (prompt, option) row, rows padded to
-    `fixed_length` (default: the longest prompt's bucket) + the option bucket, in full
-    batches; `bucketed=True` uses the fast path's length buckets instead."""
-    rows = [(i, j) for i, r in enumerate(requests) for j in range(len(r.options or ()))]
-    t_len = self.target_length(requests)
-    if fixed_length is None:
-      fixed_length = bucket(max(len(r.input_ids) for r in requests), MIN_INPUT_BUCKET)
-    row_requests = [Request(requests[i].input_ids, [requests[i].options[j]]) for i, j in rows]
-
-    def key(r):
-      return (bucket(len(r.input_ids), MIN_INPUT_BUCKET) if bucketed else fixed_length,)
-
-    scores = [np.zeros(len(r.options or ()), np.float32) for r in requests]
-    for (length,), size, members in self._batches(row_requests, key, not bucketed):
-      width = length + t_len
-      tokens = np.zeros((size, width), np.int32)
-      positions = np.zeros((size, width), np.int32)
-      start, lengths = np.zeros(size, np.int32), np.zeros(size, np.int32)
-      for row, m in enumerate(members):
-        prompt, option = row_requests[m].input_ids, row_requests[m].options[0]
-        sequence = list(prompt) + list(option)
-        tokens[row, :len(sequence)] = sequence
-        positions[row] = np.arange(width)
-        start[row], lengths[row] = len(prompt), len(option)
-      out = np.asarray(_forward_score(self.config, self.params, jnp.asarray(tokens),
-                                      jnp.asarray(positions), jnp.asarray(start),
-                                      jnp.asarray(lengths)))
-      for row, m in enumerate(members):
-        i, j = rows[m]
-        scores[i][j] = out[row]
-      if progress:
-        progress(len(members))
-    return scores
+  def _naive_batch(self, row_requests, members, size, length, t_len):
+    """Rows of prompt + option, padded to `length` + the option bucket, a full pass each."""
+    width = length + t_len
+    tokens = np.zeros((size, width), np.int32)
+    positions = np.zeros((size, width), np.int32)
+    start, lengths = np.zeros(size, np.int32), np.zeros(size, np.int32)
+    for row, m in enumerate(members):
+      prompt, option = row_requests[m].input_ids, row_requests[m].options[0]
+      sequence = list(prompt) + list(option)
+      tokens[row, :len(sequence)] = sequence
+      positions[row] = np.arange(width)
+      start[row], lengths[row] = len(prompt), len(option)
+    return _forward_score(self.config, self.params, jnp.asarray(tokens), jnp.asarray(positions),
+                          jnp.asarray(start), jnp.asarray(lengths))
 
 
 def make_scorer(model: scoring.Model, **kwargs) -> scoring.Scorer:

@@ -199,11 +199,40 @@ class Scorer:
     longest = max((len(o) for r in requests for o in (r.options or ())), default=1)
     return bucket(longest, max(MIN_TARGET_BUCKET, self.min_target_length))
 
+  # --- the model's side of a batch (DecoderScorer overrides these) -----------------
+  def _start_batch(self, requests, members, size, length, extra_length):
+    """Per batch of prompts, the state `_score_batch` and `_decode_batch` read: here the
+    padded inputs and their encoder output (`extra_length`, the target/decode positions
+    to come, matters only to a decoder-only cache)."""
+    del extra_length
+    tokens = jnp.asarray(self._pad_inputs(requests, members, size, length))
+    return tokens, _encode(self.config, self.params, tokens)
+
+  def _score_batch(self, state, options, option_lengths):
+    """options (B, O, T) right-padded (id 0 ends a T5 target) -> (B, O) scores."""
+    del option_lengths
+    tokens, encoded = state
+    return _score(self.config, self.params, encoded, tokens, jnp.asarray(options))
+
+  def _decode_batch(self, state, length):
+    tokens, encoded = state
+    return _greedy(self.config, self.params, encoded, tokens, length, self.eos_id,
+                   self.vocab_limit)
+
+  def _naive_batch(self, row_requests, members, size, length, t_len):
+    """(B,) scores of single-option rows, a full encoder-decoder pass each."""
+    tokens = self._pad_inputs(row_requests, members, size, length)
+    targets = np.zeros((size, t_len), np.int32)
+    for row, m in enumerate(members):
+      ids = row_requests[m].options[0]
+      targets[row, :len(ids)] = ids
+    return _forward_score(self.config, self.params, jnp.asarray(tokens), jnp.asarray(targets))
+
   # --- public API --------------------------------------------------------------------
   def run(self, requests: Sequence[Request],
           progress: Callable[[int], None] | None = None) -> list[Output]:
-    """Fast path: per batch, one encoder pass; all options in one decoder pass; greedy
-    decoding from the same encoder output."""
+    """Fast path: per batch, the prompts run once (T5: one encoder pass); all options in
+    one pass over that state; greedy decoding from the same state."""
     outputs = [Output() for _ in requests]
     t_len = self.target_length(requests)
     # One decoding length per run (early exit makes the slack cheap): fewer compilations.
@@ -215,20 +244,20 @@ class Scorer:
               d_len if r.max_decode_len else 0)
 
     for (length, n_opt, dec_len), size, members in self._batches(requests, key):
-      tokens = jnp.asarray(self._pad_inputs(requests, members, size, length))
-      encoded = _encode(self.config, self.params, tokens)
+      state = self._start_batch(requests, members, size, length,
+                                max(t_len if n_opt else 0, dec_len))
       if n_opt:
-        targets = np.zeros((size, n_opt, t_len), np.int32)
+        options = np.zeros((size, n_opt, t_len), np.int32)
+        option_lengths = np.zeros((size, n_opt), np.int32)
         for row, i in enumerate(members):
           for j, ids in enumerate(requests[i].options):
-            targets[row, j, :len(ids)] = ids
-        scores = np.asarray(_score(self.config, self.params, encoded, tokens,
-                                       jnp.asarray(targets)))
+            options[row, j, :len(ids)] = ids
+            option_lengths[row, j] = len(ids)
+        scores = np.asarray(self._score_batch(state, options, option_lengths))
         for row, i in enumerate(members):
           outputs[i].scores = scores[row]
       if dec_len:
-        decoded = np.asarray(_greedy(self.config, self.params, encoded, tokens, dec_len,
-                                        self.eos_id, self.vocab_limit))
+        decoded = np.asarray(self._decode_batch(state, dec_len))
         for row, i in enumerate(members):
           outputs[i].tokens = self._cut(decoded[row], requests[i].max_decode_len)
       if progress:
@@ -253,13 +282,7 @@ class Scorer:
 
     scores = [np.zeros(len(r.options or ()), np.float32) for r in requests]
     for (length,), size, members in self._batches(row_requests, key, not bucketed):
-      tokens = self._pad_inputs(row_requests, members, size, length)
-      targets = np.zeros((size, t_len), np.int32)
-      for row, m in enumerate(members):
-        ids = row_requests[m].options[0]
-        targets[row, :len(ids)] = ids
-      out = np.asarray(_forward_score(self.config, self.params, jnp.asarray(tokens),
-                                      jnp.asarray(targets)))
+      out = np.asarray(self._naive_batch(row_requests, members, size, length, t_len))
       for row, m in enumerate(members):
         i, j = rows[m]
         scores[i][j] = out[row]

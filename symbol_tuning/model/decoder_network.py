@@ -52,24 +52,10 @@ _ACTIVATIONS = {
 }
 
 
-class DenseBias(nn.Module):
-  """Linear map over the last axis: 2-D float32 kernel and an optional bias."""
-  features: int
-  kernel_axes: tuple[str, str]
-  use_bias: bool = False
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: Array) -> Array:
-    kernel = layers._param(self, "kernel", kernel_init, (x.shape[-1], self.features),
-                           self.kernel_axes)
-    x = jnp.asarray(x, self.dtype)
-    y = lax.dot_general(x, jnp.asarray(kernel, self.dtype), (((x.ndim - 1,), (0,)), ((), ())))
-    if self.use_bias:
-      bias = layers._param(self, "bias", nn.initializers.zeros, (self.features,),
-                           (self.kernel_axes[1],))
-      y = y + jnp.asarray(bias, self.dtype)
-    return y
+def dense(features: int, kernel_axes: tuple[str, str], use_bias: bool, dtype,
+          name: str) -> layers.Dense:
+  """A linear map with an optional bias (layers.Dense with this module's kernel init)."""
+  return layers.Dense(features, kernel_axes, kernel_init, dtype, use_bias, name=name)
 
 
 class RMSNorm(nn.Module):
@@ -130,7 +116,7 @@ class GroupedQueryAttention(nn.Module):
     heads, kv_heads, depth = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
 
     def project(name, n_heads):
-      y = DenseBias(n_heads * depth, ("embed", "joined_kv"), cfg.qkv_bias, dtype, name=name)(x)
+      y = dense(n_heads * depth, ("embed", "joined_kv"), cfg.qkv_bias, dtype, name)(x)
       y = y.reshape(y.shape[:-1] + (n_heads, depth))
       if cfg.qk_norm and name != "value":
         y = RMSNorm(cfg.norm_epsilon, cfg.norm_scale_offset, "kv", dtype, name=f"{name}_norm")(y)
@@ -183,7 +169,7 @@ class GroupedQueryAttention(nn.Module):
     weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
     out = jnp.einsum("bkgls,bskd->blkgd", weights, value.astype(dtype))
     out = out.reshape(out.shape[:2] + (heads * depth,))
-    out = DenseBias(x.shape[-1], ("joined_kv", "embed"), cfg.out_bias, dtype, name="out")(out)
+    out = dense(x.shape[-1], ("joined_kv", "embed"), cfg.out_bias, dtype, "out")(out)
     return nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(out, deterministic=deterministic)
 
 
@@ -194,10 +180,10 @@ class GatedMlp(nn.Module):
   @nn.compact
   def __call__(self, x: Array, deterministic: bool = True) -> Array:
     cfg = self.config
-    dense = functools.partial(DenseBias, cfg.mlp_dim, ("embed", "mlp"), False, cfg.jnp_dtype)
-    h = _ACTIVATIONS[cfg.activation](dense(name="wi_0")(x)) * dense(name="wi_1")(x)
+    wi = functools.partial(dense, cfg.mlp_dim, ("embed", "mlp"), False, cfg.jnp_dtype)
+    h = _ACTIVATIONS[cfg.activation](wi("wi_0")(x)) * wi("wi_1")(x)
     h = layers.constrain(h, ("batch", "length", "mlp"))
-    out = DenseBias(x.shape[-1], ("mlp", "embed"), False, cfg.jnp_dtype, name="wo")(h)
+    out = dense(x.shape[-1], ("mlp", "embed"), False, cfg.jnp_dtype, "wo")(h)
     return nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(out, deterministic=deterministic)
 
 
@@ -291,8 +277,7 @@ class DecoderOnly(nn.Module):
     if cfg.tie_embeddings:
       logits = embedder.attend(x)
     else:
-      logits = DenseBias(cfg.vocab_size, ("embed", "vocab"), False, jnp.float32,
-                         name="logits_dense")(x)
+      logits = dense(cfg.vocab_size, ("embed", "vocab"), False, jnp.float32, "logits_dense")(x)
     logits = _softcap(logits.astype(jnp.float32), cfg.final_logit_softcap)
     return layers.constrain(logits, ("batch", "length", "vocab"))
 

@@ -124,11 +124,13 @@ class RelativePositionBiases(nn.Module):
 # Parameterised layers.
 # -----------------------------------------------------------------------------
 class Dense(nn.Module):
-  """Bias-free linear map over the last axis with a 2-D float32 kernel."""
+  """Linear map over the last axis with a 2-D float32 kernel; T5 has no bias, some
+  decoder-only families (Qwen2's q/k/v) have one (`use_bias`, zeros-initialised)."""
   features: int
   kernel_axes: tuple[str, str]
   kernel_init: Initializer = mlp_kernel_init
   dtype: Any = jnp.float32
+  use_bias: bool = False
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -136,7 +138,12 @@ class Dense(nn.Module):
                     (x.shape[-1], self.features), self.kernel_axes)
     x = jnp.asarray(x, self.dtype)
     kernel = jnp.asarray(kernel, self.dtype)
-    return lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+    y = lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+    if self.use_bias:
+      bias = _param(self, "bias", nn.initializers.zeros, (self.features,),
+                    (self.kernel_axes[1],))
+      y = y + jnp.asarray(bias, self.dtype)
+    return y
 
 
 class LayerNorm(nn.Module):
