@@ -34,7 +34,7 @@ def python_builder_speed(num: int) -> tuple[float, float]:
   import seqio  # pylint: disable=g-import-not-at-top
 
   import symbol_tuning.tasks  # pylint: disable=g-import-not-at-top,unused-import
-  from symbol_tuning import pipeline  # pylint: disable=g-import-not-at-top
+  from symbol_tuning import pipeline, prompts  # pylint: disable=g-import-not-at-top
 
   mixture = seqio.get_mixture_or_task("symbol_tuning_bigbench")
   tasks = list(mixture.tasks)
@@ -51,7 +51,7 @@ def python_builder_speed(num: int) -> tuple[float, float]:
       b = builders[t]
       try:
         p = b.build((i + offset) % len(b.queries), i + offset)  # fitted, with input ids
-      except pipeline.prompts.PromptError:
+      except prompts.PromptError:
         continue  # counted and skipped by the pipeline too
       b.pieces(p.targets)
     return num / (time.perf_counter() - start)
