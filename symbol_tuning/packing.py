@@ -116,9 +116,13 @@ def best_fit_pack_dataset(ds: tf.data.Dataset, feature_lengths: dict,
     raise ValueError(f"best-fit packing handles inputs and targets only, not {unknown}")
   lengths = {k: int(feature_lengths[k]) for k in FEATURES}
 
+  def pack_flat(*flat):
+    return pack_buffer(*flat, lengths["inputs"], lengths["targets"])
+
+  @tf.autograph.experimental.do_not_convert  # no control flow: autograph would only slow it
   def pack(batch):
     arrays = tf.numpy_function(
-        lambda *flat: pack_buffer(*flat, lengths["inputs"], lengths["targets"]),
+        pack_flat,
         [batch["inputs"].flat_values, batch["inputs"].row_lengths(),
          batch["targets"].flat_values, batch["targets"].row_lengths()],
         [tf.int32] * len(PACKED), stateful=False)
