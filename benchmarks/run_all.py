@@ -107,8 +107,8 @@ def markdown_table() -> str:
                  f"{case['input_length']}/{case['target_length']}, {case['activation_dtype']}), "
                  "ours vs t5x.train on the same config, "
                  f"{len(case['ours_step_seconds'])} steps each in {case['rounds']} alternating "
-                 "runs: median seconds per step (t5x / ours); fastest step (t5x / ours); peak "
-                 "memory (max RSS)",
+                 "runs, ours vs t5x: median seconds per step (t5x / ours); fastest step (t5x / "
+                 "ours); peak memory (max RSS)",
                  f"{case['ours_seconds_per_step']:.1f} vs {case['t5x_seconds_per_step']:.1f} "
                  f"({case['t5x_over_ours']:.2f}x); {fastest[0]:.1f} vs {fastest[1]:.1f} "
                  f"({fastest[1] / fastest[0]:.2f}x); {case['ours_peak_rss_gib']:.1f} vs "

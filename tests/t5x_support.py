@@ -163,9 +163,9 @@ def compare_trainers(workdir, bigbench_dir, *, steps: int = 3, size: str = "tiny
   run_t5x("train", ["symbol_tuning_bigbench_tiny.gin"], {
       "MODEL_DIR": f"'{t5x_dir}'", "FLAN_T5_CHECKPOINT": f"'{t5x_init / 'checkpoint_0'}'",
       "FINETUNE_STEPS": steps, "BATCH_SIZE": batch_size, "TASK_FEATURE_LENGTHS": feature_lengths,
-      # A metrics record every step, a checkpoint after the last only (as ours: a checkpoint
-      # every step would save ~0.6 GB of state inside the timed steps); the stream's seed
-      # fixed, as ours is.
+      # A metrics record every step, a checkpoint after the last only, as ours (t5x saves in
+      # a background thread: a checkpoint every step would compete with the next steps for
+      # the CPU and inflate t5x's step times); the stream's seed fixed, as ours is.
       "__main__.train.stats_period": 1, "utils.SaveCheckpointConfig.period": steps,
       "train/utils.DatasetConfig.seed": 0,
       "network.T5Config.dtype": f"'{activation_dtype}'", **shape}, env, usage=t5x_usage)
