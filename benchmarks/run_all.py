@@ -20,6 +20,7 @@ SCRIPTS = {  # name -> (script, quick arguments)
     "train_step": ("train_step.py", ["--steps", "3"]),
     "eval_scoring": ("eval_scoring.py", []),
     "trainer_vs_t5x": ("trainer_vs_t5x.py", ["--quick"]),  # needs t5x (.ci/install_t5x.sh)
+    "trainer_vs_t5x_hlo": ("trainer_vs_t5x_hlo.py", []),  # needs t5x; compiles, trains nothing
     "decoder_packing": ("decoder_packing.py", []),
     "decoder_train_step": ("decoder_train_step.py", []),
     "decoder_eval_scoring": ("decoder_eval_scoring.py", []),
