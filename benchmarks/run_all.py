@@ -20,6 +20,7 @@ SCRIPTS = {  # name -> (script, quick arguments)
     "train_step": ("train_step.py", ["--steps", "3"]),
     "eval_scoring": ("eval_scoring.py", []),
     "trainer_vs_t5x": ("trainer_vs_t5x.py", ["--quick"]),  # needs t5x (.ci/install_t5x.sh)
+    "trainer_vs_t5x_hlo": ("trainer_vs_t5x_hlo.py", []),  # needs t5x; compiles, trains nothing
     "decoder_packing": ("decoder_packing.py", []),
     "decoder_train_step": ("decoder_train_step.py", []),
     "decoder_eval_scoring": ("decoder_eval_scoring.py", []),
@@ -103,11 +104,17 @@ def markdown_table() -> str:
                    f"{case['activation_dtype']}), ours vs t5x.train", "failed: "
                    f"{case['error'][:80]}", "trainer_vs_t5x.py"))
       continue
+    fastest = min(case["ours_step_seconds"]), min(case["t5x_step_seconds"])
     rows.append((f"training step, Flan-T5 small's shape ({case['batch']} x "
-                 f"{case['input_length']}/{case['target_length']}, {case['activation_dtype']}): "
-                 "seconds per step, ours vs t5x.train on the same config (t5x / ours)",
+                 f"{case['input_length']}/{case['target_length']}, {case['activation_dtype']}), "
+                 "ours vs t5x.train on the same config, "
+                 f"{len(case['ours_step_seconds'])} steps each in {case['rounds']} alternating "
+                 "runs, ours vs t5x: median seconds per step (t5x / ours); fastest step (t5x / "
+                 "ours); peak memory (max RSS)",
                  f"{case['ours_seconds_per_step']:.1f} vs {case['t5x_seconds_per_step']:.1f} "
-                 f"({case['t5x_over_ours']:.2f}x)", "trainer_vs_t5x.py"))
+                 f"({case['t5x_over_ours']:.2f}x); {fastest[0]:.1f} vs {fastest[1]:.1f} "
+                 f"({fastest[1] / fastest[0]:.2f}x); {case['ours_peak_rss_gib']:.1f} vs "
+                 f"{case['t5x_peak_rss_gib']:.1f} GiB", "trainer_vs_t5x.py"))
   e = load("eval_scoring")
   for r in e["results"]:
     rows.append((f"rank-classification scoring, {r['config']}, bigbench suite: fast vs "

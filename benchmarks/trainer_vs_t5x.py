@@ -7,13 +7,18 @@ one after the other in this process's machine (tests/t5x_support.compare_trainer
 1. Loss curves: the tiny config, float32, 10 steps: per-step loss per target token of
    each, their largest relative difference, and the largest parameter difference after
    the last step.
-2. Step time: Flan-T5 small's shape, batch 8, 512/16 and 2048/32 tokens (--quick: 512/16
-   only), float32 and bfloat16 activations: median seconds per step after the first
-   (compiling) one, ours and t5x's, and the ratio (t5x / ours: above 1 means ours is faster).
+2. Step time: Flan-T5 small's shape, batch 8 at 512/16 tokens and batch 3 at 2048/32 (CASES:
+   batch 8 does not fit in memory there; --quick: 512/16 only, one round), float32 and
+   bfloat16 activations: median seconds per step after each run's first, over ROUNDS runs of
+   each trainer taken alternately, ours and t5x's, the ratio (t5x / ours: above 1 means ours
+   is faster), each trainer's peak resident memory (max RSS of its process), and the load
+   average before and after the case.
 Prints and writes benchmarks/results/trainer_vs_t5x.json.
 """
 import argparse
+import os
 import pathlib
+import shutil
 import statistics
 import sys
 import tempfile
@@ -26,8 +31,6 @@ import t5x_support  # noqa: E402  pylint: disable=wrong-import-position
 
 def _bigbench_dir() -> pathlib.Path:
   common.setup_bigbench()
-  import os  # pylint: disable=import-outside-toplevel
-
   return pathlib.Path(os.environ["BIGBENCH_DIR"])
 
 
@@ -47,21 +50,50 @@ def loss_curves(steps: int) -> dict:
           "max_abs_param_change": r["max_abs_param_change"]}
 
 
-def step_time(lengths, dtype: str, steps: int) -> dict:
+# (input length, target length, batch). 2048/32 runs at batch 3: at batch 8 neither trainer
+# fits this 24 GiB machine in float32 (XLA's temp buffer for the step: t5x 29.3 GB, ours
+# 26.7 GB, mostly the encoder's (8, 6, 2048, 2048) float32 attention tensors, 24 of 805 MB
+# live at once in both); batch 4 needs 15.0 / 13.5 GB (t5x / ours) on top of ~3 GB of
+# process, more than the half of the machine a benchmark may take beside other jobs.
+CASES = ((512, 16, 8), (2048, 32, 3))
+
+
+def _load() -> list:
+  return [round(x, 2) for x in os.getloadavg()]
+
+
+def step_time(lengths, batch: int, dtype: str, steps: int, rounds: int) -> dict:
+  """`rounds` runs of each trainer, alternating (t5x, ours, t5x, ours, ...) so a change in
+  the machine's load hits both; the median over all rounds of each run's steps after its
+  first (ours compiles in it; t5x compiles before step 1 but also starts its input there)."""
+  ours_steps, t5x_steps, runs, load = [], [], [], {"before": _load()}
   with tempfile.TemporaryDirectory() as tmp:
-    r = t5x_support.compare_trainers(tmp, _bigbench_dir(), steps=steps, size="small",
-                                     lengths=lengths, batch_size=8, activation_dtype=dtype)
-  ours = statistics.median(r["ours_seconds_per_step"][1:])
-  theirs = statistics.median(r["t5x_seconds_per_step"][1:])
-  row = {"config": "small", "batch": 8, "input_length": lengths[0],
-         "target_length": lengths[1], "activation_dtype": dtype,
-         "ours_seconds_per_step": ours, "t5x_seconds_per_step": theirs,
-         "t5x_over_ours": theirs / ours,
-         "max_rel_loss_diff": max(abs(a - b) / abs(b)
+    for i in range(rounds):
+      r = t5x_support.compare_trainers(
+          pathlib.Path(tmp) / f"round_{i}", _bigbench_dir(), steps=steps, size="small",
+          lengths=lengths, batch_size=batch, activation_dtype=dtype, init_dir=tmp)
+      ours_steps += r["ours_seconds_per_step"][1:]
+      t5x_steps += r["t5x_seconds_per_step"][1:]
+      runs.append(r)
+      shutil.rmtree(pathlib.Path(tmp) / f"round_{i}")
+  load["after"] = _load()
+  ours, theirs = statistics.median(ours_steps), statistics.median(t5x_steps)
+  gib = lambda key: max(r[key] for r in runs) / 2**30
+  row = {"config": "small", "batch": batch, "input_length": lengths[0],
+         "target_length": lengths[1], "activation_dtype": dtype, "rounds": rounds,
+         "steps_per_run": steps, "ours_step_seconds": ours_steps,
+         "t5x_step_seconds": t5x_steps, "ours_seconds_per_step": ours,
+         "t5x_seconds_per_step": theirs, "t5x_over_ours": theirs / ours,
+         "ours_peak_rss_gib": gib("ours_max_rss_bytes"),
+         "t5x_peak_rss_gib": gib("t5x_max_rss_bytes"), "load_average_1_5_15": load,
+         "max_rel_loss_diff": max(abs(a - b) / abs(b) for r in runs
                                   for a, b in zip(r["ours_loss"], r["t5x_loss"]))}
-  print(f"small, batch 8, {lengths[0]}/{lengths[1]}, {dtype}: ours {ours:.2f} s/step, "
-        f"t5x {theirs:.2f} s/step, t5x/ours {theirs / ours:.2f}; largest relative loss "
-        f"difference {row['max_rel_loss_diff']:.1e}", flush=True)
+  print(f"small, batch {batch}, {lengths[0]}/{lengths[1]}, {dtype}: ours {ours:.2f} s/step "
+        f"(peak {row['ours_peak_rss_gib']:.1f} GiB), t5x {theirs:.2f} s/step (peak "
+        f"{row['t5x_peak_rss_gib']:.1f} GiB), t5x/ours {theirs / ours:.2f} (medians of "
+        f"{len(ours_steps)} steps each, {rounds} alternating rounds; fastest steps "
+        f"{min(ours_steps):.2f} / {min(t5x_steps):.2f}; load {load}); largest "
+        f"relative loss difference {row['max_rel_loss_diff']:.1e}", flush=True)
   return row
 
 
@@ -69,23 +101,27 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="512/16 only, fewer steps")
   parser.add_argument("--curve_steps", type=int, default=10)
-  parser.add_argument("--timing_steps", type=int, default=4, help="steps per timed run")
+  parser.add_argument("--timing_steps", type=int, default=3, help="steps per timed run")
+  parser.add_argument("--rounds", type=int, default=2,
+                      help="runs of each trainer per case, alternating")
   args = parser.parse_args()
   reason = t5x_support.t5x_missing()
   if reason:
     sys.exit(f"trainer_vs_t5x: {reason}")
   figures = {"loss_curves": loss_curves(args.curve_steps), "step_time": []}
   common.write("trainer_vs_t5x", figures)  # rewritten after each case: a late failure keeps these
-  for lengths in ((512, 16),) if args.quick else ((512, 16), (2048, 32)):
+  for input_length, target_length, batch in CASES[:1] if args.quick else CASES:
     for dtype in ("float32", "bfloat16"):
       try:
-        figures["step_time"].append(step_time(lengths, dtype, args.timing_steps))
+        figures["step_time"].append(step_time((input_length, target_length), batch, dtype,
+                                              args.timing_steps, 1 if args.quick else args.rounds))
       except AssertionError as e:  # a trainer failed (e.g. out of memory): say which, go on
         reason = next((line for line in reversed(str(e).splitlines()) if "Error" in line),
                       str(e).splitlines()[0])
-        print(f"small, batch 8, {lengths[0]}/{lengths[1]}, {dtype}: failed: {reason}")
-        figures["step_time"].append({"config": "small", "batch": 8,
-                                     "input_length": lengths[0], "target_length": lengths[1],
+        print(f"small, batch {batch}, {input_length}/{target_length}, {dtype}: failed: {reason}")
+        figures["step_time"].append({"config": "small", "batch": batch,
+                                     "input_length": input_length,
+                                     "target_length": target_length,
                                      "activation_dtype": dtype, "error": reason})
       common.write("trainer_vs_t5x", figures)
 
