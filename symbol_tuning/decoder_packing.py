@@ -110,7 +110,7 @@ def best_fit_pack_sequences(ds: tf.data.Dataset, length: int,
   ds = ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.padded_batch(buffer_size, padded_shapes={
       **{k: [length] for k in SEQUENCE_FEATURES}, "length": []})
-  return ds.flat_map(pack)
+  return packing.with_pipeline_options(ds.flat_map(pack))
 
 
 class BestFitPrefixLMFeatureConverter(seqio.PrefixLMFeatureConverter):

@@ -31,7 +31,8 @@ DEFAULT_INPUT_LENGTH = 2048
 _NUM_META = prompt_builder._NUM_META  # pylint: disable=protected-access
 # Prompts skipped because they could not fit, per task (reported by `symbol-tuning`).
 SKIPPED: collections.Counter = collections.Counter()
-_fits: collections.Counter = collections.Counter()  # (task, split, length) -> prompts built
+# (task, split, length, vocabulary) -> prompts built; + ("skipped",) -> prompts skipped
+_fits: collections.Counter = collections.Counter()
 _fits_lock = threading.Lock()
 
 
@@ -60,6 +61,7 @@ def clear_caches() -> None:
   """Forgets loaded data, prompt builders and worker processes (after moving data)."""
   prompt_builder.clear_caches()
   _builder.cache_clear()
+  _fits.clear()
   prompt_workers.close_all()
 
 
@@ -115,7 +117,7 @@ def _count(spec: PromptSpec, split: str, length: int, asked: int, built: int) ->
   skipped = asked - built
   with _fits_lock:  # tf.data builds batches on several threads
     SKIPPED[spec.task_name] += skipped
-    key = (spec.task_name, split, length)
+    key = (spec.task_name, split, length, vocab_lib.current_spec())
     _fits[key] += built
     _fits[key + ("skipped",)] += skipped
     none_fit = not _fits[key] and _fits[key + ("skipped",)] >= len(queries(spec, split))

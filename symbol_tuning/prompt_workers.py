@@ -2,8 +2,8 @@
 
 Building a prompt is Python (~150 us). In one process tf.data's threads take turns on the
 GIL, so one core builds every prompt however many the host has. With
-`SYMBOL_TUNING_PROMPT_WORKERS=N` (default `auto`: one per core, at most 8, none on a
-single core) the seqio preprocessor hands each batch of queries to one of N worker
+`SYMBOL_TUNING_PROMPT_WORKERS=N` (default `auto`: one per core but one, at most 8; none on
+one or two cores) the seqio preprocessor hands each batch of queries to one of N worker
 processes instead (`python -m symbol_tuning.prompt_workers`: no TensorFlow or seqio in
 them, ~0.2 s to start). Prompts are pure functions of (task, split, position, seed), so
 the stream is the same example for example as in-process building; `0` builds in-process.
@@ -35,7 +35,9 @@ def num_workers() -> int:
   value = os.environ.get(ENV, "auto").strip()
   if value == "auto":
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return 0 if (cores or 1) < 2 else min(cores, MAX_AUTO_WORKERS)
+    # tf.data's own per-example work in the main process needs about a core; on 2 cores it
+    # and the workers compete, and building in-process measured faster (benchmarks/prompts.py).
+    return 0 if (cores or 1) <= 2 else min(cores - 1, MAX_AUTO_WORKERS)
   try:
     n = int(value)
   except ValueError:

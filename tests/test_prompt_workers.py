@@ -131,10 +131,11 @@ def test_number_of_workers_from_the_environment(monkeypatch, value, expected):
   assert prompt_workers.num_workers() == expected
 
 
-def test_auto_is_one_worker_per_core_and_none_on_one(monkeypatch):
+def test_auto_is_a_worker_per_core_but_one_and_none_on_two(monkeypatch):
   monkeypatch.setenv(prompt_workers.ENV, "auto")
-  monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
-  assert prompt_workers.num_workers() == 0
+  for cores, workers in ((1, 0), (2, 0), (4, 3)):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)))
+    assert prompt_workers.num_workers() == workers
   monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
   assert prompt_workers.num_workers() == prompt_workers.MAX_AUTO_WORKERS
 
