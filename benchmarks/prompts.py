@@ -71,10 +71,9 @@ def pipeline_speed(num: int, warmup: int = 1000) -> dict:
 
   def workers_cpu() -> float:  # seconds of CPU used so far by the live worker processes
     total = 0.0
-    for pool in prompt_workers._pools.values():  # pylint: disable=protected-access
-      for worker in pool._workers:  # pylint: disable=protected-access
-        fields = pathlib.Path(f"/proc/{worker.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for pid in prompt_workers.worker_pids():
+      fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+      total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
     return total
 
   start = time.perf_counter()

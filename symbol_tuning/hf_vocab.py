@@ -59,7 +59,7 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
       self._tokenizer = Tokenizer.from_file(file)
     except Exception as e:  # tokenizers raises its own exception type
       raise ValueError(f"{file}: not a readable HF tokenizer ({e})") from e
-    self._path, self._file = path, file
+    self._path = path
     self._encoder = tokens.Tokenizer("hf", file, self._tokenizer)
     self._eos_id = self._find_eos(directory, file)
     super().__init__(extra_ids=0)
@@ -81,15 +81,7 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
 
   @property
   def tokenizer(self) -> tokens.Tokenizer:
-    return self._encoder  # TokenCounter / PieceEncoder call vocabulary.tokenizer.EncodeAsIds
-
-  @property
-  def tokenizer_file(self) -> str:
-    return self._file  # what a prompt worker process loads (vocab.tokenizer_of)
-
-  @property
-  def hf_tokenizer(self):
-    return self._tokenizer
+    return self._encoder  # portable: prompt worker processes load it by its file path
 
   def EncodeAsIds(self, text):  # pylint: disable=invalid-name
     """Ids of a text, or of each text of a list (as sentencepiece's EncodeAsIds)."""

@@ -100,10 +100,14 @@ class Pool:
       return worker.call((spec, split, budget, positions, seeds, model_length, eos))
     except PromptWorkerError:
       worker.close()
-      worker = _Worker(self._tokenizer)  # later calls get a fresh process
+      fresh = _Worker(self._tokenizer)  # later calls get a fresh process
+      self._workers[self._workers.index(worker)] = worker = fresh
       raise
     finally:
       self._idle.put(worker)
+
+  def pids(self) -> list[int]:
+    return [worker.process.pid for worker in self._workers]
 
   def close(self) -> None:
     for worker in self._workers:
@@ -125,6 +129,11 @@ def pool(n: int, tokenizer: tokens.Tokenizer) -> Pool:
       close_all()  # another tokenizer or environment: the old workers would build stale data
       _pools[key] = Pool(n, tokenizer)
     return _pools[key]
+
+
+def worker_pids() -> list[int]:
+  """The process ids of the live workers (benchmarks/prompts.py reads their CPU time)."""
+  return [pid for p in _pools.values() for pid in p.pids()]
 
 
 def close_all() -> None:

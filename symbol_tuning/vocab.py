@@ -186,8 +186,8 @@ def tokenizer_of(vocabulary: seqio.Vocabulary | None = None) -> tokens.Tokenizer
   processor; prompt worker processes rebuild it from the model bytes / file path."""
   real = vocabulary._real if isinstance(vocabulary, LazyVocabulary) else (
       vocabulary or resolve())
-  if hasattr(real, "tokenizer_file"):  # hf_vocab.HFTokenizerVocabulary
-    return tokens.Tokenizer("hf", real.tokenizer_file, real.hf_tokenizer)
+  if isinstance(real.tokenizer, tokens.Tokenizer):  # hf_vocab.HFTokenizerVocabulary's own
+    return real.tokenizer
   return tokens.Tokenizer("sentencepiece", real.sp_model, real.tokenizer)
 
 

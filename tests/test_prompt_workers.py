@@ -105,13 +105,15 @@ def test_a_dead_worker_is_a_clear_error_and_the_pool_recovers(bigbench_dir):
   pool = prompt_workers.pool(1, vocab.tokenizer_of())
   args = (spec, "train", 2047, np.arange(4, dtype=np.int32), np.zeros((4, 2), np.int32))
   first = pool.build_batch(*args)
-  os.kill(pool._workers[0].process.pid, signal.SIGKILL)  # pylint: disable=protected-access
+  dead = pool.pids()[0]
+  os.kill(dead, signal.SIGKILL)
   pool._workers[0].process.wait()  # pylint: disable=protected-access
   with pytest.raises(prompt_workers.PromptWorkerError,
                      match=r"exited \(code -9\) while building prompts of "
                            r"symbol_tuning\.bigbench\.navigate.*SYMBOL_TUNING_PROMPT_WORKERS=0"):
     pool.build_batch(*args)
   _same(first, pool.build_batch(*args))  # a fresh worker took its place
+  assert pool.pids() != [dead] and prompt_workers.worker_pids() == pool.pids()
 
 
 def test_a_changed_environment_starts_new_workers(monkeypatch):
