@@ -141,8 +141,9 @@ def with_pipeline_options(ds: tf.data.Dataset) -> tf.data.Dataset:
   """Options for the whole input pipeline behind `ds` (tf.data applies a dataset's options
   to everything upstream): its ops run on one thread each instead of sharing the
   intra-op pool, and consecutive maps are fused. Neither changes an element; together they
-  took the mixture's per-prompt CPU from ~580-690 to ~490 us on 2 cores
-  (benchmarks/prompts.py's pipeline, one run each)."""
+  took the main process's CPU per prompt from 446 to 323 us with 2 prompt workers, and
+  from 607 to 536 us building in-process, on 2 cores (benchmarks/prompts.py, one idle run
+  before and one after)."""
   options = tf.data.Options()
   options.threading.max_intra_op_parallelism = 1
   options.experimental_optimization.map_fusion = True
