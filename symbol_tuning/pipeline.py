@@ -24,11 +24,10 @@ import tensorflow as tf
 from symbol_tuning import decoder_packing, prompt_builder, prompt_workers
 from symbol_tuning import vocab as vocab_lib
 # The builder's names, for the callers that know them from here.
-from symbol_tuning.prompt_builder import (BUILD_BATCH, PromptSpec, exemplar_data, k_cap,  # pylint: disable=unused-import
-                                          queries, validate)
+from symbol_tuning.prompt_builder import (  # pylint: disable=unused-import
+    BUILD_BATCH, PromptSpec, exemplar_data, k_cap, queries, validate)
 
 DEFAULT_INPUT_LENGTH = 2048
-_NUM_META = prompt_builder._NUM_META  # pylint: disable=protected-access
 # Prompts skipped because they could not fit, per task (reported by `symbol-tuning`).
 SKIPPED: collections.Counter = collections.Counter()
 # (task, split, length, vocabulary) -> prompts built; + ("skipped",) -> prompts skipped
@@ -183,11 +182,10 @@ def build_prompts(dataset: tf.data.Dataset, sequence_length=None, output_feature
         make, [batch["query"], batch["split"], batch["seed"]],
         [tf.int32, tf.string, tf.string, tf.int32, tf.int64, tf.int32, tf.int64, tf.int32,
          tf.string], stateful=False)
-    kept, inputs_str, targets_str, inputs, input_lengths, targets, target_lengths, meta, labels = out
-    for tensor, shape in ((kept, [None]), (inputs_str, [None]), (targets_str, [None]),
-                          (inputs, [None]), (input_lengths, [None]), (targets, [None]),
-                          (target_lengths, [None]), (meta, [None, _NUM_META]), (labels, [None])):
-      tensor.set_shape(shape)
+    (kept, inputs_str, targets_str, inputs, input_lengths, targets, target_lengths, meta,
+     labels) = out
+    for tensor in out:  # one entry (or token id) per kept prompt
+      tensor.set_shape([None, prompt_builder.NUM_META] if tensor is meta else [None])
     return {
         "inputs_pretokenized": inputs_str, "targets_pretokenized": targets_str,
         "inputs": tf.RaggedTensor.from_row_lengths(inputs, input_lengths),

@@ -22,7 +22,7 @@ _COMPOSE_CHECKS = 16  # prompts per builder whose composed ids are checked again
 # Prompts built per Python call: one tf.numpy_function call per example cost more than the
 # prompt itself (benchmarks/prompts.py); a batch amortises the call and the tensor copies.
 BUILD_BATCH = 32
-_NUM_META = 6  # template, k, num_dropped, gold, k_drawn, query_index
+NUM_META = 6  # template, k, num_dropped, gold, k_drawn, query_index
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,7 +208,7 @@ def build_batch(builder: PromptBuilder, positions, seeds, model_length: int | No
   return (np.array(kept, np.int32), strings(inputs_str), strings(targets_str),
           _flat(input_ids), np.array([len(a) for a in input_ids], np.int64),
           _flat(target_ids), np.array([len(a) for a in target_ids], np.int64),
-          np.array(meta, np.int32).reshape(-1, _NUM_META), strings(labels_json))
+          np.array(meta, np.int32).reshape(-1, NUM_META), strings(labels_json))
 
 
 def _end_with(ids, eos_id: int, length: int | None) -> array.array:

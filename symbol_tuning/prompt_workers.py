@@ -5,8 +5,9 @@ GIL, so one core builds every prompt however many the host has. With
 `SYMBOL_TUNING_PROMPT_WORKERS=N` (default `auto`: one per core but one, at most 8; none on
 one or two cores) the seqio preprocessor hands each batch of queries to one of N worker
 processes instead (`python -m symbol_tuning.prompt_workers`: no TensorFlow or seqio in
-them, ~0.2 s to start). Prompts are pure functions of (task, split, position, seed), so
-the stream is the same example for example as in-process building; `0` builds in-process.
+them; a worker starts and exits in ~0.4 s). Prompts are pure functions of (task, split,
+position, seed), so the stream is the same example for example as in-process building;
+`0` builds in-process.
 
 Workers read the data themselves, with the environment the pool was started in: a pool
 is keyed by the tokenizer and the environment, and a change of either starts a new one.
@@ -152,7 +153,10 @@ def _serve() -> None:
   os.dup2(2, 1)  # anything printed, by Python or a library, goes to stderr
   sys.stdout = sys.stderr
   stdin = sys.stdin.buffer
-  tokenizer = pickle.load(stdin)
+  try:
+    tokenizer = pickle.load(stdin)
+  except EOFError:  # the pool closed before sending anything
+    return
   builders: dict[tuple, prompt_builder.PromptBuilder] = {}
   while True:
     try:

@@ -58,6 +58,7 @@ def prompt_records(name, split, lengths, seed, num):
 
 def row_digests(name, lengths, batch, seed, batches):
   """Digests of the trainer's first packed batches (best-fit packing, host_batches)."""
+  import symbol_tuning.tasks  # pylint: disable=unused-import  (also when run alone)
   from symbol_tuning.training import data
 
   cfg = data.DataConfig(name, {"inputs": lengths[0], "targets": lengths[1]}, batch, seed=seed)
