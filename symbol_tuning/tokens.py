@@ -36,14 +36,14 @@ class Tokenizer:
 
   @functools.cached_property
   def digest(self) -> str:
-    """Names this tokenizer (keys prompt worker pools)."""
-    source = self.source if isinstance(self.source, bytes) else self.source.encode()
-    return f"{self.kind}:{hashlib.blake2b(source, digest_size=16).hexdigest()}"
-
-  @property
-  def model(self) -> bytes | None:
-    """Keys the on-disk token cache (sentencepiece only)."""
-    return self.source if self.kind == "sentencepiece" else None
+    """Names this tokenizer by its content, not its path (keys prompt worker pools and
+    the token cache: two tokenizer.json files written to one path are two tokenizers)."""
+    if isinstance(self.source, bytes):
+      content = self.source
+    else:
+      with open(self.source, "rb") as f:
+        content = f.read()
+    return f"{self.kind}:{hashlib.blake2b(content, digest_size=16).hexdigest()}"
 
   def _load(self):
     if self._loaded is None:
@@ -99,7 +99,7 @@ class PieceEncoder:
 
   def __init__(self, tokenizer: Tokenizer):
     self._encode = tokenizer.EncodeAsIds
-    self._model = tokenizer.model
+    self._tokenizer_digest = tokenizer.digest
     self._memo: dict[str, array.array] = {}
 
   def __call__(self, text: str) -> array.array:
@@ -112,28 +112,27 @@ class PieceEncoder:
     """Memoises the ids of `texts` (a dataset's examples) in one go, from the on-disk
     token cache when this vocabulary has tokenized the same texts before (in any
     process), so building prompts never waits on the tokenizer."""
-    for text, ids in zip(texts, token_ids(tuple(texts), self._model, self._encode)):
+    for text, ids in zip(texts, token_ids(tuple(texts), self._tokenizer_digest, self._encode)):
       self._memo.setdefault(text, ids)
 
   def encode_full(self, text: str) -> list[int]:
     return self._encode(text)
 
 
-_TOKEN_CACHE_VERSION = 1
+_TOKEN_CACHE_VERSION = 2
 _token_ids_in_process: dict[str, list[array.array]] = {}
 
 
-def token_ids(texts: tuple[str, ...], model: bytes | None, encode) -> list[array.array]:
+def token_ids(texts: tuple[str, ...], tokenizer_digest: str, encode) -> list[array.array]:
   """The ids of every text, cached in this process and on disk under
-  $SYMBOL_TUNING_CACHE/token_ids/ (keyed by the sentencepiece model and the texts).
+  $SYMBOL_TUNING_CACHE/token_ids/ (keyed by the tokenizer's content digest and the texts).
 
-  Example: token_ids(("a dog", "a cat"), spm_bytes, spm.EncodeAsIds)
+  Example: token_ids(("a dog", "a cat"), Tokenizer(...).digest, spm.EncodeAsIds)
     -> [array('i', [3, 71]), array('i', [3, 420])]; a second call, here or in another
-    process, reads them back instead of tokenizing again. Without a model (a vocabulary
-    that is not sentencepiece) nothing is written to disk.
+    process, reads them back instead of tokenizing again.
   """
   digest = hashlib.blake2b(digest_size=16)
-  digest.update(f"v{_TOKEN_CACHE_VERSION}\x1f".encode() + (model or b"") + b"\x1f")
+  digest.update(f"v{_TOKEN_CACHE_VERSION}\x1f{tokenizer_digest}\x1f".encode())
   for text in texts:
     digest.update(text.encode() + b"\x1e")
   key = digest.hexdigest()
@@ -142,7 +141,7 @@ def token_ids(texts: tuple[str, ...], model: bytes | None, encode) -> list[array
     return cached
   path = resources.cache_dir() / "token_ids" / f"{key}.npz"
   flat = offsets = None
-  if model is not None and path.is_file():
+  if path.is_file():
     try:
       with np.load(path) as stored:
         flat, offsets = stored["ids"], stored["offsets"]
@@ -154,8 +153,7 @@ def token_ids(texts: tuple[str, ...], model: bytes | None, encode) -> list[array
     encoded = encode(list(texts)) if texts else []
     offsets = np.cumsum([0] + [len(ids) for ids in encoded], dtype=np.int64)
     flat = np.fromiter(itertools.chain.from_iterable(encoded), np.int32, int(offsets[-1]))
-    if model is not None:
-      _write_atomically(path, flat, offsets)
+    _write_atomically(path, flat, offsets)
   data = flat.astype(np.int32, copy=False).tobytes()
   ids = []
   for start, end in zip(offsets[:-1].tolist(), offsets[1:].tolist()):

@@ -11,7 +11,7 @@ import pytest
 import seqio
 
 import symbol_tuning.tasks  # noqa: F401  (registers)
-from symbol_tuning import pipeline, prompt_builder, prompt_workers, vocab
+from symbol_tuning import pipeline, prompt_builder, prompt_workers, tokens, vocab
 
 SEQIO_TEST_SPM = os.path.join(os.path.dirname(seqio.__file__),
                               "test_data/sentencepiece/sentencepiece.model")
@@ -80,16 +80,43 @@ def test_a_worker_builds_what_this_process_builds(bigbench_dir, task, split, mod
   assert json.loads(here[8][0])["options"]  # labels_json
 
 
-def test_hf_tokenizer_vocabularies_work_in_workers(tmp_path, bigbench_dir):
+def _hf_tokenizer_dir(path, special_tokens=("<pad>", "</s>")):
+  """A small byte-level BPE tokenizer.json (+ config naming EOS) in `path`."""
   from tokenizers import Tokenizer, models, pre_tokenizers, trainers
   tok = Tokenizer(models.BPE())
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.train_from_iterator(["Input: the cat sat", "Output: 42 foo bar"] * 20, trainers.BpeTrainer(
-      vocab_size=280, special_tokens=["<pad>", "</s>"],
+      vocab_size=280, special_tokens=list(special_tokens),
       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-  tok.save(str(tmp_path / "tokenizer.json"))
-  (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "</s>"}))
-  vocabulary = vocab._make(str(tmp_path))
+  path.mkdir(parents=True, exist_ok=True)
+  tok.save(str(path / "tokenizer.json"))
+  (path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "</s>"}))
+  return path
+
+
+def test_token_cache_keeps_tokenizers_apart(tmp_path):
+  # Two HF tokenizers whose ids differ by one (an extra special token first), tokenizing
+  # the same texts in one process: each must get its own ids, not the other's cached ones.
+  # (Keyed by path or by texts alone, the second would read the first's ids.)
+  texts = ["Input: the cat sat", "Output: 42 foo bar", "a new text"]
+  got = []
+  for i, specials in enumerate([("<pad>", "</s>"), ("<unk>", "<pad>", "</s>")]):
+    tokenizer = vocab.tokenizer_of(vocab._make(str(_hf_tokenizer_dir(tmp_path / str(i),
+                                                                      specials))))
+    encoder = tokens.PieceEncoder(tokenizer)
+    encoder.prime(texts)
+    got.append([list(encoder(t)) for t in texts])
+    assert got[-1] == [tokenizer.EncodeAsIds(t) for t in texts]
+  assert got[0] != got[1]
+  # A tokenizer rewritten at the same path is a new tokenizer too.
+  same_path = tmp_path / "rewritten"
+  first = tokens.Tokenizer("hf", str(_hf_tokenizer_dir(same_path) / "tokenizer.json")).digest
+  _hf_tokenizer_dir(same_path, ("<unk>", "<pad>", "</s>"))
+  assert tokens.Tokenizer("hf", str(same_path / "tokenizer.json")).digest != first
+
+
+def test_hf_tokenizer_vocabularies_work_in_workers(tmp_path, bigbench_dir):
+  vocabulary = vocab._make(str(_hf_tokenizer_dir(tmp_path)))
   spec = _spec("symbol_tuning.bigbench.navigate")
   positions, seeds = np.arange(8, dtype=np.int32), np.zeros((8, 2), np.int32)
   here = prompt_builder.build_batch(
