@@ -66,6 +66,9 @@ def markdown_table() -> str:
                  f"{r['workers_cpu_us_per_prompt']:.0f} us", "prompts.py"))
   rows.append(("builder alone (one core) / best pipeline rate",
                f"{p['builder_over_pipeline']:.2f}x", "prompts.py"))
+  if "tf_data_map_cpu_us_per_element" in p:
+    rows.append(("CPU that one trivial per-example tf.data map adds, per element",
+                 f"{p['tf_data_map_cpu_us_per_element']:.1f} us", "prompts.py"))
   s = p["stats"]
   rows.append((f"over {s['num_prompts']:,} prompts: share that dropped exemplars to fit; "
                "queries cut", f"{s['share_with_dropped_exemplars']:.1%}; {s['num_query_cut']}",

@@ -21,6 +21,8 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from symbol_tuning import tf_exit
+
 FEATURES = ("inputs", "targets")
 PACKED = ("inputs", "inputs_segment_ids", "inputs_positions",
           "targets", "targets_segment_ids", "targets_positions")
@@ -102,22 +104,33 @@ def pack_buffer(input_values, input_lengths, target_values, target_lengths,
 
 
 def best_fit_pack_dataset(ds: tf.data.Dataset, feature_lengths: dict,
-                          buffer_size: int = 256) -> tf.data.Dataset:
+                          buffer_size: int = 256, check_lengths: bool = False) -> tf.data.Dataset:
   """Best-fit packs each buffer of `buffer_size` examples into rows, "inputs"/"targets"
-  trimmed to feature_lengths (a finite stream's last buffer may be short).
+  trimmed to feature_lengths (a finite stream's last buffer may be short). With
+  `check_lengths` an example longer than its length is an error instead (seqio's input
+  length validation).
 
   Example: 256 prompts of 200..2048 input tokens at {"inputs": 2048, "targets": 512}
     -> ~130 rows of 2048 input tokens, each holding 1-8 prompts, ~97% of tokens used.
   Features other than inputs/targets are dropped, as in seqio's packing. Examples are
-  batched ragged and trimmed in the packing call: no per-example tf.data map.
+  batched ragged and checked, trimmed and packed in one numpy call: the ragged batching
+  is the only tf.data function that runs per example.
   """
   unknown = sorted(set(feature_lengths) - set(FEATURES))
   if unknown:
     raise ValueError(f"best-fit packing handles inputs and targets only, not {unknown}")
   lengths = {k: int(feature_lengths[k]) for k in FEATURES}
+  tf_exit.register()  # Python runs inside tf.data from here: let the process exit cleanly
 
-  def pack_flat(*flat):
-    return pack_buffer(*flat, lengths["inputs"], lengths["targets"])
+  def pack_flat(input_values, input_lengths, target_values, target_lengths):
+    for name, example_lengths in (("inputs", input_lengths), ("targets", target_lengths)):
+      if check_lengths and example_lengths.size and example_lengths.max() > lengths[name]:
+        raise ValueError(
+            f"best-fit packing: an example's {name!r} has {example_lengths.max()} tokens, more "
+            f"than its length {lengths[name]} (input_validation; trim it first, or build "
+            "the converter with apply_length_check=False to have packing trim it)")
+    return pack_buffer(input_values, input_lengths, target_values, target_lengths,
+                       lengths["inputs"], lengths["targets"])
 
   @tf.autograph.experimental.do_not_convert  # no control flow: autograph would only slow it
   def pack(batch):
@@ -132,8 +145,13 @@ def best_fit_pack_dataset(ds: tf.data.Dataset, feature_lengths: dict,
       packed[name] = array
     return tf.data.Dataset.from_tensor_slices(packed)
 
-  if set(ds.element_spec) != set(FEATURES):  # e.g. a single task's metadata
-    ds = ds.map(lambda ex: {k: ex[k] for k in FEATURES}, num_parallel_calls=tf.data.AUTOTUNE)
+  spec = ds.element_spec
+  for name in FEATURES:
+    if not spec[name].dtype.is_integer or spec[name].shape.rank != 1:
+      raise ValueError(f"best-fit packing needs vectors of token ids for {name!r}, got "
+                       f"{spec[name]}")
+  # Every feature is batched: ragged_batch runs one function per example whatever it
+  # batches, and a map to drop the other features would be a second one.
   return with_pipeline_options(ds.ragged_batch(buffer_size).flat_map(pack))
 
 
@@ -161,7 +179,22 @@ class BestFitEncDecFeatureConverter(seqio.EncDecFeatureConverter):
     super().__init__(pack=pack, **kwargs)
     self._buffer_size = buffer_size  # examples packed together; 128+ reach ~97% fill
 
+  def _validate_dataset(self, ds, expected_features, expected_lengths, strict, error_label):
+    if not self.pack or strict:
+      return super()._validate_dataset(ds, expected_features, expected_lengths, strict,
+                                       error_label)
+    # Input lengths are checked by the packing call, a buffer at a time, instead of by
+    # seqio's per-example map (its "Length validation is skipped" log line is about that
+    # map only).
+    check, self._apply_length_check = self._apply_length_check, False
+    try:
+      return super()._validate_dataset(ds, expected_features, expected_lengths, strict,
+                                       error_label)
+    finally:
+      self._apply_length_check = check
+
   def _pack_or_pad(self, ds, packed_lengths):
     if not self.pack:
       return super()._pack_or_pad(ds, packed_lengths)
-    return best_fit_pack_dataset(ds, packed_lengths, self._buffer_size)
+    return best_fit_pack_dataset(ds, packed_lengths, self._buffer_size,
+                                 check_lengths=self._apply_length_check)

@@ -8,20 +8,23 @@ Example (task symbol_tuning.bigbench.navigate, split train):
                     \\nX = Always face forward. ...\\nY =", "targets_pretokenized": "8270",
                     "inputs": [...ids..., 1], "targets": [..., 1], "template": 7, "k": 5,
                     "num_dropped": 0, "gold": 0, "symbols": '{"True": "8270", ...}', ...}
-Randomness is stateless: seqio hands each example a seed (map_over_dataset(num_seeds=1)),
-and the task name and query position are folded into it, so tasks of a mixture never share
-draws and a seed reproduces every prompt. The prompts themselves are built in plain Python
-(`prompt_builder`), in this process or in prompt worker processes (`prompt_workers`).
+Randomness is stateless: each example gets the seed seqio's map_over_dataset(num_seeds=1)
+would hand it, and the task name and query position are folded into it, so tasks of a
+mixture never share draws and a seed reproduces every prompt. The prompts themselves are
+built in plain Python (`prompt_builder`), in this process or in prompt worker processes
+(`prompt_workers`). No tf.data function runs per example (PromptTask, PromptMixture).
 """
 import collections
+import contextvars
 import functools
 import re
 import threading
 
 import seqio
+from seqio import utils as seqio_utils
 import tensorflow as tf
 
-from symbol_tuning import decoder_packing, prompt_builder, prompt_workers
+from symbol_tuning import decoder_packing, prompt_builder, prompt_workers, tf_exit
 from symbol_tuning import vocab as vocab_lib
 # The builder's names, for the callers that know them from here.
 from symbol_tuning.prompt_builder import (  # pylint: disable=unused-import
@@ -95,13 +98,15 @@ class QuerySource(seqio.DataSource):
     del sequence_length, use_cached
     validate(self.spec, split)  # eagerly, before any tf.data op runs
     n = self.num_input_examples(split)
-    ds = tf.data.Dataset.range(n)
+    ds = tf.data.Dataset.range(n, output_type=tf.int32)
     if shard_info:
       ds = ds.shard(shard_info.num_shards, shard_info.index)
     if shuffle:
       ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     ds = ds.repeat(num_epochs) if num_epochs != 1 else ds
-    return ds.map(lambda i: {"query": tf.cast(i, tf.int32), "split": tf.constant(split)})
+    # A zip, not a map: tf.data runs no function per example (a map costs ~30 us each).
+    return tf.data.Dataset.zip({"query": ds,
+                                "split": tf.data.Dataset.from_tensors(split).repeat()})
 
 
 @functools.cache
@@ -137,9 +142,10 @@ def build_prompts(dataset: tf.data.Dataset, sequence_length=None, output_feature
   "targets" with EOS exactly as seqio.preprocessors.append_eos_after_trim would after this
   (the tasks do it here: one per-example tf.data map less).
 
-  Each example gets its seed from seqio (map_over_dataset), exactly as a per-example map
-  would; prompts are then built BUILD_BATCH at a time and unbatched, so the stream is the
-  same example for example, whichever process builds them.
+  Each example gets the seed seqio's map_over_dataset(num_seeds=1) would give it
+  (`_seed_datasets`); prompts are then built BUILD_BATCH at a time and unbatched, so the
+  stream is the same example for example, whichever process builds them. Inside a
+  PromptMixture only the features the mixture keeps are built.
   """
   # Decoder-only lengths {"targets": L}: prompt + EOS + answer + EOS fit L together
   # (decoder_packing.single_length); else the prompt + EOS fits "inputs".
@@ -157,13 +163,9 @@ def build_prompts(dataset: tf.data.Dataset, sequence_length=None, output_feature
            lengths.get("targets"))
   workers = prompt_workers.num_workers()
   tokenizer = vocab_lib.tokenizer_of() if workers else None
+  tf_exit.register()  # Python runs inside tf.data from here: let the process exit cleanly
 
-  # The map functions have no Python control flow: autograph would only slow tracing
-  # (18 tasks x 3 functions took ~10 s of a mixture's construction).
-  @seqio.map_over_dataset(num_seeds=1)
-  @tf.autograph.experimental.do_not_convert
-  def attach_seed(ex, seed):
-    return {"query": ex["query"], "split": ex["split"], "seed": tf.stack(seed)}
+  features = _requested_features.get()
 
   def make(positions, splits, seeds):
     split = splits[0].decode()
@@ -176,17 +178,18 @@ def build_prompts(dataset: tf.data.Dataset, sequence_length=None, output_feature
     _count(spec, split, model_length or length, len(positions), len(out[0]))
     return out
 
+  # No Python control flow: autograph would only slow tracing (18 tasks took ~10 s).
   @tf.autograph.experimental.do_not_convert
-  def build(batch):
+  def build(batch, seeds):
     out = tf.numpy_function(
-        make, [batch["query"], batch["split"], batch["seed"]],
+        make, [batch["query"], batch["split"], tf.stack(seeds, axis=1)],
         [tf.int32, tf.string, tf.string, tf.int32, tf.int64, tf.int32, tf.int64, tf.int32,
          tf.string], stateful=False)
     (kept, inputs_str, targets_str, inputs, input_lengths, targets, target_lengths, meta,
      labels) = out
     for tensor in out:  # one entry (or token id) per kept prompt
       tensor.set_shape([None, prompt_builder.NUM_META] if tensor is meta else [None])
-    return {
+    built = {
         "inputs_pretokenized": inputs_str, "targets_pretokenized": targets_str,
         "inputs": tf.RaggedTensor.from_row_lengths(inputs, input_lengths),
         "targets": tf.RaggedTensor.from_row_lengths(targets, target_lengths),
@@ -196,7 +199,68 @@ def build_prompts(dataset: tf.data.Dataset, sequence_length=None, output_feature
         "query_index": meta[:, 5],  # the query's index in its dataset split
         "task": tf.fill(tf.shape(kept), spec.task_name),
     }
+    return {k: v for k, v in built.items() if features is None or k in features}
 
-  ds = attach_seed(dataset).batch(BUILD_BATCH)
-  # Prompts that cannot fit are left out of their batch (no per-example filter).
+  # Per example only zips and a batch; prompts that cannot fit are left out of their batch
+  # (no per-example filter).
+  ds = tf.data.Dataset.zip((dataset, _seed_datasets())).batch(BUILD_BATCH)
   return ds.map(build, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+
+
+def _seed_datasets() -> tuple[tf.data.Dataset, tf.data.Dataset]:
+  """The seeds seqio.map_over_dataset(num_seeds=1) would hand each example: the two
+  random datasets it zips in, from seqio's seed counter, which advances as it would.
+
+  Example: under seqio.utils.map_seed_manager(0) the first call gives
+    (Dataset.random(0), Dataset.random(1)) and the next (Dataset.random(2), ...): the
+    seeds of a preprocessor decorated with map_over_dataset(num_seeds=1) in its place.
+  Zipped in here and batched, no function runs per example; tests/test_pipeline_golden.py
+  pins the resulting prompts.
+  """
+  start = seqio_utils._NEXT_MAP_SEED  # pylint: disable=protected-access
+  if start is None:  # no seed: nondeterministic, as seqio's
+    return tf.data.Dataset.random(), tf.data.Dataset.random()
+  seqio_utils._NEXT_MAP_SEED = start + 2  # pylint: disable=protected-access
+  return tf.data.Dataset.random(int(start)), tf.data.Dataset.random(int(start) + 1)
+
+
+# The features a mixture keeps of its tasks (None: all); read by build_prompts while
+# PromptMixture builds a task's dataset.
+_requested_features: contextvars.ContextVar = contextvars.ContextVar(
+    "requested_features", default=None)
+
+
+class PromptTask(seqio.Task):
+  """A seqio.Task whose preprocessor already trims "inputs"/"targets" to the sequence
+  lengths (build_prompts with append_eos=True, exactly as append_eos_after_trim): seqio's
+  own trim would be a per-example map that changes nothing."""
+
+  def _trim_output_features(self, dataset, sequence_length):
+    return dataset
+
+
+class PromptMixture(seqio.Mixture):
+  """A seqio.Mixture that asks its PromptTasks for the features it keeps, instead of
+  dropping the rest with a per-example map (seqio's `filter_features`). Other tasks are
+  read as seqio reads them. Same examples, same order."""
+
+  def get_task_dataset(self, task, output_feature_keys, sequence_length=None,
+                       split="train", use_cached=False, shuffle=True, seed=None,
+                       shard_info=None, num_epochs=None, trim_output_features=True,
+                       try_in_mem_cache=True):
+    args = (sequence_length, split, use_cached, shuffle, seed, shard_info, num_epochs,
+            trim_output_features, try_in_mem_cache)
+    if not isinstance(task, PromptTask):
+      return super().get_task_dataset(task, output_feature_keys, *args)
+    token = _requested_features.set(frozenset(output_feature_keys))
+    try:
+      ds = task.get_dataset(
+          sequence_length=sequence_length, split=split, use_cached=use_cached,
+          shuffle=shuffle, seed=seed, shard_info=shard_info, num_epochs=num_epochs,
+          trim_output_features=trim_output_features, try_in_mem_cache=try_in_mem_cache)
+    finally:
+      _requested_features.reset(token)
+    if not set(ds.element_spec) <= set(output_feature_keys):  # e.g. a cached task
+      ds = ds.map(lambda ex: {k: v for k, v in ex.items() if k in output_feature_keys},
+                  num_parallel_calls=tf.data.AUTOTUNE)
+    return ds

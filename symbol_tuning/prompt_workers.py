@@ -175,8 +175,11 @@ def _serve() -> None:
         reply = ("error", e)
       except Exception:  # pylint: disable=broad-except
         reply = ("error", RuntimeError(f"{type(e).__name__}: {e}"))
-    pickle.dump(reply, protocol_out, protocol=pickle.HIGHEST_PROTOCOL)
-    protocol_out.flush()
+    try:
+      pickle.dump(reply, protocol_out, protocol=pickle.HIGHEST_PROTOCOL)
+      protocol_out.flush()
+    except BrokenPipeError:  # the main process is gone (ended or killed): nothing to say
+      os._exit(0)  # pylint: disable=protected-access  (no flush of the broken pipe at exit)
 
 
 if __name__ == "__main__":

@@ -77,6 +77,7 @@ def _register_task(name: str, entry, setting: prompts.Setting, query_splits,
   spec = pipeline.PromptSpec(name, entry, setting, tuple(query_splits))
   seqio.TaskRegistry.add(
       name,
+      task_cls=pipeline.PromptTask,  # build_prompts trims: no seqio trim map
       source=pipeline.QuerySource(spec),
       # build_prompts ends inputs and targets with EOS, as append_eos_after_trim would.
       preprocessors=[functools.partial(pipeline.build_prompts, spec=spec, append_eos=True)],
@@ -105,12 +106,14 @@ def register_all() -> None:
   rate = functools.partial(seqio.mixing_rate_num_examples, maximum=EXAMPLES_CAP)
   for mixture, family in MIXTURES.items():
     tasks = [n for n in seqio.TaskRegistry.names() if n.startswith(f"{PREFIX}.{family}.")]
-    seqio.MixtureRegistry.add(mixture, sorted(tasks), default_rate=rate)
+    seqio.MixtureRegistry.add(mixture, sorted(tasks), default_rate=rate,
+                              mixture_cls=pipeline.PromptMixture)
   for group, role, family in EVAL_FAMILIES:
     for setting_name in prompts.EVAL_SETTINGS:
       tasks = sorted(n for n in seqio.TaskRegistry.names()
                      if n.startswith(f"{PREFIX}.{family}.") and n.endswith(f".{setting_name}"))
-      seqio.MixtureRegistry.add(f"{PREFIX}_{family}_{setting_name}", tasks, default_rate=1.0)
+      seqio.MixtureRegistry.add(f"{PREFIX}_{family}_{setting_name}", tasks, default_rate=1.0,
+                                mixture_cls=pipeline.PromptMixture)
   for symbol_mixture, other, stem in PRESET_MIXES:
     for fraction in PRESET_FRACTIONS:
       symbol_tuning_mix(fraction, other, symbol_mixture=symbol_mixture,
@@ -135,7 +138,7 @@ def symbol_tuning_mix(fraction: float = gin.REQUIRED, other: str = "instruction_
   name = name or f"{symbol_mixture}_{round(fraction * 100)}pct_{other}"
   if name not in seqio.MixtureRegistry.names():
     parts = [(symbol_mixture, fraction)] + ([(other, 1.0 - fraction)] if fraction < 1 else [])
-    seqio.MixtureRegistry.add(name, parts)
+    seqio.MixtureRegistry.add(name, parts, mixture_cls=pipeline.PromptMixture)
   return name
 
 

@@ -2,6 +2,7 @@
 TensorFlow, report a dead worker clearly, and follow the environment and the vocabulary."""
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -141,6 +142,22 @@ def test_a_dead_worker_is_a_clear_error_and_the_pool_recovers(bigbench_dir):
     pool.build_batch(*args)
   _same(first, pool.build_batch(*args))  # a fresh worker took its place
   assert pool.pids() != [dead] and prompt_workers.worker_pids() == pool.pids()
+
+
+def test_a_worker_whose_main_process_is_gone_exits_quietly(bigbench_dir):
+  # The main process ended (or was killed) with a request in flight: the worker's reply
+  # finds a broken pipe, and it exits without a traceback on the shared stderr.
+  worker = subprocess.Popen([sys.executable, "-m", "symbol_tuning.prompt_workers"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+  request = (_spec("symbol_tuning.bigbench.navigate"), "train", 2047,
+             np.arange(4, dtype=np.int32), np.zeros((4, 2), np.int32), None, None)
+  worker.stdout.close()  # nobody will read the reply
+  pickle.dump(vocab.tokenizer_of(), worker.stdin)
+  pickle.dump(request, worker.stdin)
+  worker.stdin.close()
+  assert worker.wait(timeout=60) == 0
+  assert worker.stderr.read().decode().strip() == ""
 
 
 def test_a_changed_environment_starts_new_workers(monkeypatch):
