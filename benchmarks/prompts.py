@@ -15,8 +15,7 @@ Prints and writes benchmarks/results/prompts.json:
     batching, tensors, mixing, packing; and the building when done there) and in the
     workers; and the builder / pipeline ratio (one core's builder rate over the best
     pipeline rate);
-  - the CPU time one trivial per-example tf.data map adds (why the pipeline runs none but
-    the ragged batching);
+  - the CPU time one trivial per-example tf.data map adds (why the pipeline runs none);
   - stats over --stats prompts from the seqio pipeline: spread of k, templates and symbol
     kinds, the share of prompts that dropped exemplars to fit, prompts whose query was cut.
 """

@@ -113,8 +113,8 @@ def best_fit_pack_dataset(ds: tf.data.Dataset, feature_lengths: dict,
   Example: 256 prompts of 200..2048 input tokens at {"inputs": 2048, "targets": 512}
     -> ~130 rows of 2048 input tokens, each holding 1-8 prompts, ~97% of tokens used.
   Features other than inputs/targets are dropped, as in seqio's packing. Examples are
-  batched ragged and checked, trimmed and packed in one numpy call: the ragged batching
-  is the only tf.data function that runs per example.
+  batched ragged and checked, trimmed and packed in one numpy call; for our tasks'
+  examples (already ragged) no tf.data function runs per example.
   """
   unknown = sorted(set(feature_lengths) - set(FEATURES))
   if unknown:
@@ -150,8 +150,12 @@ def best_fit_pack_dataset(ds: tf.data.Dataset, feature_lengths: dict,
     if not spec[name].dtype.is_integer or spec[name].shape.rank != 1:
       raise ValueError(f"best-fit packing needs vectors of token ids for {name!r}, got "
                        f"{spec[name]}")
-  # Every feature is batched: ragged_batch runs one function per example whatever it
-  # batches, and a map to drop the other features would be a second one.
+  # Every feature is batched (a map to drop the others would run per example). Ragged
+  # examples (our tasks' prompts) batch as they are; dense ones of varying length need
+  # ragged_batch, which runs a function per example to make them ragged.
+  if all(isinstance(s, tf.RaggedTensorSpec) or s.shape.is_fully_defined()
+         for s in spec.values()):
+    return with_pipeline_options(ds.batch(buffer_size).flat_map(pack))
   return with_pipeline_options(ds.ragged_batch(buffer_size).flat_map(pack))
 
 
