@@ -147,6 +147,9 @@ def best_fit_pack_dataset(ds: tf.data.Dataset, feature_lengths: dict,
 
   spec = ds.element_spec
   for name in FEATURES:
+    if name not in spec:
+      raise ValueError(f"best-fit packing: the examples have no {name!r} feature (they have "
+                       f"{sorted(spec)})")
     if not spec[name].dtype.is_integer or spec[name].shape.rank != 1:
       raise ValueError(f"best-fit packing needs vectors of token ids for {name!r}, got "
                        f"{spec[name]}")

@@ -260,7 +260,8 @@ class PromptMixture(seqio.Mixture):
           trim_output_features=trim_output_features, try_in_mem_cache=try_in_mem_cache)
     finally:
       _requested_features.reset(token)
-    if not set(ds.element_spec) <= set(output_feature_keys):  # e.g. a cached task
+    # A PromptTask whose later preprocessors add features still loses them, as in seqio.
+    if not set(ds.element_spec) <= set(output_feature_keys):
       ds = ds.map(lambda ex: {k: v for k, v in ex.items() if k in output_feature_keys},
                   num_parallel_calls=tf.data.AUTOTUNE)
     return ds

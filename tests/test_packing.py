@@ -124,3 +124,25 @@ def test_fuller_than_greedy_on_prompt_like_lengths():
 def test_rejects_extra_features():
   with pytest.raises(ValueError, match="inputs and targets only"):
     packing.best_fit_pack_dataset(examples_ds([]), {"inputs": 8, "targets": 4, "weights": 4})
+
+
+def test_rejects_examples_without_token_id_vectors():
+  only_inputs = tf.data.Dataset.from_tensors({"inputs": tf.constant([1, 2], tf.int32)})
+  with pytest.raises(ValueError, match="no 'targets' feature"):
+    packing.best_fit_pack_dataset(only_inputs, {"inputs": 8, "targets": 4})
+  floats = tf.data.Dataset.from_tensors({"inputs": tf.constant([1.0]),
+                                         "targets": tf.constant([1], tf.int32)})
+  with pytest.raises(ValueError, match="vectors of token ids for 'inputs'"):
+    packing.best_fit_pack_dataset(floats, {"inputs": 8, "targets": 4})
+
+
+def test_input_lengths_are_checked_in_the_packing_call_as_seqio_checks_them():
+  too_long = [{"inputs": np.arange(1, 11, dtype=np.int32), "targets": np.array([1], np.int32)}]
+  with pytest.raises(tf.errors.InvalidArgumentError, match="'inputs' has 10 tokens, more than "
+                                                          "its length 8"):
+    list(packing.BestFitEncDecFeatureConverter(pack=True)(
+        examples_ds(too_long), {"inputs": 8, "targets": 4}))
+  # seqio's own rule: without the check, packing trims.
+  rows = list(packing.BestFitEncDecFeatureConverter(pack=True, apply_length_check=False)(
+      examples_ds(too_long), {"inputs": 8, "targets": 4}).as_numpy_iterator())
+  assert rows[0]["encoder_input_tokens"].tolist() == list(range(1, 9))
