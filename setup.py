@@ -54,6 +54,7 @@ EXTRAS_REQUIRE = {
     # Linux wheel is CUDA): tests run it in its own process, away from TensorFlow.
     "test": [
         "pytest==9.2.0",
+        "pytest-xdist==3.8.0",  # tests/pytest.ini runs the suite on 2 processes
         "torch==2.13.0",
         "transformers==5.23.0",
         "nbclient==0.11.0",
