@@ -12,7 +12,8 @@ Randomness is stateless: each example gets the seed seqio's map_over_dataset(num
 would hand it, and the task name and query position are folded into it, so tasks of a
 mixture never share draws and a seed reproduces every prompt. The prompts themselves are
 built in plain Python (`prompt_builder`), in this process or in prompt worker processes
-(`prompt_workers`). No tf.data function runs per example (PromptTask, PromptMixture).
+(`prompt_workers`). No tf.data function runs per example (PromptTask, PromptMixture,
+`mixing`).
 """
 import collections
 import contextvars
@@ -24,7 +25,7 @@ import seqio
 from seqio import utils as seqio_utils
 import tensorflow as tf
 
-from symbol_tuning import decoder_packing, prompt_builder, prompt_workers, tf_exit
+from symbol_tuning import decoder_packing, mixing, prompt_builder, prompt_workers, tf_exit
 from symbol_tuning import vocab as vocab_lib
 # The builder's names, for the callers that know them from here.
 from symbol_tuning.prompt_builder import (  # pylint: disable=unused-import
@@ -241,8 +242,14 @@ class PromptTask(seqio.Task):
 
 class PromptMixture(seqio.Mixture):
   """A seqio.Mixture that asks its PromptTasks for the features it keeps, instead of
-  dropping the rest with a per-example map (seqio's `filter_features`). Other tasks are
-  read as seqio reads them. Same examples, same order."""
+  dropping the rest with a per-example map (seqio's `filter_features`), and samples its
+  tasks with `mixing.sample_from_datasets` (seqio's default sampling, drawn in batches).
+  Other tasks are read as seqio reads them. Same examples, same order."""
+
+  def __init__(self, name, tasks, default_rate=None,
+               sample_fn=mixing.sample_from_datasets, source_info=None):
+    super().__init__(name, tasks, default_rate=default_rate, sample_fn=sample_fn,
+                     source_info=source_info)
 
   def get_task_dataset(self, task, output_feature_keys, sequence_length=None,
                        split="train", use_cached=False, shuffle=True, seed=None,

@@ -1,0 +1,59 @@
+"""mixing.sample_from_datasets draws exactly what TensorFlow's sample_from_datasets draws."""
+import numpy as np
+import pytest
+import seqio
+import tensorflow as tf
+
+from symbol_tuning import mixing, pipeline
+
+
+@pytest.mark.parametrize("weights", [[0.75, 0.25], [1.0, 2.0, 3.0, 0.5, 7.0],
+                                     list(np.linspace(0.01, 1.0, 18))])
+def test_choices_equal_tensorflows_stateless_categorical(weights):
+  logits = tf.math.log(tf.constant(weights, tf.float32))
+  seeds = np.random.RandomState(len(weights)).randint(
+      np.iinfo(np.int64).min, np.iinfo(np.int64).max, size=(1500, 2), dtype=np.int64)
+  seeds[:4] = [[0, 0], [-1, -1], [1, 2], [np.iinfo(np.int64).max, np.iinfo(np.int64).min]]
+  want = [int(tf.random.stateless_categorical(logits[None], 1, s, dtype=tf.int64)[0, 0])
+          for s in seeds]
+  np.testing.assert_array_equal(mixing.stateless_choices(logits.numpy(), seeds), want)
+
+
+def _elements(ds, n=None):
+  ds = ds if n is None else ds.take(n)
+  return [tuple(np.asarray(x).tolist()) for x in ds.as_numpy_iterator()]
+
+
+def _source(tag: int, n: int | None) -> tf.data.Dataset:
+  ds = tf.data.Dataset.range(10**9 if n is None else n).map(lambda i: (tag, i))
+  return ds
+
+
+@pytest.mark.parametrize("lengths,weights,seed", [
+    ((None, None, None), [0.5, 0.3, 0.2], 0),  # infinite streams, as a training mixture
+    ((None, None), [0.9, 0.1], 12345),
+    ((40, 700, 300), [1.0, 5.0, 2.0], 7),  # finite: stops at the first empty one, as TF
+    ((None, 50, None), [1.0, 0.0, 3.0], 3),  # a zero weight never comes up
+    ((None, 30), [0.0, 1.0], 3),  # one left: that dataset as it is
+    ((None, None), [0.6, 0.4], None),  # no seed: TensorFlow's own op
+])
+def test_same_stream_as_tensorflows_sample_from_datasets(lengths, weights, seed):
+  make = lambda: [_source(tag, n) for tag, n in enumerate(lengths)]
+  want = tf.data.Dataset.sample_from_datasets(make(), weights, seed,
+                                              stop_on_empty_dataset=True)
+  got = mixing.sample_from_datasets(make(), weights, seed)
+  if seed is None:  # TensorFlow's op, drawing anew each run: check the mixing rates
+    tags = [tag for tag, _ in _elements(got, 4000)]
+    assert got.element_spec == want.element_spec
+    np.testing.assert_allclose(np.bincount(tags) / len(tags), weights, atol=0.04)
+    return
+  take = None if all(lengths) else 3 * mixing.CHOICES_PER_CALL + 17
+  assert _elements(got, take) == _elements(want, take)
+
+
+def test_prompt_mixtures_sample_with_it():
+  import symbol_tuning.tasks  # pylint: disable=import-outside-toplevel,unused-import
+
+  mixture = seqio.get_mixture_or_task("symbol_tuning_bigbench")
+  assert isinstance(mixture, pipeline.PromptMixture)
+  assert mixture._sample_fn is mixing.sample_from_datasets  # pylint: disable=protected-access
