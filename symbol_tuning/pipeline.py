@@ -18,6 +18,7 @@ built in plain Python (`prompt_builder`), in this process or in prompt worker pr
 import collections
 import contextvars
 import functools
+import inspect
 import re
 import threading
 
@@ -246,25 +247,22 @@ class PromptMixture(seqio.Mixture):
   tasks with `mixing.sample_from_datasets` (seqio's default sampling, drawn in batches).
   Other tasks are read as seqio reads them. Same examples, same order."""
 
-  def __init__(self, name, tasks, default_rate=None,
-               sample_fn=mixing.sample_from_datasets, source_info=None):
-    super().__init__(name, tasks, default_rate=default_rate, sample_fn=sample_fn,
-                     source_info=source_info)
+  def __init__(self, *args, sample_fn=mixing.sample_from_datasets, **kwargs):
+    super().__init__(*args, sample_fn=sample_fn, **kwargs)
 
-  def get_task_dataset(self, task, output_feature_keys, sequence_length=None,
-                       split="train", use_cached=False, shuffle=True, seed=None,
-                       shard_info=None, num_epochs=None, trim_output_features=True,
-                       try_in_mem_cache=True):
-    args = (sequence_length, split, use_cached, shuffle, seed, shard_info, num_epochs,
-            trim_output_features, try_in_mem_cache)
+  def get_task_dataset(self, task, output_feature_keys, *args, **kwargs):
     if not isinstance(task, PromptTask):
-      return super().get_task_dataset(task, output_feature_keys, *args)
+      return super().get_task_dataset(task, output_feature_keys, *args, **kwargs)
+    # seqio's own arguments, by name, whatever their order in this seqio version; seqio
+    # passes each of them to task.get_dataset under the same name.
+    bound = inspect.signature(seqio.Mixture.get_task_dataset).bind(
+        self, task, output_feature_keys, *args, **kwargs)
+    bound.apply_defaults()
+    task_args = {k: v for k, v in bound.arguments.items()
+                 if k not in ("self", "task", "output_feature_keys")}
     token = _requested_features.set(frozenset(output_feature_keys))
     try:
-      ds = task.get_dataset(
-          sequence_length=sequence_length, split=split, use_cached=use_cached,
-          shuffle=shuffle, seed=seed, shard_info=shard_info, num_epochs=num_epochs,
-          trim_output_features=trim_output_features, try_in_mem_cache=try_in_mem_cache)
+      ds = task.get_dataset(**task_args)
     finally:
       _requested_features.reset(token)
     # A PromptTask whose later preprocessors add features still loses them, as in seqio.

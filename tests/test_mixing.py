@@ -57,3 +57,24 @@ def test_prompt_mixtures_sample_with_it():
   mixture = seqio.get_mixture_or_task("symbol_tuning_bigbench")
   assert isinstance(mixture, pipeline.PromptMixture)
   assert mixture._sample_fn is mixing.sample_from_datasets  # pylint: disable=protected-access
+
+
+def test_prompt_mixture_reads_its_tasks_with_seqios_arguments_in_any_form():
+  import symbol_tuning.tasks  # pylint: disable=import-outside-toplevel,unused-import
+
+  mixture = seqio.get_mixture_or_task("symbol_tuning_bigbench")
+  task = mixture.tasks[0]
+  lengths = {"inputs": 512, "targets": 16}
+  keys = {"inputs", "targets"}
+
+  def first(ds):
+    assert set(ds.element_spec) == keys  # only the kept features are built
+    return [ex["inputs"].tolist() for ex in ds.take(3).as_numpy_iterator()]
+
+  with seqio.utils.map_seed_manager(0):
+    positional = first(mixture.get_task_dataset(task, keys, lengths, "train", False, True, 5))
+  with seqio.utils.map_seed_manager(0):
+    named = first(mixture.get_task_dataset(task, keys, sequence_length=lengths, seed=5))
+  assert positional == named
+  with pytest.raises(TypeError):
+    mixture.get_task_dataset(task, keys, no_such_argument=1)
