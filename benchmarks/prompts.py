@@ -15,7 +15,8 @@ Prints and writes benchmarks/results/prompts.json:
     batching, tensors, mixing, packing; and the building when done there) and in the
     workers; and the builder / pipeline ratio (one core's builder rate over the best
     pipeline rate);
-  - the CPU time one trivial per-example tf.data map adds (why the pipeline runs none);
+  - the CPU time one trivial per-example tf.data map adds (why the pipeline runs none), and
+    that mixing 18 streams adds, with TensorFlow's sample_from_datasets and with ours;
   - stats over --stats prompts from the seqio pipeline: spread of k, templates and symbol
     kinds, the share of prompts that dropped exemplars to fit, prompts whose query was cut.
 """
@@ -60,27 +61,51 @@ def python_builder_speed(num: int) -> tuple[float, float]:
   return one_pass(0), one_pass(num)
 
 
+def cpu_per_element(ds, num: int) -> float:
+  """CPU microseconds per element of reading `num` elements of `ds`, in batches of 256,
+  with the pipeline options our converters set."""
+  from symbol_tuning import packing  # pylint: disable=g-import-not-at-top
+
+  it = iter(packing.with_pipeline_options(ds.batch(256)).prefetch(2))
+  next(it)
+  start = time.process_time()
+  for _ in range(num // 256):
+    next(it)
+  return (time.process_time() - start) / (num // 256 * 256) * 1e6
+
+
 def tf_data_map_cost(num: int = 200_000) -> float:
   """CPU microseconds per element that one trivial map adds to a tf.data pipeline
   (range -> map to {"q": int32(x)} -> batch, against range -> batch), with the pipeline options
   our converters set: the price of every per-example map, whatever it computes."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  from symbol_tuning import packing  # pylint: disable=g-import-not-at-top
-
-  def cpu_per_element(ds) -> float:
-    it = iter(packing.with_pipeline_options(ds.batch(256)).prefetch(2))
-    next(it)
-    start = time.process_time()
-    for _ in range(num // 256):
-      next(it)
-    return (time.process_time() - start) / (num // 256 * 256) * 1e6
-
-  bare = cpu_per_element(tf.data.Dataset.range(10**12))
+  bare = cpu_per_element(tf.data.Dataset.range(10**12), num)
   # A cast, as the old query source's map did (a map that only renames is optimised away).
   mapped = cpu_per_element(tf.data.Dataset.range(10**12).map(
-      lambda x: {"q": tf.cast(x, tf.int32)}))
+      lambda x: {"q": tf.cast(x, tf.int32)}), num)
   return mapped - bare
+
+
+def mixing_cost(num: int = 100_000) -> dict:
+  """CPU microseconds per element of mixing 18 ragged example streams at uneven rates:
+  TensorFlow's sample_from_datasets (a function per example picks its dataset) against
+  symbol_tuning.mixing's (the same picks, drawn 256 per call); minus one stream read alone."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  from symbol_tuning import mixing  # pylint: disable=g-import-not-at-top
+
+  batch = {"inputs": tf.ragged.constant([[1, 2, 3]] * 32),
+           "targets": tf.ragged.constant([[4, 1]] * 32)}
+  streams = lambda: [tf.data.Dataset.from_tensors(batch).repeat().unbatch() for _ in range(18)]
+  rates = list(np.linspace(0.2, 2.0, 18))
+  alone = cpu_per_element(streams()[0], num)
+  tf_op = cpu_per_element(tf.data.Dataset.sample_from_datasets(
+      streams(), rates, seed=0, stop_on_empty_dataset=True), num)
+  ours = cpu_per_element(mixing.sample_from_datasets(streams(), rates, 0), num)
+  return {"tensorflow_sample_from_datasets": tf_op - alone,
+          "symbol_tuning_mixing": ours - alone}
 
 
 def pipeline_speed(num: int, warmup: int = 1000) -> dict:
@@ -152,6 +177,10 @@ def main() -> None:
         f"({cold:,.0f} cold), 2048-token budget")
   map_us = tf_data_map_cost()
   print(f"one trivial tf.data map adds {map_us:.1f} us of CPU per element")
+  mix_us = mixing_cost()
+  print(f"mixing 18 streams adds {mix_us['tensorflow_sample_from_datasets']:.1f} us of CPU per "
+        f"element with TensorFlow's sample_from_datasets, "
+        f"{mix_us['symbol_tuning_mixing']:.1f} us with symbol_tuning.mixing's (same picks)")
   cores = [c for c in args.cores if c <= len(os.sched_getaffinity(0))]
   # Prompts built in the main process (workers 0), and on the most cores also by a prompt
   # worker per core (auto picks 0 on 2 cores or fewer, one per core but one above).
@@ -183,7 +212,9 @@ def main() -> None:
       "pipeline": {c: {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
                    for c, r in runs.items()},
       "builder_over_pipeline": round(warm / best, 3),
-      "tf_data_map_cpu_us_per_element": round(map_us, 1), "stats": stats})
+      "tf_data_map_cpu_us_per_element": round(map_us, 1),
+      "mixing_cpu_us_per_element": {k: round(v, 1) for k, v in mix_us.items()},
+      "stats": stats})
 
 
 if __name__ == "__main__":

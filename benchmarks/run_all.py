@@ -69,6 +69,12 @@ def markdown_table() -> str:
   if "tf_data_map_cpu_us_per_element" in p:
     rows.append(("CPU that one trivial per-example tf.data map adds, per element",
                  f"{p['tf_data_map_cpu_us_per_element']:.1f} us", "prompts.py"))
+  if "mixing_cpu_us_per_element" in p:
+    m = p["mixing_cpu_us_per_element"]
+    rows.append(("CPU that mixing 18 streams adds per element: TensorFlow's sample_from_datasets"
+                 " / symbol_tuning.mixing (same picks)",
+                 f"{m['tensorflow_sample_from_datasets']:.1f} / {m['symbol_tuning_mixing']:.1f} us",
+                 "prompts.py"))
   s = p["stats"]
   rows.append((f"over {s['num_prompts']:,} prompts: share that dropped exemplars to fit; "
                "queries cut", f"{s['share_with_dropped_exemplars']:.1%}; {s['num_query_cut']}",
