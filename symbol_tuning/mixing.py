@@ -2,14 +2,15 @@
 
 seqio mixes with tf.data.Dataset.sample_from_datasets(..., stop_on_empty_dataset=True). It
 draws each example's dataset with a per-example tf.data function (stateless_multinomial on
-a pair of seeds from Dataset.random(seed)), ~30 us of CPU per example on this machine
-(benchmarks/prompts.py measures one such map). `sample_from_datasets` here draws the same
+a pair of seeds from Dataset.random(seed)). `sample_from_datasets` here draws the same
 choices from the same seed pairs, 256 examples per numpy call, and hands them to
 tf.data's own directed interleave (Dataset.choose_from_datasets): the same examples in the
-same order. tests/test_mixing.py checks that against TensorFlow's op, seed for seed.
+same order. tests/test_mixing.py checks that against TensorFlow's op, seed for seed;
+benchmarks/prompts.py measures both (mixing 18 streams: 50.6 against 6.4 us of CPU per
+element in one run).
 
-Example: datasets [A, B], weights [0.75, 0.25], seed 3: both yield A0 B0 A1 A2 A3 B1 ...
-(whatever TensorFlow's own sample_from_datasets yields for that seed).
+Example: datasets A = [A0, A1, ...] and B = [B0, ...], weights [0.75, 0.25], seed 3
+  -> A0 A1 A2 A3 A4 A5 A6 B0 A7 A8 ..., as TensorFlow's own sample_from_datasets gives.
 """
 import numpy as np
 import tensorflow as tf

@@ -78,3 +78,10 @@ def test_prompt_mixture_reads_its_tasks_with_seqios_arguments_in_any_form():
   assert positional == named
   with pytest.raises(TypeError):
     mixture.get_task_dataset(task, keys, no_such_argument=1)
+
+
+def test_docstring_example():
+  a = tf.data.Dataset.range(100).map(lambda i: tf.strings.join(["A", tf.strings.as_string(i)]))
+  b = tf.data.Dataset.range(100).map(lambda i: tf.strings.join(["B", tf.strings.as_string(i)]))
+  got = mixing.sample_from_datasets([a, b], [0.75, 0.25], 3).take(10).as_numpy_iterator()
+  assert [x.decode() for x in got] == "A0 A1 A2 A3 A4 A5 A6 B0 A7 A8".split()
