@@ -43,9 +43,10 @@ def _philox(counter, key):
 def stateless_choices(logits: np.ndarray, seeds: np.ndarray) -> np.ndarray:
   """tf.random.stateless_categorical(logits[None], 1, seed)[0, 0] for each seed pair.
 
-  Example: logits log([0.75, 0.25]), seeds [[s0, s1], [s2, s3]] -> [0, 1] (say): exactly
-  TensorFlow's CPU draws (the seed scrambled into a Philox key, one double from the first
-  block, inverted through the cumulative distribution in float64).
+  Example: logits log([0.75, 0.25]) (float32), seeds [[0, 0], [1, 2], [3, 4], [5, 6]]
+    -> [0, 1, 1, 0], TensorFlow's CPU draws exactly (the seed scrambled into a Philox key,
+    one double from the first block, inverted through the cumulative distribution in
+    float64).
   """
   seeds = np.ascontiguousarray(seeds, np.int64).view(np.uint64).reshape(-1, 2)
   n = len(seeds)

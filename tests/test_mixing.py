@@ -19,14 +19,19 @@ def test_choices_equal_tensorflows_stateless_categorical(weights):
   np.testing.assert_array_equal(mixing.stateless_choices(logits.numpy(), seeds), want)
 
 
+def test_choices_docstring_example():
+  logits = tf.math.log(tf.constant([0.75, 0.25])).numpy()
+  seeds = np.array([[0, 0], [1, 2], [3, 4], [5, 6]])
+  assert mixing.stateless_choices(logits, seeds).tolist() == [0, 1, 1, 0]
+
+
 def _elements(ds, n=None):
   ds = ds if n is None else ds.take(n)
   return [tuple(np.asarray(x).tolist()) for x in ds.as_numpy_iterator()]
 
 
 def _source(tag: int, n: int | None) -> tf.data.Dataset:
-  ds = tf.data.Dataset.range(10**9 if n is None else n).map(lambda i: (tag, i))
-  return ds
+  return tf.data.Dataset.range(10**9 if n is None else n).map(lambda i: (tag, i))
 
 
 @pytest.mark.parametrize("lengths,weights,seed", [
