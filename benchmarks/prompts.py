@@ -1,6 +1,6 @@
 """Prompt building speed, where the seqio pipeline's time goes, and prompt statistics.
 
-Run: python benchmarks/prompts.py [--num 4000] [--stats 10000] [--cores 1 2]
+Run: python benchmarks/prompts.py [--num 20000] [--repeats 3] [--stats 10000] [--cores 1 2]
 Prints and writes benchmarks/results/prompts.json:
   - python_prompts_per_s_per_core: the prompt builder alone (one process, one core), over
     the mixture's tasks at their mixing rates, each prompt fitted to 2048 input tokens and
@@ -11,16 +11,22 @@ Prints and writes benchmarks/results/prompts.json:
     with the best-fit feature converter at 2048/512, rows read in batches of 32 as the
     trainer reads them, in a fresh process pinned to 1 and to 2 cores, with prompts built
     in that process ($SYMBOL_TUNING_PROMPT_WORKERS=0, what auto picks on 2 cores or fewer)
-    and, on the most cores, by a prompt worker process per core; its profile: CPU time per prompt in the main process (tf.data: seeds,
-    batching, tensors, mixing, packing; and the building when done there) and in the
-    workers; and the builder / pipeline ratio (one core's builder rate over the best
-    pipeline rate);
+    and, on the most cores, by a prompt worker process per core; its profile: CPU time per
+    prompt in the main process (tf.data: seeds, batching, tensors, mixing, packing; and the
+    building when done there) and in the workers. Timing starts after 1,000 prompts and a
+    garbage collection (start-up's ~700k new objects would otherwise cost full collections
+    of ~0.3 s each in the timed window);
+  - builder_over_pipeline: one core's builder rate over the rate with workers, measured
+    --repeats times, each pipeline run right after a builder pass (this VM's speed drifts),
+    and their median; two_process_speed: how fast each of two busy processes runs here
+    against one alone (2 "cores" are not twice one core when they share a physical core);
   - the CPU time one trivial per-example tf.data map adds (why the pipeline runs none), and
     that mixing 18 streams adds, with TensorFlow's sample_from_datasets and with ours;
   - stats over --stats prompts from the seqio pipeline: spread of k, templates and symbol
     kinds, the share of prompts that dropped exemplars to fit, prompts whose query was cut.
 """
 import argparse
+import gc
 import json
 import os
 import pathlib
@@ -32,7 +38,9 @@ import time
 import common  # pylint: disable=unused-import  (sets the environment first)
 
 
-def python_builder_speed(num: int) -> tuple[float, float]:
+def builder_passes(num: int):
+  """A function that times one pass of the prompt builder alone over `num` prompts (one
+  process, one core) and returns its prompts/s; `offset` picks other queries and seeds."""
   import seqio  # pylint: disable=g-import-not-at-top
 
   import symbol_tuning.tasks  # pylint: disable=g-import-not-at-top,unused-import
@@ -48,6 +56,7 @@ def python_builder_speed(num: int) -> tuple[float, float]:
     b.build(0, 0)
 
   def one_pass(offset):
+    gc.collect()  # as before the pipeline's timed window
     start = time.perf_counter()
     for i, t in enumerate(picks):
       b = builders[t]
@@ -58,7 +67,24 @@ def python_builder_speed(num: int) -> tuple[float, float]:
       b.pieces(p.targets)
     return num / (time.perf_counter() - start)
 
-  return one_pass(0), one_pass(num)
+  return one_pass
+
+
+def two_process_speed(iterations: int = 3_000_000, rounds: int = 5) -> float:
+  """How fast each of two CPU-bound processes runs beside the other, against one alone
+  (1.0: two independent cores; a VM's two vCPUs can share one physical core): the median
+  over `rounds` of one process alone then two at once, so a drift in the machine's speed
+  shows as spread, not as the figure."""
+  code = ("import time; s = time.process_time(); x = 0\n"
+          f"for i in range({iterations}): x += i * i % 7\n"
+          "print(time.process_time() - s)")
+  run = lambda: subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+  ratios = []
+  for _ in range(rounds):
+    alone = float(run().communicate()[0])
+    pair = [run(), run()]
+    ratios.append(alone / max(float(p.communicate()[0]) for p in pair))
+  return sorted(ratios)[rounds // 2]
 
 
 def cpu_per_element(ds, num: int) -> float:
@@ -137,17 +163,26 @@ def pipeline_speed(num: int, warmup: int = 1000) -> dict:
   while got < warmup:  # construction, data loading, first packing buffers
     got += int(np.sum(next(it)))
   startup = time.perf_counter() - start
+  # Start-up leaves ~700k young objects (TensorFlow, seqio, the data): Python's full
+  # collections (~0.3 s each, holding the GIL) come every few seconds until they have aged,
+  # and would land in a short timed window. A run pays them once; collect them now.
+  gc.collect()
+  full_collections = []
+  count_full = lambda phase, info: full_collections.append(1) if (
+      phase == "stop" and info["generation"] == 2) else None
+  gc.callbacks.append(count_full)
   got = 0
   wall, cpu, workers = time.perf_counter(), time.process_time(), workers_cpu()
   while got < num:
     got += int(np.sum(next(it)))
   wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
   workers = workers_cpu() - workers
+  gc.callbacks.remove(count_full)
   return {"prompts_per_s": got / wall, "num_prompts": got, "cores": len(os.sched_getaffinity(0)),
           "prompt_workers": prompt_workers.num_workers(), "startup_s": startup,
           "main_process_cpu_us_per_prompt": cpu / got * 1e6,
           "workers_cpu_us_per_prompt": workers / got * 1e6,
-          "load_average": os.getloadavg()[0]}
+          "load_average": os.getloadavg()[0], "full_gc_collections_timed": len(full_collections)}
 
 
 def pipeline_speed_on(cores: int, num: int, workers: str) -> dict:
@@ -162,9 +197,16 @@ def pipeline_speed_on(cores: int, num: int, workers: str) -> dict:
   return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def rounded(run: dict) -> dict:
+  return {k: round(v, 3) if isinstance(v, float) else v for k, v in run.items()}
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--num", type=int, default=4000)
+  parser.add_argument("--num", type=int, default=20_000,
+                      help="prompts per timed builder pass and pipeline run")
+  parser.add_argument("--repeats", type=int, default=3,
+                      help="builder / pipeline-with-workers pairs for the ratio (median)")
   parser.add_argument("--stats", type=int, default=10_000)
   parser.add_argument("--cores", type=int, nargs="*", default=[1, 2])
   args = parser.parse_args()
@@ -172,7 +214,8 @@ def main() -> None:
   from symbol_tuning import vocab  # pylint: disable=g-import-not-at-top
   from symbol_tuning.commands import data  # pylint: disable=g-import-not-at-top
 
-  cold, warm = python_builder_speed(args.num)
+  one_pass = builder_passes(args.num)
+  cold, warm = one_pass(0), one_pass(args.num)
   print(f"prompt builder: {warm:,.0f} prompts/s on one core, steady state "
         f"({cold:,.0f} cold), 2048-token budget")
   map_us = tf_data_map_cost()
@@ -181,11 +224,23 @@ def main() -> None:
   print(f"mixing 18 streams adds {mix_us['tensorflow_sample_from_datasets']:.1f} us of CPU per "
         f"element with TensorFlow's sample_from_datasets, "
         f"{mix_us['symbol_tuning_mixing']:.1f} us with symbol_tuning.mixing's (same picks)")
+  pair_speed = two_process_speed()
+  print(f"this machine: each of two busy processes runs at {pair_speed:.0%} of one alone")
   cores = [c for c in args.cores if c <= len(os.sched_getaffinity(0))]
-  # Prompts built in the main process (workers 0), and on the most cores also by a prompt
-  # worker per core (auto picks 0 on 2 cores or fewer, one per core but one above).
-  configs = [(c, "0") for c in cores] + ([(max(cores), str(max(cores)))] if cores else [])
-  runs = {f"{c}_cores_{w}_workers": pipeline_speed_on(c, args.num, w) for c, w in configs}
+  # Prompts built in the main process (workers 0, what auto picks on 2 cores or fewer)...
+  runs = {f"{c}_cores_0_workers": pipeline_speed_on(c, args.num, "0") for c in cores}
+  # ... and on the most cores by a prompt worker per core, --repeats times, each right after
+  # a builder pass: the ratio compares the two at the same machine speed (a VM's speed
+  # drifts by tens of percent over minutes here).
+  repeats = []
+  for rep in range(args.repeats if cores else 0):
+    builder = one_pass(args.num * (rep + 2))
+    run = pipeline_speed_on(max(cores), args.num, str(max(cores)))
+    repeats.append({"builder_prompts_per_s": builder, "pipeline": run,
+                    "builder_over_pipeline": builder / run["prompts_per_s"]})
+  if repeats:
+    middle = sorted(repeats, key=lambda r: r["builder_over_pipeline"])[len(repeats) // 2]
+    runs[f"{max(cores)}_cores_{max(cores)}_workers"] = middle["pipeline"]
   print("seqio pipeline (symbol_tuning_bigbench, best-fit packing at 2048/512, rows in "
         "batches of 32):")
   for r in runs.values():
@@ -195,8 +250,11 @@ def main() -> None:
           f"seeds, batching, tensors, mixing, packing{'' if r['prompt_workers'] else ', and building'}), "
           f"{r['workers_cpu_us_per_prompt']:.0f} us in the workers; start-up to 1,000 "
           f"prompts {r['startup_s']:.1f} s; load average {r['load_average']:.1f}")
-  best = max(r["prompts_per_s"] for r in runs.values()) if runs else float("nan")
-  print(f"builder (one core) / best pipeline rate: {warm / best:.2f}x")
+  ratio = middle["builder_over_pipeline"] if repeats else float("nan")
+  print("builder (one core) / pipeline with workers, each right after the other: "
+        + ", ".join(f"{r['builder_prompts_per_s']:,.0f} / {r['pipeline']['prompts_per_s']:,.0f} = "
+                    f"{r['builder_over_pipeline']:.2f}x" for r in repeats)
+        + f"; median {ratio:.2f}x")
   stats = data.prompt_stats(
       data.records("symbol_tuning_bigbench", "train", args.stats, 1, 2048, 512),
       vocab.TokenCounter())
@@ -209,9 +267,13 @@ def main() -> None:
       "mixture": "symbol_tuning_bigbench", "input_length": 2048, "vocabulary": "local",
       "python_prompts_per_s_per_core": round(warm, 1),
       "python_prompts_per_s_per_core_cold": round(cold, 1), "num_prompts_timed": args.num,
-      "pipeline": {c: {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
-                   for c, r in runs.items()},
-      "builder_over_pipeline": round(warm / best, 3),
+      "two_process_speed": round(pair_speed, 3),
+      "pipeline": {c: rounded(r) for c, r in runs.items()},
+      "builder_over_pipeline": round(ratio, 3),
+      "builder_over_pipeline_repeats": [
+          {"builder_prompts_per_s": round(r["builder_prompts_per_s"], 1),
+           "pipeline_prompts_per_s": round(r["pipeline"]["prompts_per_s"], 1),
+           "builder_over_pipeline": round(r["builder_over_pipeline"], 3)} for r in repeats],
       "tf_data_map_cpu_us_per_element": round(map_us, 1),
       "mixing_cpu_us_per_element": {k: round(v, 1) for k, v in mix_us.items()},
       "stats": stats})

@@ -30,7 +30,7 @@ from symbol_tuning import decoder_packing, mixing, prompt_builder, prompt_worker
 from symbol_tuning import vocab as vocab_lib
 # The builder's names, for the callers that know them from here.
 from symbol_tuning.prompt_builder import (  # pylint: disable=unused-import
-    BUILD_BATCH, PromptSpec, exemplar_data, k_cap, queries, validate)
+    BUILD_BATCH, WORKER_BUILD_BATCH, PromptSpec, exemplar_data, k_cap, queries, validate)
 
 DEFAULT_INPUT_LENGTH = 2048
 # Prompts skipped because they could not fit, per task (reported by `symbol-tuning`).
@@ -145,8 +145,9 @@ def build_prompts(dataset: tf.data.Dataset, sequence_length=None, output_feature
   (the tasks do it here: one per-example tf.data map less).
 
   Each example gets the seed seqio's map_over_dataset(num_seeds=1) would give it
-  (`_seed_datasets`); prompts are then built BUILD_BATCH at a time and unbatched, so the
-  stream is the same example for example, whichever process builds them. Inside a
+  (`_seed_datasets`); prompts are then built BUILD_BATCH at a time (WORKER_BUILD_BATCH
+  in prompt workers) and unbatched, so the stream is the same example for example,
+  whichever process builds them and in batches of any size. Inside a
   PromptMixture only the features the mixture keeps are built.
   """
   # Decoder-only lengths {"targets": L}: prompt + EOS + answer + EOS fit L together
@@ -205,7 +206,8 @@ def build_prompts(dataset: tf.data.Dataset, sequence_length=None, output_feature
 
   # Per example only zips and a batch; prompts that cannot fit are left out of their batch
   # (no per-example filter).
-  ds = tf.data.Dataset.zip((dataset, _seed_datasets())).batch(BUILD_BATCH)
+  ds = tf.data.Dataset.zip((dataset, _seed_datasets())).batch(
+      WORKER_BUILD_BATCH if workers else BUILD_BATCH)
   return ds.map(build, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
 
 
@@ -262,7 +264,7 @@ class PromptMixture(seqio.Mixture):
                  if k not in ("self", "task", "output_feature_keys")}
     token = _requested_features.set(frozenset(output_feature_keys))
     try:
-      ds = task.get_dataset(**task_args)
+      ds = _without_final_prefetch(task.get_dataset(**task_args))
     finally:
       _requested_features.reset(token)
     # A PromptTask whose later preprocessors add features still loses them, as in seqio.
@@ -270,3 +272,18 @@ class PromptMixture(seqio.Mixture):
       ds = ds.map(lambda ex: {k: v for k, v in ex.items() if k in output_feature_keys},
                   num_parallel_calls=tf.data.AUTOTUNE)
     return ds
+
+
+def _without_final_prefetch(ds: tf.data.Dataset) -> tf.data.Dataset:
+  """`ds` without the prefetch(AUTOTUNE) that seqio's Task.get_dataset ends with.
+
+  In a mixture that is a thread and a hand-off per example for each of its 18 tasks, while
+  the parallel map of build_prompts already builds each task's prompts ahead: without it
+  the main process spent ~15% less CPU per prompt (benchmarks/prompts.py). Prefetching
+  never reorders, so the stream is the same; a dataset that does not end in a prefetch
+  (another seqio version) is returned as it is.
+  """
+  inner = getattr(ds, "_input_dataset", None)
+  if type(ds).__name__ == "_PrefetchDataset" and isinstance(inner, tf.data.Dataset):
+    return inner
+  return ds

@@ -37,7 +37,7 @@ def num_workers() -> int:
   if value == "auto":
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     # On 2 cores the training step needs the cores that workers would take (the input
-    # pipeline alone measured 11-62% faster with 2 workers there: benchmarks/prompts.py).
+    # pipeline alone measured 54-74% faster with 2 workers there: benchmarks/prompts.py).
     return 0 if (cores or 1) <= 2 else min(cores - 1, MAX_AUTO_WORKERS)
   try:
     n = int(value)

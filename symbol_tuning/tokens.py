@@ -66,6 +66,13 @@ class Tokenizer:
       return processor.encode(text, add_special_tokens=False).ids
     return [e.ids for e in processor.encode_batch(list(text), add_special_tokens=False)]
 
+  def DecodeIds(self, ids) -> str:  # pylint: disable=invalid-name  (sentencepiece's name)
+    """The text of a list of ids."""
+    processor = self._load()
+    if self.kind == "sentencepiece":
+      return processor.DecodeIds(list(ids))
+    return processor.decode(list(ids), skip_special_tokens=False)
+
 
 class TokenCounter:
   """text -> number of tokens (no EOS); remembers the last text's ids, so the prompt that
@@ -99,6 +106,7 @@ class PieceEncoder:
 
   def __init__(self, tokenizer: Tokenizer):
     self._encode = tokenizer.EncodeAsIds
+    self._decode = tokenizer.DecodeIds
     self._tokenizer_digest = tokenizer.digest
     self._memo: dict[str, array.array] = {}
 
@@ -117,6 +125,9 @@ class PieceEncoder:
 
   def encode_full(self, text: str) -> list[int]:
     return self._encode(text)
+
+  def decode(self, ids) -> str:
+    return self._decode(ids)
 
 
 _TOKEN_CACHE_VERSION = 2

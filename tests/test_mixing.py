@@ -85,6 +85,25 @@ def test_prompt_mixture_reads_its_tasks_with_seqios_arguments_in_any_form():
     mixture.get_task_dataset(task, keys, no_such_argument=1)
 
 
+def test_prompt_mixture_reads_its_tasks_without_seqios_final_prefetch():
+  import symbol_tuning.tasks  # pylint: disable=import-outside-toplevel,unused-import
+
+  mixture = seqio.get_mixture_or_task("symbol_tuning_bigbench")
+  task = mixture.tasks[0]
+  lengths = {"inputs": 512, "targets": 16}
+  # seqio ends a task's dataset with prefetch(AUTOTUNE) (if this fails, seqio changed and
+  # the mixture reads its tasks with that prefetch again: slower, nothing else) ...
+  alone = task.get_dataset(lengths, "train", seed=5)
+  assert type(alone).__name__ == "_PrefetchDataset"
+  # ... which a PromptMixture leaves out: one thread and a hand-off per example less.
+  ds = mixture.get_task_dataset(task, {"inputs", "targets"}, lengths, seed=5)
+  assert type(ds).__name__ != "_PrefetchDataset"
+  # Anything else is returned as it is.
+  plain = tf.data.Dataset.range(3)
+  assert pipeline._without_final_prefetch(plain) is plain  # pylint: disable=protected-access
+  assert pipeline._without_final_prefetch(plain.prefetch(2)) is plain  # pylint: disable=protected-access
+
+
 def test_docstring_example():
   a = tf.data.Dataset.range(100).map(lambda i: tf.strings.join(["A", tf.strings.as_string(i)]))
   b = tf.data.Dataset.range(100).map(lambda i: tf.strings.join(["B", tf.strings.as_string(i)]))

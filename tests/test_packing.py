@@ -33,6 +33,41 @@ def test_targets_limit_rows_too():
   assert packing.best_fit_rows([1, 1, 1], [3, 3, 2], 10, 5) == [[0, 2], [1]]
 
 
+def _best_fit_by_scanning(input_lengths, target_lengths, max_inputs, max_targets):
+  """Best-fit decreasing written plainly: each example, longest first (ties in stream
+  order), scans every open row for the least input room left that holds it."""
+  rows, room, room_targets = [], [], []
+  for i in sorted(range(len(input_lengths)), key=lambda i: (-input_lengths[i], i)):
+    fits = [r for r in range(len(rows))
+            if room[r] >= input_lengths[i] and room_targets[r] >= target_lengths[i]]
+    if fits:
+      r = min(fits, key=lambda r: (room[r], r))
+    else:
+      r = len(rows)
+      rows.append([])
+      room.append(max_inputs)
+      room_targets.append(max_targets)
+    rows[r].append(i)
+    room[r] -= input_lengths[i]
+    room_targets[r] -= target_lengths[i]
+  return sorted(sorted(r) for r in rows)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_rows_are_best_fit_decreasing(seed):
+  rng = np.random.default_rng(seed)
+  n = int(rng.integers(0, 300))
+  max_inputs, max_targets = [(10, 4), (64, 8), (2048, 512)][seed % 3]
+  inputs = rng.integers(1, max_inputs + 1, n)
+  if seed % 4 == 0:
+    inputs = rng.choice([1, 2, 3, max_inputs], n)  # many ties
+  targets = rng.integers(1, max_targets + 1, n)  # targets often decide the row
+  got = packing.best_fit_rows(inputs, targets, max_inputs, max_targets)
+  assert got == sorted(got, key=lambda r: r[0])  # rows in the order of their first example
+  assert sorted(got) == _best_fit_by_scanning(inputs.tolist(), targets.tolist(), max_inputs,
+                                              max_targets)
+
+
 def test_same_features_as_seqio_when_the_rows_agree():
   # seqio's own docstring example: both packers put the two examples in one row.
   examples = [{"inputs": np.array([7, 8, 5, 1], np.int32), "targets": np.array([3, 9, 1], np.int32)},

@@ -77,12 +77,20 @@ def golden():
   return json.loads(GOLDEN.read_text())
 
 
-# Prompts built in this process and by prompt worker processes (symbol_tuning.prompt_workers).
-@pytest.mark.parametrize("index,workers", [(i, "2") for i in range(len(PROMPT_CASES))] +
-                         [(1, "0")])
+# Prompts built in this process and by prompt worker processes (symbol_tuning.prompt_workers),
+# BUILD_BATCH at a time (None: the default; small ones cross many batch boundaries, where
+# skipped prompts and a finite split's end fall).
+@pytest.mark.parametrize("index,workers,build_batch",
+                         [(i, "2", None) for i in range(len(PROMPT_CASES))] +
+                         [(1, "0", None), (1, "0", 3), (2, "2", 5)])
 def test_prompts_equal_the_per_example_pipeline(golden, bigbench_dir, index, workers,
-                                                monkeypatch):
+                                                build_batch, monkeypatch):
+  from symbol_tuning import pipeline
+
   monkeypatch.setenv("SYMBOL_TUNING_PROMPT_WORKERS", workers)
+  if build_batch:
+    monkeypatch.setattr(pipeline, "BUILD_BATCH", build_batch)
+    monkeypatch.setattr(pipeline, "WORKER_BUILD_BATCH", build_batch)
   want = golden["prompts"][index]
   assert want["case"] == list(map(str, PROMPT_CASES[index]))
   got = prompt_records(*PROMPT_CASES[index])
@@ -91,9 +99,15 @@ def test_prompts_equal_the_per_example_pipeline(golden, bigbench_dir, index, wor
     assert a == b, f"prompt {i} of {PROMPT_CASES[index][0]}"
 
 
-@pytest.mark.parametrize("workers", ["0", "2"])
-def test_packed_rows_equal_the_per_example_pipeline(golden, bigbench_dir, workers, monkeypatch):
+@pytest.mark.parametrize("workers,build_batch", [("0", None), ("2", None), ("2", 7)])
+def test_packed_rows_equal_the_per_example_pipeline(golden, bigbench_dir, workers, build_batch,
+                                                    monkeypatch):
+  from symbol_tuning import pipeline
+
   monkeypatch.setenv("SYMBOL_TUNING_PROMPT_WORKERS", workers)
+  if build_batch:
+    monkeypatch.setattr(pipeline, "BUILD_BATCH", build_batch)
+    monkeypatch.setattr(pipeline, "WORKER_BUILD_BATCH", build_batch)
   got = row_digests(**ROWS_CASE)
   for step, (a, b) in enumerate(zip(got, golden["rows"], strict=True)):
     assert a == b, f"batch {step}"

@@ -1,12 +1,14 @@
 """Prompts' token ids are composed from memoised pieces; they must equal whole-prompt
-tokenization, for our local vocabulary and for a T5-layout test model from seqio."""
+tokenization, for our local vocabulary and for a T5-layout test model from seqio, up to
+sentencepiece's ties between equal-score segmentations; and whether a builder composes
+never depends on the order it builds prompts in."""
 import os
 
 import pytest
 import seqio
 
 import symbol_tuning.tasks  # noqa: F401  (registers)
-from symbol_tuning import pipeline, prompts, vocab
+from symbol_tuning import pipeline, prompts, tokens, vocab
 
 SEQIO_TEST_SPM = os.path.join(os.path.dirname(seqio.__file__),
                               "test_data/sentencepiece/sentencepiece.model")
@@ -39,9 +41,41 @@ def test_composed_ids_equal_full_tokenization(bigbench_dir, vocab_path, task, se
 
 def test_builder_falls_back_when_a_vocabulary_is_not_composable(bigbench_dir, monkeypatch):
   spec = seqio.get_mixture_or_task("symbol_tuning.bigbench.navigate").source.spec
+  real = tokens.PieceEncoder.encode_full
+  monkeypatch.setattr(tokens.PieceEncoder, "encode_full", lambda self, text: real(self, text) + [5])
   builder = pipeline.PromptBuilder(spec, "train", 2047)
-  real = builder.pieces.encode_full
-  monkeypatch.setattr(builder.pieces, "encode_full", lambda text: real(text) + [5])
+  assert not builder.compose  # decided on the probe prompts, before any prompt is built
   p = builder.build(0, 0)
-  assert not builder.compose
   assert list(p.input_ids) == builder.tokens.encode(p.inputs)
+
+
+def _first_tie(builder, seeds):
+  """The first prompt whose composed ids differ from whole-prompt tokenization."""
+  for i in seeds:
+    try:
+      p = builder.build(i % len(builder.queries), (i, 7))
+    except prompts.PromptError:
+      continue
+    if list(p.input_ids) != builder.pieces.encode_full(p.inputs):
+      return i, p
+  raise AssertionError("no prompt with a tie in its segmentation")
+
+
+def test_equal_score_segmentations_keep_composition_and_ids_do_not_depend_on_order(
+    bigbench_dir):
+  # One movie_dialog exemplar ('"Hmmm."') has two segmentations of equal score (m+mm, mm+m);
+  # sentencepiece picks by float rounding that depends on the text before it.
+  spec = seqio.get_mixture_or_task(
+      "symbol_tuning.bigbench.movie_dialog_same_or_different").source.spec
+  builder = pipeline.PromptBuilder(spec, "train", 1023)
+  i, tie = _first_tie(builder, range(2000))
+  whole = builder.pieces.encode_full(tie.inputs)
+  assert builder.pieces.decode(tie.input_ids) == builder.pieces.decode(whole)
+  assert len(tie.input_ids) == len(whole)
+  assert builder.compose  # the tie did not switch composition off
+  # A builder that meets the tie first (as a worker process may) builds the same ids.
+  fresh = pipeline.PromptBuilder(spec, "train", 1023)
+  assert fresh.build(i % len(fresh.queries), (i, 7)).input_ids == tie.input_ids
+  for j in range(8):
+    assert (fresh.build(j % len(fresh.queries), (j, 7)).input_ids
+            == builder.build(j % len(builder.queries), (j, 7)).input_ids)
