@@ -210,6 +210,13 @@ def main() -> None:
   parser.add_argument("--stats", type=int, default=10_000)
   parser.add_argument("--cores", type=int, nargs="*", default=[1, 2])
   args = parser.parse_args()
+  if args.num < 1 or args.repeats < 1 or args.stats < 1:
+    parser.error(f"--num, --repeats and --stats must be at least 1 (got {args.num}, "
+                 f"{args.repeats}, {args.stats})")
+  available = len(os.sched_getaffinity(0))
+  cores = [c for c in args.cores if 1 <= c <= available]
+  if not cores:
+    parser.error(f"--cores {args.cores}: this machine has {available} cores to pin to")
   common.setup_bigbench()
   from symbol_tuning import vocab  # pylint: disable=g-import-not-at-top
   from symbol_tuning.commands import data  # pylint: disable=g-import-not-at-top
@@ -226,21 +233,19 @@ def main() -> None:
         f"{mix_us['symbol_tuning_mixing']:.1f} us with symbol_tuning.mixing's (same picks)")
   pair_speed = two_process_speed()
   print(f"this machine: each of two busy processes runs at {pair_speed:.0%} of one alone")
-  cores = [c for c in args.cores if c <= len(os.sched_getaffinity(0))]
   # Prompts built in the main process (workers 0, what auto picks on 2 cores or fewer)...
   runs = {f"{c}_cores_0_workers": pipeline_speed_on(c, args.num, "0") for c in cores}
   # ... and on the most cores by a prompt worker per core, --repeats times, each right after
   # a builder pass: the ratio compares the two at the same machine speed (a VM's speed
   # drifts by tens of percent over minutes here).
   repeats = []
-  for rep in range(args.repeats if cores else 0):
+  for rep in range(args.repeats):
     builder = one_pass(args.num * (rep + 2))
     run = pipeline_speed_on(max(cores), args.num, str(max(cores)))
     repeats.append({"builder_prompts_per_s": builder, "pipeline": run,
                     "builder_over_pipeline": builder / run["prompts_per_s"]})
-  if repeats:
-    middle = sorted(repeats, key=lambda r: r["builder_over_pipeline"])[len(repeats) // 2]
-    runs[f"{max(cores)}_cores_{max(cores)}_workers"] = middle["pipeline"]
+  middle = sorted(repeats, key=lambda r: r["builder_over_pipeline"])[len(repeats) // 2]
+  runs[f"{max(cores)}_cores_{max(cores)}_workers"] = middle["pipeline"]
   print("seqio pipeline (symbol_tuning_bigbench, best-fit packing at 2048/512, rows in "
         "batches of 32):")
   for r in runs.values():
@@ -250,7 +255,7 @@ def main() -> None:
           f"seeds, batching, tensors, mixing, packing{'' if r['prompt_workers'] else ', and building'}), "
           f"{r['workers_cpu_us_per_prompt']:.0f} us in the workers; start-up to 1,000 "
           f"prompts {r['startup_s']:.1f} s; load average {r['load_average']:.1f}")
-  ratio = middle["builder_over_pipeline"] if repeats else float("nan")
+  ratio = middle["builder_over_pipeline"]
   print("builder (one core) / pipeline with workers, each right after the other: "
         + ", ".join(f"{r['builder_prompts_per_s']:,.0f} / {r['pipeline']['prompts_per_s']:,.0f} = "
                     f"{r['builder_over_pipeline']:.2f}x" for r in repeats)

@@ -64,29 +64,22 @@ def markdown_table() -> str:
                  "process / in the workers",
                  f"{r['prompts_per_s']:,.0f}; {r['main_process_cpu_us_per_prompt']:.0f} / "
                  f"{r['workers_cpu_us_per_prompt']:.0f} us", "prompts.py"))
-  pairs = p.get("builder_over_pipeline_repeats")
-  if pairs:
-    rows.append(("builder alone (one core) / pipeline with prompt workers, each pipeline run "
-                 "right after a builder pass: median (each pair)",
-                 f"{p['builder_over_pipeline']:.2f}x ("
-                 + ", ".join(f"{r['builder_prompts_per_s']:,.0f} / "
-                             f"{r['pipeline_prompts_per_s']:,.0f}" for r in pairs) + ")",
-                 "prompts.py"))
-  else:  # results written before the paired runs
-    rows.append(("builder alone (one core) / best pipeline rate",
-                 f"{p['builder_over_pipeline']:.2f}x", "prompts.py"))
-  if "two_process_speed" in p:
-    rows.append(("this machine: speed of each of two busy processes against one alone",
-                 f"{p['two_process_speed']:.0%}", "prompts.py"))
+  rows.append(("builder alone (one core) / pipeline with prompt workers, each pipeline run "
+               "right after a builder pass: median (each pair)",
+               f"{p['builder_over_pipeline']:.2f}x ("
+               + ", ".join(f"{r['builder_prompts_per_s']:,.0f} / "
+                           f"{r['pipeline_prompts_per_s']:,.0f}"
+                           for r in p["builder_over_pipeline_repeats"]) + ")", "prompts.py"))
+  rows.append(("this machine: speed of each of two busy processes against one alone",
+               f"{p['two_process_speed']:.0%}", "prompts.py"))
   if "tf_data_map_cpu_us_per_element" in p:
     rows.append(("CPU that one trivial per-example tf.data map adds, per element",
                  f"{p['tf_data_map_cpu_us_per_element']:.1f} us", "prompts.py"))
-  if "mixing_cpu_us_per_element" in p:
-    m = p["mixing_cpu_us_per_element"]
-    rows.append(("CPU that mixing 18 streams adds per element: TensorFlow's sample_from_datasets"
-                 " / symbol_tuning.mixing (same picks)",
-                 f"{m['tensorflow_sample_from_datasets']:.1f} / {m['symbol_tuning_mixing']:.1f} us",
-                 "prompts.py"))
+  m = p["mixing_cpu_us_per_element"]
+  rows.append(("CPU that mixing 18 streams adds per element: TensorFlow's sample_from_datasets"
+               " / symbol_tuning.mixing (same picks)",
+               f"{m['tensorflow_sample_from_datasets']:.1f} / {m['symbol_tuning_mixing']:.1f} us",
+               "prompts.py"))
   s = p["stats"]
   rows.append((f"over {s['num_prompts']:,} prompts: share that dropped exemplars to fit; "
                "queries cut", f"{s['share_with_dropped_exemplars']:.1%}; {s['num_query_cut']}",

@@ -104,8 +104,8 @@ class PromptBuilder:
     self.sample_symbols = pool.sample
     if spec.setting.labels == "symbols":  # fresh symbols per prompt: tokenize the pool too
       self.pieces.prime(pool.integers + pool.letter_strings + pool.words)
-    self.compose = True
-    self.compose = self._composes()  # ids from memoised pieces, or whole prompts tokenized
+    self.compose = True  # the probes are built composed ...
+    self.compose = self._composes()  # ... and decide: memoised pieces or whole prompts
 
   def _composes(self) -> bool:
     """Whether this vocabulary tokenizes prompts piecewise: decided on the same probe

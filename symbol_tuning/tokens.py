@@ -98,10 +98,10 @@ class PieceEncoder:
   """Memoised text -> ids for composing prompts from pieces (see prompts.build_prompt).
 
   Ids are stored as int32 arrays: a 25k-example dataset costs ~10 MB, not ~100 MB of
-  Python ints. PromptBuilder checks on real prompts that the vocabulary tokenizes
+  Python ints. PromptBuilder checks on fixed probe prompts that the vocabulary tokenizes
   whitespace-joined texts as the concatenation of their tokens (true for T5's
-  sentencepiece models, which split on whitespace and turn newlines into spaces) before
-  relying on it.
+  sentencepiece models, which split on whitespace and turn newlines into spaces, up to
+  ties between equal-score segmentations) before relying on it.
   """
 
   def __init__(self, tokenizer: Tokenizer):
