@@ -163,6 +163,9 @@ def test_training_files_set_the_paper_setup(size):
 LOCAL = ["VOCABULARY_NAME = 'local'"]  # no GCS here; the vocabulary tests cover the default
 TRAIN = ["MODEL_DIR = '/tmp/model'"] + LOCAL
 EVAL = ["CHECKPOINT_PATH = %FLAN_T5_CHECKPOINT", "EVAL_OUTPUT_DIR = '/tmp/eval'"] + LOCAL
+# (partitions, microbatches) per size on chips other than v4's and v6e's 32 GiB
+# (gin/t5x/models/flan_t5_<size>.gin's V5E_* / V5P_* macros; the others: 1, None).
+TPU_GENERATIONS = {"v5e": {"xl": (4, 4), "xxl": (16, 8)}, "v5p": {"xxl": (2, 2)}}
 CASES = {
     **{f"train_{size}": ("train", [f"symbol_tuning_flan_t5_{size}.gin"], TRAIN)
        for size in SIZES},
@@ -193,6 +196,14 @@ CASES = {
                                    ["MODEL_DIR = '/tmp/model'"]),
     "no_step_in_checkpoint_name": ("train", ["symbol_tuning_flan_t5_small.gin"], TRAIN + [
         "FLAN_T5_CHECKPOINT = '/data/flan_t5_small'"]),
+    # gin/t5x/tpu/<generation>.gin after a Flan-T5 file, as launch/tpu_vm.py passes them.
+    **{f"train_{size}_{gen}": ("train", [f"symbol_tuning_flan_t5_{size}.gin", f"tpu/{gen}.gin"],
+                               TRAIN) for size in SIZES for gen in TPU_GENERATIONS},
+    **{f"eval_{size}_{gen}": ("evaluate", [f"symbol_tuning_eval_flan_t5_{size}.gin",
+                                           f"tpu/{gen}.gin"], EVAL)
+       for size in ("xl", "xxl") for gen in TPU_GENERATIONS},
+    "tpu_override": ("train", ["symbol_tuning_flan_t5_xl.gin", "tpu/v5e.gin"],
+                     TRAIN + ["NUM_PARTITIONS = 8"]),
 }
 
 
@@ -308,6 +319,18 @@ def test_eval_file_finalizes(probe, size):
   assert args["restore_path"].endswith(f"checkpoint_{FLAN_T5_STEPS[size]}")
   assert args["num_partitions"] == {"xl": 2, "xxl": 8}.get(size, 1)
   assert args["model"]["dropout_rate"] == 0.0
+
+
+@pytest.mark.parametrize("gen", sorted(TPU_GENERATIONS))
+@pytest.mark.parametrize("size", SIZES)
+def test_tpu_generation_files_select_that_partitioning(probe, size, gen):
+  partitions, microbatches = TPU_GENERATIONS[gen].get(size, (1, None))
+  train = _ok(probe, f"train_{size}_{gen}")
+  assert (train["num_partitions"], train["num_microbatches"]) == (partitions, microbatches)
+  assert train["total_steps"] == _ok(probe, f"train_{size}")["total_steps"]  # nothing else
+  if size in ("xl", "xxl"):
+    assert _ok(probe, f"eval_{size}_{gen}")["num_partitions"] == partitions
+  assert _ok(probe, "tpu_override")["num_partitions"] == 8  # --gin.* bindings still win
 
 
 def test_eval_header_lists_registered_mixtures():
