@@ -15,6 +15,8 @@ import textwrap
 
 import pytest
 
+from symbol_tuning import resources
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TPU_VM = REPO / "launch" / "tpu_vm.py"
 LOCAL = REPO / "launch" / "local.py"
@@ -135,7 +137,8 @@ def fake_cloud(tmp_path):
       import json, os, sys
       with open({str(tmp_path / 'argv.json')!r}, 'w') as f:
         json.dump({{'argv': sys.argv[1:], 'cwd': os.getcwd(),
-                   'data': os.environ.get('SYMBOL_TUNING_DATA_DIR')}}, f)
+                   'data': os.environ.get('SYMBOL_TUNING_DATA_DIR'),
+                   'env': {{k: v for k, v in os.environ.items() if k.startswith('ENV_')}}}}, f)
       """))
   gcloud = bin_dir / "gcloud"
   gcloud.write_text(textwrap.dedent(f"""\
@@ -222,3 +225,246 @@ def test_local_runs_the_command(tmp_path):
   got = json.loads((tmp_path / "out.json").read_text())
   assert got["argv"][1:] == ["--gin_file=a.gin", *OVERRIDES, "--alsologtostderr"]
   assert got["vocab"] == "flan_t5"  # conftest sets local
+
+
+# ---------------------------------------------------------------------------------------
+# Queued resources, accelerator types, --env, the pinned t5x, and `supervise`: against a
+# fake gcloud that records every call and plays scripted states (gcloud cannot run here).
+# ---------------------------------------------------------------------------------------
+ZONE = "--zone=us-central2-b"
+QR = ["compute", "tpus", "queued-resources"]
+DESCRIBE = QR + ["describe", "st-test", "--format=value(state.state)", ZONE]
+DELETE_QR = QR + ["delete", "st-test", "--force", "--quiet", ZONE]
+NODE_DESCRIBE = ["compute", "tpus", "tpu-vm", "describe", "st-test", "--format=value(state)",
+                 ZONE]
+MODEL_DIR = "--gin.MODEL_DIR='gs://bucket/run'"
+SUPERVISE = ["supervise", *BASE, "--spot", "--accelerator", "v5litepod-16", "--repo_url",
+             "https://x/y.git", "--poll_seconds", "0", "--env", "ENV_WORKERS=4",
+             "--gin_file=symbol_tuning_flan_t5_xl.gin", MODEL_DIR]
+
+
+def _create_qr(accelerator, version, *tier, alpha=False):
+  return ((["alpha"] if alpha else []) + QR
+          + ["create", "st-test", "--node-id=st-test", f"--accelerator-type={accelerator}",
+             f"--runtime-version={version}", *tier, ZONE])
+
+
+@pytest.fixture
+def fake_queue(tmp_path):
+  """run(plan, *args): the launcher against a fake gcloud that answers `describe` from
+  plan['queued_states'] / plan['node_states'] and exits from plan['run_exits'] for the ssh
+  calls that start the t5x binary (each list is consumed in order; its last entry repeats).
+  Returns (result, recorded gcloud argvs)."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  calls, plan_path = tmp_path / "calls.jsonl", tmp_path / "plan.json"
+  gcloud = bin_dir / "gcloud"
+  gcloud.write_text(textwrap.dedent(f"""\
+      #!{sys.executable}
+      import json, sys
+      argv = sys.argv[1:]
+      with open({str(calls)!r}, 'a') as f:
+        f.write(json.dumps(argv) + '\\n')
+      with open({str(plan_path)!r}) as f:
+        plan = json.load(f)
+      def take(key, default):
+        items = plan.get(key) or [default]
+        value = items.pop(0) if len(items) > 1 else items[0]
+        with open({str(plan_path)!r}, 'w') as f:
+          json.dump(plan, f)
+        return value
+      if 'describe' in argv:
+        print(take('queued_states' if 'queued-resources' in argv else 'node_states', 'READY'))
+      elif 'ssh' in argv and any(' -m t5x.' in a for a in argv):
+        sys.exit(take('run_exits', 0))
+      """))
+  gcloud.chmod(0o755)
+  env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+  def run(plan, *args):
+    plan_path.write_text(json.dumps(plan))
+    calls.write_text("")
+    result = _launch(TPU_VM, *args, env=env, check=False)
+    return result, [json.loads(line) for line in calls.read_text().splitlines()]
+  return run
+
+
+def _ssh_command(call):
+  assert call[:5] == ["compute", "tpus", "tpu-vm", "ssh", "st-test"] and "--worker=all" in call
+  (command,) = [a for a in call if a.startswith("--command=")]
+  return command[len("--command="):]
+
+
+def test_queued_create_waits_for_active_and_shows_progress(fake_queue):
+  states = ["WAITING_FOR_RESOURCES", "WAITING_FOR_RESOURCES", "PROVISIONING", "ACTIVE"]
+  result, calls = fake_queue({"queued_states": states}, "create", "--queued", "--spot", *BASE,
+                             "--accelerator", "v5litepod-16", "--poll_seconds", "0")
+  assert result.returncode == 0, result.stderr
+  assert calls == [_create_qr("v5litepod-16", "v2-alpha-tpuv5-lite", "--spot")] + [DESCRIBE] * 4
+  # Not a terminal: one progress line per change of state.
+  progress = [line for line in result.stderr.splitlines() if line.startswith("queued resource")]
+  assert [line.split(": ")[1].split(" after ")[0] for line in progress] == [
+      "WAITING_FOR_RESOURCES", "PROVISIONING", "ACTIVE"]
+
+
+def test_best_effort_is_queued_only_and_uses_gcloud_alpha():
+  (create, describe) = _lines("create", "--queued", "--best-effort", *BASE, "--accelerator",
+                              "v6e-8", "--dry-run")
+  assert shlex.split(create)[1:] == _create_qr("v6e-8", "v2-alpha-tpuv6e", "--best-effort",
+                                               alpha=True)
+  assert shlex.split(describe)[1:] == DESCRIBE
+  for bad in (["create", "--best-effort"], ["create", "--queued", "--spot", "--best-effort"]):
+    result = _launch(TPU_VM, *bad, *BASE, "--dry-run", check=False)
+    assert result.returncode and "--best-effort" in result.stderr
+
+
+def test_waiting_gives_up_at_the_timeout_and_a_lost_request_is_an_error(fake_queue):
+  result, calls = fake_queue({"queued_states": ["WAITING_FOR_RESOURCES"]}, "wait", *BASE,
+                             "--poll_seconds", "0.05", "--wait_timeout", "0.2")
+  assert result.returncode == 1 and len(calls) >= 2
+  assert "error: queued resource st-test still WAITING_FOR_RESOURCES after" in result.stderr
+  result, _ = fake_queue({"queued_states": ["FAILED"]}, "wait", *BASE, "--poll_seconds", "0")
+  assert result.returncode == 1 and "error: queued resource st-test is FAILED" in result.stderr
+  result, _ = fake_queue({"queued_states": ["NEW_STATE"]}, "wait", *BASE)
+  assert result.returncode == 1 and "'NEW_STATE', which this launcher does not know" in (
+      result.stderr)
+
+
+def test_delete_queued_deletes_the_request_with_its_slice(fake_queue):
+  result, calls = fake_queue({}, "delete", "--queued", *BASE)
+  assert result.returncode == 0 and calls == [DELETE_QR]
+
+
+@pytest.mark.parametrize("accelerator,version,partitioning", [
+    ("v4-32", "tpu-ubuntu2204-base", []),
+    ("v5litepod-16", "v2-alpha-tpuv5-lite", ["--gin_file=tpu/v5e.gin"]),
+    ("v5p-32", "v2-alpha-tpuv5", ["--gin_file=tpu/v5p.gin"]),
+    ("v6e-16", "v2-alpha-tpuv6e", []),
+])
+def test_accelerator_types_pick_runtime_version_and_partitioning(accelerator, version,
+                                                                 partitioning):
+  (create,) = _lines("create", *BASE, "--accelerator", accelerator, "--dry-run")
+  assert f"--version={version}" in shlex.split(create)
+  (line,) = _lines("run", *BASE, "--accelerator", accelerator,
+                   "--gin_file=symbol_tuning_eval_flan_t5_xl.gin", *OVERRIDES, "--dry-run")
+  assert _binary_argv(line) == _expected(["symbol_tuning_eval_flan_t5_xl.gin"])[:1] + [
+      "--gin_file=symbol_tuning_eval_flan_t5_xl.gin", *partitioning, *OVERRIDES,
+      "--alsologtostderr"]
+  # Only after the Flan-T5 files, which define the macros the partitioning files select.
+  (line,) = _lines("run", *BASE, "--accelerator", accelerator,
+                   "--gin_file=symbol_tuning_bigbench_tiny.gin", "--dry-run")
+  assert _binary_argv(line) == _expected(["symbol_tuning_bigbench_tiny.gin"], overrides=())
+  for name in partitioning:  # the file exists in the checkout the workers get
+    assert (REPO / "gin" / "t5x" / name.split("=", 1)[1]).is_file()
+
+
+def test_unknown_accelerator_needs_a_version():
+  result = _launch(TPU_VM, "create", *BASE, "--accelerator", "v3-8", "--dry-run", check=False)
+  assert result.returncode and "unknown accelerator type 'v3-8'" in result.stderr
+  (create,) = _lines("create", *BASE, "--accelerator", "v3-8", "--version", "tpu-vm-base",
+                     "--dry-run")
+  assert "--version=tpu-vm-base" in shlex.split(create)
+
+
+def test_env_reaches_the_binary_on_the_worker(fake_cloud):
+  value = "a b 'c' \"d\" $HOME `x` ;"
+  (line,) = _lines("run", *BASE, "--env", "ENV_WORKERS=4", "--env", f"ENV_NOTE={value}",
+                   "--gin_file=a.gin", "--dry-run")
+  subprocess.run(["bash", "-c", line], env=fake_cloud["env"], check=True)
+  assert json.loads(fake_cloud["argv"].read_text())["env"] == {"ENV_WORKERS": "4",
+                                                               "ENV_NOTE": value}
+  for bad in ("NOEQUALS", "1X=2", "A-B=1"):
+    result = _launch(TPU_VM, "run", *BASE, "--env", bad, "--gin_file=a.gin", check=False)
+    assert result.returncode and "--env takes KEY=VALUE" in result.stderr
+
+
+def test_setup_installs_t5x_at_the_tests_snapshot():
+  (line,) = _lines("setup", *BASE, "--repo_url", "https://x/y.git", "--dry-run")
+  remote = _ssh_command(shlex.split(line)[1:])
+  steps = remote.split("; ")
+  checkouts = {s.split()[2]: s.split()[-1] for s in steps if s.startswith("git -C ")}
+  vendor = resources.shared_dir() / "vendor" / "README.md"
+  if not vendor.is_file():
+    pytest.skip(f"no {vendor} to compare the pinned commits with")
+  # The vendor README's table names each snapshot's commit by its first 12 hex digits.
+  for name in ("t5x", "airio", "jestimator"):
+    row = next(r for r in vendor.read_text().splitlines() if r.startswith(f"| {name}.tar.gz"))
+    short = row.split("|")[3].strip()
+    assert len(checkouts[name]) == 40 and checkouts[name].startswith(short), name
+  assert "st-venv/bin/python -m pip install -q -e ./symbol-tuning" in steps
+  assert ("st-venv/bin/python -m pip install -q --no-deps -e ./t5x ./airio ./jestimator"
+          in steps)
+  assert "st-venv/bin/python -m pip install -q -r symbol-tuning/tests/requirements-t5x.txt" in (
+      steps)
+  # jax[tpu] at the jax version the project's pins installed: libtpu, same jax.
+  assert ("st-venv/bin/python -m pip install -q "
+          "\"jax[tpu]==$(st-venv/bin/python -c 'import jax; print(jax.__version__)')\" "
+          "-f https://storage.googleapis.com/jax-releases/libtpu_releases.html") in remote
+  assert remote.index("-e ./symbol-tuning") < remote.index("jax[tpu]") < remote.index(
+      "--no-deps -e ./t5x")
+  (line,) = _lines("setup", *BASE, "--repo_url", "u", "--t5x_ref", "v0.1", "--dry-run")
+  assert "git -C t5x checkout -q v0.1" in _ssh_command(shlex.split(line)[1:])
+
+
+def test_supervise_recreates_a_preempted_slice_and_reruns_the_same_command(fake_queue):
+  plan = {"queued_states": ["WAITING_FOR_RESOURCES", "ACTIVE", "PREEMPTED", "ACTIVE"],
+          "run_exits": [255, 0]}
+  result, calls = fake_queue(plan, *SUPERVISE, "--delete")
+  assert result.returncode == 0, result.stderr
+  create = _create_qr("v5litepod-16", "v2-alpha-tpuv5-lite", "--spot")
+  setup, run = calls[3], calls[4]
+  assert calls == [create, DESCRIBE, DESCRIBE, setup, run,  # run 1: ssh fails (255)
+                   DESCRIBE, DELETE_QR,                      # PREEMPTED: delete the request
+                   create, DESCRIBE, setup, run,             # the same setup and run again
+                   DELETE_QR]                                # --delete at the end
+  assert "git -C t5x checkout -q cc342d419ec3" in _ssh_command(setup)
+  remote = _ssh_command(run)
+  assert "export ENV_WORKERS=4" in remote and "--gin_file=tpu/v5e.gin" in remote
+  assert "requesting st-test again (1 of 5)" in result.stderr
+
+
+def test_supervise_does_not_retry_a_failure_of_the_job(fake_queue):
+  plan = {"queued_states": ["ACTIVE"], "node_states": ["READY"], "run_exits": [3]}
+  result, calls = fake_queue(plan, *SUPERVISE)
+  assert result.returncode == 3
+  create = _create_qr("v5litepod-16", "v2-alpha-tpuv5-lite", "--spot")
+  assert calls == [create, DESCRIBE, calls[2], calls[3], DESCRIBE, NODE_DESCRIBE]
+  assert " -m t5x.train " in _ssh_command(calls[3])
+  assert "still ACTIVE: a failure of the job, not a preemption; not retried" in result.stderr
+  # A preempted node under a request that still reads ACTIVE is a preemption.
+  plan = {"queued_states": ["ACTIVE"], "node_states": ["PREEMPTED", "READY"],
+          "run_exits": [255, 0]}
+  result, calls = fake_queue(plan, *SUPERVISE)
+  assert result.returncode == 0 and calls.count(DELETE_QR) == 1
+
+
+def test_supervise_gives_up_after_max_retries(fake_queue):
+  plan = {"queued_states": ["ACTIVE", "SUSPENDED"], "run_exits": [255]}
+  # The first wait sees ACTIVE; after that every state is SUSPENDED (the request is lost
+  # while waiting, too).
+  result, calls = fake_queue(plan, *SUPERVISE, "--max_retries", "2")
+  assert result.returncode == 1
+  create = _create_qr("v5litepod-16", "v2-alpha-tpuv5-lite", "--spot")
+  assert calls[:2] == [create, DESCRIBE] and calls[4:] == [
+      DESCRIBE, DELETE_QR, create, DESCRIBE, DELETE_QR, create, DESCRIBE, DELETE_QR]
+  assert ("error: slice st-test was lost 3 time(s) and --max_retries is 2: giving up"
+          in result.stderr)
+  assert result.stderr.count("\n") < 40 and "Traceback" not in result.stderr
+
+
+def test_supervise_refusals():
+  for extra, message in (
+      (["--gin.MODEL_DIR='/tmp/run'"], "--gin.MODEL_DIR"),   # a local MODEL_DIR is lost
+      (["--detach"], "no --detach"),
+      (["--max_retries", "-1"], "--max_retries"),
+  ):
+    args = [a for a in SUPERVISE if not (extra[0].startswith("--gin.") and a == MODEL_DIR)]
+    result = _launch(TPU_VM, *args, *extra, "--dry-run", check=False)
+    assert result.returncode == 2 and message in result.stderr, (extra, result.stderr)
+
+
+def test_supervise_dry_run_prints_one_attempt():
+  lines = _lines(*SUPERVISE, "--delete", "--dry-run")
+  kinds = [shlex.split(line)[3:5] for line in lines]
+  assert kinds == [["queued-resources", "create"], ["queued-resources", "describe"],
+                   ["tpu-vm", "ssh"], ["tpu-vm", "ssh"], ["queued-resources", "delete"]]
