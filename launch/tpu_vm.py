@@ -59,7 +59,8 @@ LIBTPU_RELEASES = "https://storage.googleapis.com/jax-releases/libtpu_releases.h
 # (folder, git URL, commit): the snapshots in ../shared/vendor that the tests run t5x's
 # binaries from (see its README.md), so a slice runs the t5x the tests checked.
 T5X_PINS = (
-    ("t5x", "https://github.com/google-research/t5x", "cc342d419ec3e3e9c4bf1df33c82330cafdc1e16"),
+    ("t5x", "https://github.com/google-research/t5x",
+     "cc342d419ec3e3e9c4bf1df33c82330cafdc1e16"),
     ("airio", "https://github.com/google/airio", "69897df7d9a427b947a9f7bb4164c7782b43e601"),
     ("jestimator", "https://github.com/google-research/jestimator",
      "326824a477feef6d92e6f44175000907a72899ca"),
@@ -336,7 +337,8 @@ def _check(parser, args, gin_overrides, passthrough):
       parser.error("--max_retries must be 0 or more")
     model_dirs = [o.split("=", 1)[1].strip("'\"") for o in gin_overrides
                   if o.split("=", 1)[0] == "--gin.MODEL_DIR"]
-    if not model_dirs or not model_dirs[-1].startswith("gs://"):
+    # An eval run just starts again; a training run must find its checkpoints.
+    if args.binary == "train" and (not model_dirs or not model_dirs[-1].startswith("gs://")):
       parser.error("supervise reruns the job on a new slice, whose disks are empty: give "
                    "--gin.MODEL_DIR=\"'gs://BUCKET/...'\" so that it resumes from there")
 

@@ -461,6 +461,9 @@ def test_supervise_refusals():
     args = [a for a in SUPERVISE if not (extra[0].startswith("--gin.") and a == MODEL_DIR)]
     result = _launch(TPU_VM, *args, *extra, "--dry-run", check=False)
     assert result.returncode == 2 and message in result.stderr, (extra, result.stderr)
+  # An evaluation has no MODEL_DIR to resume from: it is simply run again.
+  args = [a for a in SUPERVISE if a != MODEL_DIR]
+  assert len(_lines(*args, "--binary", "eval", "--dry-run")) == 4
 
 
 def test_supervise_dry_run_prints_one_attempt():
@@ -468,3 +471,15 @@ def test_supervise_dry_run_prints_one_attempt():
   kinds = [shlex.split(line)[3:5] for line in lines]
   assert kinds == [["queued-resources", "create"], ["queued-resources", "describe"],
                    ["tpu-vm", "ssh"], ["tpu-vm", "ssh"], ["queued-resources", "delete"]]
+
+
+def test_up_queued_requests_waits_and_deletes_the_request():
+  lines = _lines("up", "--queued", "--spot", *BASE, "--accelerator", "v5p-32", "--repo_url",
+                 "https://x/y.git", "--gin_file=symbol_tuning_flan_t5_xxl.gin", "--delete",
+                 "--dry-run")
+  calls = [shlex.split(line)[1:] for line in lines]
+  assert calls[0] == _create_qr("v5p-32", "v2-alpha-tpuv5", "--spot")
+  assert calls[1] == DESCRIBE and calls[-1] == DELETE_QR
+  assert [c[:4] for c in calls[2:-1]] == [["compute", "tpus", "tpu-vm", "ssh"]] * 2
+  assert _binary_argv(lines[-2]) == _expected(
+      ["symbol_tuning_flan_t5_xxl.gin", "tpu/v5p.gin"], overrides=())
