@@ -64,7 +64,7 @@ def _query(argv, echo=True) -> str:
   result = subprocess.run(argv, capture_output=True, text=True, check=False)
   if result.returncode:
     last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
-    raise QueueError(f"{argv[4]} {argv[5]} {argv[6]} failed with exit status "
+    raise QueueError(f"gcloud compute tpus {' '.join(argv[3:6])} failed with exit status "
                      f"{result.returncode}: {last}")
   return result.stdout.strip()
 
@@ -117,18 +117,14 @@ def wait_active(args, out=sys.stderr) -> str:
 
 def create_and_wait(args) -> int:
   """`create --queued`: request the slice and wait for it (progress on stderr)."""
-  code = common.run([create_command(args)], args.dry_run)
-  if code or args.dry_run:
-    if args.dry_run:
-      print(common.format_command(describe_command(args)))  # polled until ACTIVE
-    return code
-  return wait(args)
+  if args.dry_run:  # the describe command is the one polled until ACTIVE
+    return common.run([create_command(args), describe_command(args)], True)
+  return common.run([create_command(args)], False) or wait(args)
 
 
 def wait(args) -> int:
   if args.dry_run:
-    print(common.format_command(describe_command(args)))
-    return 0
+    return common.run([describe_command(args)], True)
   try:
     final = wait_active(args)
   except QueueError as e:
@@ -150,8 +146,7 @@ def supervise(args, commands) -> int:
   """
   if args.dry_run:  # one attempt, as it would run
     lines = [create_command(args), describe_command(args), *commands]
-    code = common.run(lines + ([delete_command(args)] if args.delete else []), True)
-    return code
+    return common.run(lines + ([delete_command(args)] if args.delete else []), True)
   recreated = 0
   try:
     while True:
@@ -184,9 +179,9 @@ def supervise(args, commands) -> int:
       recreated += 1
       print(f"supervise: requesting {args.name} again ({recreated} of {args.max_retries}); "
             "the same run resumes from MODEL_DIR's newest checkpoint", file=sys.stderr)
-  except QueueError as e:
+  except QueueError as e:  # gcloud could not say what the slice is doing
     print(f"error: {e}", file=sys.stderr)
-    return 1
+    return _finish(args, 1)
 
 
 def _finish(args, code: int) -> int:

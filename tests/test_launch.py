@@ -253,7 +253,8 @@ def _create_qr(accelerator, version, *tier, alpha=False):
 def fake_queue(tmp_path):
   """run(plan, *args): the launcher against a fake gcloud that answers `describe` from
   plan['queued_states'] / plan['node_states'] and exits from plan['run_exits'] for the ssh
-  calls that start the t5x binary (each list is consumed in order; its last entry repeats).
+  calls that start the t5x binary (each list is consumed in order; its last entry repeats);
+  plan['describe_error'] makes every describe fail with that message.
   Returns (result, recorded gcloud argvs)."""
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir()
@@ -273,6 +274,8 @@ def fake_queue(tmp_path):
         with open({str(plan_path)!r}, 'w') as f:
           json.dump(plan, f)
         return value
+      if 'describe' in argv and plan.get('describe_error'):
+        sys.exit(print(plan['describe_error'], file=sys.stderr) or 1)
       if 'describe' in argv:
         print(take('queued_states' if 'queued-resources' in argv else 'node_states', 'READY'))
       elif 'ssh' in argv and any(' -m t5x.' in a for a in argv):
@@ -483,3 +486,16 @@ def test_up_queued_requests_waits_and_deletes_the_request():
   assert [c[:4] for c in calls[2:-1]] == [["compute", "tpus", "tpu-vm", "ssh"]] * 2
   assert _binary_argv(lines[-2]) == _expected(
       ["symbol_tuning_flan_t5_xxl.gin", "tpu/v5p.gin"], overrides=())
+
+
+def test_a_gcloud_error_while_waiting_is_one_line(fake_queue):
+  error = ("ERROR: (gcloud.compute.tpus.queued-resources.describe) NOT_FOUND: "
+           "Resource 'st-test' was not found")
+  result, calls = fake_queue({"describe_error": error}, "wait", *BASE)
+  assert result.returncode == 1 and calls == [DESCRIBE]
+  assert result.stderr.splitlines()[-1] == (
+      "error: gcloud compute tpus queued-resources describe st-test failed with exit status 1: "
+      + error)
+  # In supervise, the same error still deletes the slice when --delete asks for it.
+  result, calls = fake_queue({"describe_error": error}, *SUPERVISE, "--delete")
+  assert result.returncode == 1 and calls[-1] == DELETE_QR and "Traceback" not in result.stderr
