@@ -1,9 +1,11 @@
+import io
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+import seqio
 
 from symbol_tuning import cli
 
@@ -50,17 +52,50 @@ def test_inspect_json_records(capsys, bigbench_dir):
 
 
 def test_inspect_human_readable(capsys, bigbench_dir):
-  code, out, _ = run(capsys, "inspect", "symbol_tuning.bigbench.navigate", "--num", "1")
+  code, out, err = run(capsys, "inspect", "symbol_tuning.bigbench.navigate", "--num", "1")
   assert code == 0 and out.startswith("=== symbol_tuning.bigbench.navigate  template")
   assert "--- target:" in out and "labels: True -> " in out
+  assert err == ""  # every prompt fitted: no "skipped ...: 0" note
 
 
-def test_export_writes_jsonl(capsys, tmp_path, bigbench_dir):
+def test_export_writes_jsonl_as_inspect_prints_it(capsys, tmp_path, bigbench_dir):
   out_file = tmp_path / "prompts.jsonl"
   code, _, err = run(capsys, "export", "symbol_tuning.bigbench.hyperbaton", "--num", "7",
                      "--out", str(out_file))
-  assert code == 0 and "wrote 7 prompts" in err
-  assert len(out_file.read_text().splitlines()) == 7
+  assert code == 0
+  assert err == f"wrote 7 prompts of symbol_tuning.bigbench.hyperbaton (train) to {out_file}\n"
+  _, out, _ = run(capsys, "inspect", "symbol_tuning.bigbench.hyperbaton", "--num", "7",
+                  "--json")
+  assert out == out_file.read_text()
+
+
+def test_export_shows_a_progress_bar_on_a_terminal(capsys, tmp_path, monkeypatch, bigbench_dir):
+  class Terminal(io.StringIO):
+    def isatty(self):
+      return True
+
+  terminal = Terminal()
+  monkeypatch.setattr(sys, "stderr", terminal)
+  out_file = tmp_path / "prompts.jsonl"
+  assert cli.main(["export", "symbol_tuning.bigbench.navigate", "--num", "600", "--out",
+                   str(out_file)]) == 0
+  shown = terminal.getvalue()
+  assert "export symbol_tuning.bigbench.navigate" in shown and "/600" in shown
+  assert shown.rstrip().endswith(f"wrote 600 prompts of symbol_tuning.bigbench.navigate "
+                                 f"(train) to {out_file}")
+  assert capsys.readouterr().out == ""
+
+
+def test_skipped_note_lists_only_tasks_with_skipped_prompts(capsys, tmp_path, bigbench_dir):
+  # At 512 tokens some BIG-bench prompts cannot fit even with one exemplar per class.
+  code, _, err = run(capsys, "export", "symbol_tuning_bigbench", "--num", "100",
+                     "--input_length", "512", "--out", str(tmp_path / "p.jsonl"))
+  assert code == 0
+  (note,) = [line for line in err.splitlines() if line.startswith("skipped")]
+  counts = dict(item.rsplit(": ", 1) for item in note.split("class): ")[1].split(", "))
+  assert counts and all(int(n) > 0 for n in counts.values()), note
+  tasks = {t.name for t in seqio.get_mixture_or_task("symbol_tuning_bigbench").tasks}
+  assert set(counts) <= tasks
 
 
 def test_stats_spread_and_no_query_cut(capsys, bigbench_dir):
