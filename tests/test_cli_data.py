@@ -8,6 +8,7 @@ import pytest
 import seqio
 
 from symbol_tuning import cli
+from symbol_tuning.commands import data
 
 
 def run(capsys, *argv):
@@ -149,3 +150,19 @@ def test_default_vocabulary_without_gcs_is_one_line_with_what_to_do(capsys, monk
   assert reached == [vocab.GCS_HOST], err
   assert code == 2 and len(err.strip().splitlines()) == 1, err
   assert "cannot be reached" in err and "--vocab local" in err
+
+
+@pytest.mark.parametrize("symbols", [{"True": "ab", "False": "cd"},
+                                     {"True": "café", "False": "naïve"},  # escaped in labels_json
+                                     {"True": "\\u00e9", "False": 'a"b'}])
+def test_export_lines_equal_json_dumps_of_the_records(symbols):
+  options = list(symbols.values())
+  columns = {
+      "task": [b"symbol_tuning.x"], "inputs_pretokenized": ['Q: "ok"\\ \n\t\x01 é 😀'.encode()],
+      "targets_pretokenized": [options[0].encode()], "template": [3], "k": [2], "k_drawn": [2],
+      "num_dropped": [0], "gold": [0], "query_index": [17], "num_input_tokens": [40],
+      "num_target_tokens": [2],
+      # as prompt_builder writes it: json.dumps with its default ASCII escapes
+      "labels_json": [json.dumps({"symbols": symbols, "options": options}).encode()]}
+  assert data._json_line(columns, 0) == (
+      json.dumps(data._record(columns, 0), ensure_ascii=False) + "\n")
