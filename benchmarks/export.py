@@ -91,7 +91,7 @@ def main() -> None:
         f"prompts/s on {args.cores} cores)")
   common.write("export", {
       "mixture": "symbol_tuning_bigbench", "input_length": 2048, "target_length": 512,
-      "vocabulary": "local", "cores": args.cores, "num_prompts_timed": args.num,
+      "vocabulary": "local", "cores": args.cores, "num_prompts": args.num,
       "load_average": os.getloadavg()[0],
       "export_prompts_per_s": round(middle["export_prompts_per_s"], 1),
       "pipeline_prompts_per_s": round(middle["pipeline_prompts_per_s"], 1),

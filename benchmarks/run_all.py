@@ -83,9 +83,9 @@ def markdown_table() -> str:
                "prompts.py"))
   x = load("export")
   rows.append((f"`symbol-tuning export symbol_tuning_bigbench` at 2048/512, {x['cores']} cores, "
-               f"prompts written per second after start-up ({x['num_prompts_timed']:,} "
-               "prompts); the packed pipeline in-process right after it; pipeline / export: "
-               "median (each pair)",
+               f"prompts written per second after start-up (runs of {x['num_prompts']:,}); the "
+               "packed pipeline in-process right after it; pipeline / export: median (each "
+               f"pair); load average {x['load_average']:.1f}",
                f"{x['export_prompts_per_s']:,.0f}; {x['pipeline_prompts_per_s']:,.0f}; "
                f"{x['pipeline_over_export']:.2f}x ("
                + ", ".join(f"{r['pipeline_prompts_per_s']:,.0f} / {r['export_prompts_per_s']:,.0f}"
