@@ -55,6 +55,14 @@ def test_texts_are_read_exactly_as_written(data_dir, name, text, bom):
   assert loaded.num_records == len(TWEETS) and loaded.filtered == {}
 
 
+def test_json_lines_end_at_newlines_only(data_dir):
+  # Written raw (ensure_ascii=False), a line separator or NEL is part of the tweet.
+  texts = ["one\u2028two", "three\x85four"]
+  write(data_dir / "teh" / "train.jsonl", "\r\n".join(
+      json.dumps({"text": t, "label": 0}, ensure_ascii=False) for t in texts) + "\r\n")
+  assert [e.text for e in sources.load_split(TEH, "train").examples] == texts
+
+
 def test_one_number_among_the_tweets_is_an_error_not_a_retyped_column(data_dir):
   path = write(data_dir / "teh" / "train.jsonl", tweet_lines(TWEETS[:3]) +
                json.dumps({"text": 12345, "label": 1}) + "\n" + tweet_lines(TWEETS[3:]))
@@ -131,6 +139,8 @@ def test_a_json_array_with_a_byte_order_mark_reads_as_without(data_dir):
      "line 3: not UTF-8 text (byte 0xe9 at offset 18)"),
     ("train.jsonl", b'{"text": "a", "label": 0}\n{"text": "caf\xe9", "label": 1}\n',
      "line 2: not UTF-8 text (byte 0xe9 at offset 39); save the file as UTF-8"),
+    ("train.jsonl", b'\xef\xbb\xbf{"text": "a", "label": 0}\n{"text": "caf\xe9", "label": 1}\n',
+     "line 2: not UTF-8 text (byte 0xe9 at offset 42); save the file as UTF-8"),
     ("train.jsonl", b'{"text": "a", "label": 0}\n["b", 1]\n',
      "line 2: a JSON array, not an object (a record)"),
     ("train.json", b'{\n  "data": [{"text": "a", "label": 0}]\n}\n',

@@ -19,6 +19,7 @@ to_examples (sources/examples.py) checks the types: input fields must be text.
 Text files are UTF-8, with or without a byte-order mark (spreadsheet programs write one).
 A file that cannot be read is a FileReadError naming the line (and column) at fault.
 """
+import codecs
 import contextlib
 import csv
 import io
@@ -36,12 +37,14 @@ class FileReadError(ValueError):
 def _text(path: pathlib.Path) -> str:
   """The file as text: UTF-8, less a leading byte-order mark."""
   data = path.read_bytes()
+  skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
   try:
-    return data.decode("utf-8-sig")
+    return data[skip:].decode("utf-8")
   except UnicodeDecodeError as e:
-    line = data[:e.start].count(b"\n") + 1
-    raise FileReadError(f"line {line}: not UTF-8 text (byte {data[e.start]:#04x} at offset "
-                        f"{e.start}); save the file as UTF-8") from None
+    at = skip + e.start  # in the file, BOM included
+    line = data[:at].count(b"\n") + 1
+    raise FileReadError(f"line {line}: not UTF-8 text (byte {data[at]:#04x} at offset {at}); "
+                        "save the file as UTF-8") from None
 
 
 def _object(value, where: str) -> dict:
@@ -57,7 +60,9 @@ def _json_type(value) -> str:
 
 def _json_lines(text: str) -> list[dict]:
   records = []
-  for number, line in enumerate(text.splitlines(), 1):
+  # Lines end at "\n" only: str.splitlines would also cut at U+2028 or U+0085, which JSON
+  # strings may hold as they are.
+  for number, line in enumerate(text.split("\n"), 1):
     if not line.strip():
       continue
     try:
