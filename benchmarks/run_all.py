@@ -15,6 +15,7 @@ import common
 
 SCRIPTS = {  # name -> (script, quick arguments)
     "prompts": ("prompts.py", ["--num", "10000", "--stats", "2000"]),
+    "export": ("export.py", ["--num", "10000", "--repeats", "1"]),
     "resume": ("resume.py", ["--step", "200"]),
     "packing": ("packing.py", ["--rows", "128"]),
     "train_step": ("train_step.py", ["--steps", "3"]),
@@ -80,6 +81,15 @@ def markdown_table() -> str:
                " / symbol_tuning.mixing (same picks)",
                f"{m['tensorflow_sample_from_datasets']:.1f} / {m['symbol_tuning_mixing']:.1f} us",
                "prompts.py"))
+  x = load("export")
+  rows.append((f"`symbol-tuning export symbol_tuning_bigbench` at 2048/512, {x['cores']} cores, "
+               f"prompts written per second after start-up (runs of {x['num_prompts']:,}); the "
+               "packed pipeline in-process right after it; pipeline / export: median (each "
+               f"pair); load average {x['load_average']:.1f}",
+               f"{x['export_prompts_per_s']:,.0f}; {x['pipeline_prompts_per_s']:,.0f}; "
+               f"{x['pipeline_over_export']:.2f}x ("
+               + ", ".join(f"{r['pipeline_prompts_per_s']:,.0f} / {r['export_prompts_per_s']:,.0f}"
+                           for r in x["pairs"]) + ")", "export.py"))
   s = p["stats"]
   rows.append((f"over {s['num_prompts']:,} prompts: share that dropped exemplars to fit; "
                "queries cut", f"{s['share_with_dropped_exemplars']:.1%}; {s['num_query_cut']}",

@@ -122,7 +122,8 @@ def _count(spec: PromptSpec, split: str, length: int, asked: int, built: int) ->
   and none built (a repeating stream would otherwise filter forever)."""
   skipped = asked - built
   with _fits_lock:  # tf.data builds batches on several threads
-    SKIPPED[spec.task_name] += skipped
+    if skipped:  # no zero entries: every task listed had prompts skipped
+      SKIPPED[spec.task_name] += skipped
     key = (spec.task_name, split, length, vocab_lib.current_spec())
     _fits[key] += built
     _fits[key + ("skipped",)] += skipped

@@ -1,11 +1,14 @@
+import io
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+import seqio
 
 from symbol_tuning import cli
+from symbol_tuning.commands import data
 
 
 def run(capsys, *argv):
@@ -50,17 +53,50 @@ def test_inspect_json_records(capsys, bigbench_dir):
 
 
 def test_inspect_human_readable(capsys, bigbench_dir):
-  code, out, _ = run(capsys, "inspect", "symbol_tuning.bigbench.navigate", "--num", "1")
+  code, out, err = run(capsys, "inspect", "symbol_tuning.bigbench.navigate", "--num", "1")
   assert code == 0 and out.startswith("=== symbol_tuning.bigbench.navigate  template")
   assert "--- target:" in out and "labels: True -> " in out
+  assert err == ""  # every prompt fitted: no "skipped ...: 0" note
 
 
-def test_export_writes_jsonl(capsys, tmp_path, bigbench_dir):
+def test_export_writes_jsonl_as_inspect_prints_it(capsys, tmp_path, bigbench_dir):
   out_file = tmp_path / "prompts.jsonl"
   code, _, err = run(capsys, "export", "symbol_tuning.bigbench.hyperbaton", "--num", "7",
                      "--out", str(out_file))
-  assert code == 0 and "wrote 7 prompts" in err
-  assert len(out_file.read_text().splitlines()) == 7
+  assert code == 0
+  assert err == f"wrote 7 prompts of symbol_tuning.bigbench.hyperbaton (train) to {out_file}\n"
+  _, out, _ = run(capsys, "inspect", "symbol_tuning.bigbench.hyperbaton", "--num", "7",
+                  "--json")
+  assert out == out_file.read_text()
+
+
+def test_export_shows_a_progress_bar_on_a_terminal(capsys, tmp_path, monkeypatch, bigbench_dir):
+  class Terminal(io.StringIO):
+    def isatty(self):
+      return True
+
+  terminal = Terminal()
+  monkeypatch.setattr(sys, "stderr", terminal)
+  out_file = tmp_path / "prompts.jsonl"
+  assert cli.main(["export", "symbol_tuning.bigbench.navigate", "--num", "600", "--out",
+                   str(out_file)]) == 0
+  shown = terminal.getvalue()
+  assert "export symbol_tuning.bigbench.navigate" in shown and "/600" in shown
+  assert shown.rstrip().endswith(f"wrote 600 prompts of symbol_tuning.bigbench.navigate "
+                                 f"(train) to {out_file}")
+  assert capsys.readouterr().out == ""
+
+
+def test_skipped_note_lists_only_tasks_with_skipped_prompts(capsys, tmp_path, bigbench_dir):
+  # At 512 tokens some BIG-bench prompts cannot fit even with one exemplar per class.
+  code, _, err = run(capsys, "export", "symbol_tuning_bigbench", "--num", "100",
+                     "--input_length", "512", "--out", str(tmp_path / "p.jsonl"))
+  assert code == 0
+  (note,) = [line for line in err.splitlines() if line.startswith("skipped")]
+  counts = dict(item.rsplit(": ", 1) for item in note.split("class): ")[1].split(", "))
+  assert counts and all(int(n) > 0 for n in counts.values()), note
+  tasks = {t.name for t in seqio.get_mixture_or_task("symbol_tuning_bigbench").tasks}
+  assert set(counts) <= tasks
 
 
 def test_stats_spread_and_no_query_cut(capsys, bigbench_dir):
@@ -114,3 +150,19 @@ def test_default_vocabulary_without_gcs_is_one_line_with_what_to_do(capsys, monk
   assert reached == [vocab.GCS_HOST], err
   assert code == 2 and len(err.strip().splitlines()) == 1, err
   assert "cannot be reached" in err and "--vocab local" in err
+
+
+@pytest.mark.parametrize("symbols", [{"True": "ab", "False": "cd"},
+                                     {"True": "café", "False": "naïve"},  # escaped in labels_json
+                                     {"True": "\\u00e9", "False": 'a"b'}])
+def test_export_lines_equal_json_dumps_of_the_records(symbols):
+  options = list(symbols.values())
+  columns = {
+      "task": [b"symbol_tuning.x"], "inputs_pretokenized": ['Q: "ok"\\ \n\t\x01 é 😀'.encode()],
+      "targets_pretokenized": [options[0].encode()], "template": [3], "k": [2], "k_drawn": [2],
+      "num_dropped": [0], "gold": [0], "query_index": [17], "num_input_tokens": [40],
+      "num_target_tokens": [2],
+      # as prompt_builder writes it: json.dumps with its default ASCII escapes
+      "labels_json": [json.dumps({"symbols": symbols, "options": options}).encode()]}
+  assert data._json_line(columns, 0) == (
+      json.dumps(data._record(columns, 0), ensure_ascii=False) + "\n")

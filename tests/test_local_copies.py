@@ -162,7 +162,7 @@ def test_malformed_json_is_a_clear_error_naming_file_and_line(data_dir, text, wh
   message = str(info.value)
   assert message.startswith(f"dataset 'rte': cannot read {data_dir / 'rte' / 'train.jsonl'}, "
                             f"{where}")
-  assert "DatasetGenerationError" in message
+  assert len(message.splitlines()) == 1
 
 
 def test_two_copies_of_a_split_are_refused(data_dir):

@@ -8,6 +8,15 @@ Example (RTE, input_fields premise/hypothesis, labels entailment / not entailmen
   {"premise": ..., "label": 7}     -> DataSourceError naming dataset, example 12, field label
   {"hypothesis": ..., "label": 0}  -> DataSourceError: missing field 'premise'
   {"premise": ..., "label": None}  -> DataSourceError: missing field 'label'
+  {"premise": 12345, ...}          -> DataSourceError naming example 3, field premise: a
+                                      number, not text
+
+The text rule: an input field is text, exactly as the file writes it (a JSON string, any
+CSV cell, a string column); its surrounding whitespace is stripped, nothing else changes
+('"quoted"', "123", "true" and "null" are those texts). A value of another type (a number,
+boolean, list or object) is an error naming dataset, split, example and field, never
+converted: the same text could have been written several ways (12345, 12345.0, 1.2345e4),
+so a conversion would guess.
 
 The label rule (`label_key`), the same for every dataset and file format: a label is
 either a class value or a class name. Integers, integral floats and strings of digits are
@@ -80,6 +89,16 @@ def label_key(value):
   return value
 
 
+def _kind(value) -> str:
+  """'a number', 'a boolean', 'a list'...: what a non-text value is, for errors."""
+  if isinstance(value, bool):
+    return "a boolean"
+  if isinstance(value, (int, float)):
+    return "a number"
+  return {list: "a list", dict: "an object", bytes: "bytes"}.get(type(value),
+                                                                  f"a {type(value).__name__}")
+
+
 def _class_index(entry: catalogue.DatasetEntry, value, where: str) -> int | None:
   """Class of a raw label value; None for values the entry drops."""
   key = label_key(value)
@@ -112,11 +131,16 @@ def to_examples(entry: catalogue.DatasetEntry, records: Iterable[dict], split: s
         present = sorted(k for k, v in record.items() if not is_missing(v))
         raise DataSourceError(f"{where}: missing field {field!r} (has {present})")
       value = record[field]
-      if not str(value).strip():
+      if not isinstance(value, str):
+        raise DataSourceError(
+            f"{where}, field {field!r}: {_kind(value)} ({value!r:.60}), not text; input fields"
+            " are text (a JSON string, e.g. \"12345\"; README, 'Data sources and local "
+            "copies')")
+      if not value.strip():
         texts = None
         filtered[f"empty_input:{field}"] += 1
         break
-      texts.append(str(value).strip())
+      texts.append(value.strip())
     if texts is None:
       continue
     if entry.label_field not in record or is_missing(record[entry.label_field]):

@@ -5,7 +5,9 @@ Resolution for a catalogue entry with key K and split S:
      - a `datasets` save_to_disk directory (DatasetDict with dataset_dict.json, or a
        single split saved directly), or
      - exactly one file named S.jsonl / S.json / S.parquet / S.csv (one record per row with
-       the entry's input and label fields; labels by the rule in sources/examples.py).
+       the entry's input and label fields), read with the types written in it
+       (sources/local_files.py; UTF-8 with or without a byte-order mark): input fields
+       must be text and labels follow the label rule (sources/examples.py).
   2. the hub: datasets.load_dataset(hf_id, hf_config, split=S, revision=hf_revision).
      With HF_DATASETS_OFFLINE=1 this reads only the local HF cache.
 Where the data carries its own class names (a ClassLabel feature: hub, save_to_disk and
@@ -16,10 +18,9 @@ An air-gapped cluster exports once, on a machine with access:
 which writes <out>/K/S.parquet for exactly the splits the tasks read (`used_splits`).
 """
 import argparse
-import csv
+import contextlib
 import dataclasses
 import functools
-import json
 import os
 import pathlib
 import socket
@@ -27,10 +28,11 @@ import sys
 import urllib.parse
 
 from symbol_tuning import catalogue, resources
+from symbol_tuning.sources import local_files
 from symbol_tuning.sources.examples import (DataSourceError, LoadedSplit, LocalCopyError,
                                             to_examples)
 
-LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+LOCAL_FORMATS = local_files.FORMATS
 README_SECTION = "README, 'Data sources and local copies'"
 _SAID: set[str] = set()  # notes already printed (each is said once per process)
 
@@ -58,62 +60,51 @@ def _error_chain(e: BaseException) -> str:
   return "; ".join(parts)
 
 
-def _first_bad_json_line(path: pathlib.Path) -> str | None:
-  """'line N: reason' for the first line of a JSON-lines file that is not a JSON object."""
-  with open(path, encoding="utf-8", errors="replace") as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line.strip())
-      except json.JSONDecodeError as e:
-        return f"line {number}, column {e.colno}: {e.msg}"
-      if not isinstance(record, dict):
-        return f"line {number}: a JSON {type(record).__name__}, not an object"
-  return None
-
-
-def _read_file(builder: str, path: pathlib.Path):
+@contextlib.contextmanager
+def _quiet_datasets():
+  """datasets without its log lines and progress bars: a failure is reported by the caller,
+  naming the file, and reading a local copy needs no bar of its own."""
   import datasets  # pylint: disable=g-import-not-at-top
 
-  kwargs = {}
-  if builder == "csv":
-    # Every column as text: pandas would otherwise turn "NA", "null", "N/A"... into missing
-    # values (dropping real inputs) and "007" into 7. Labels follow the label rule anyway.
-    with open(path, encoding="utf-8", newline="") as f:
-      header = next(csv.reader(f), [])
-    kwargs = {"keep_default_na": False,
-              "features": datasets.Features({c: datasets.Value("string") for c in header})}
-  # A broken file is reported by the caller, naming the line; datasets' own log line of the
-  # same failure would only repeat it.
-  verbosity = datasets.logging.get_verbosity()
+  verbosity, bars_off = datasets.logging.get_verbosity(), datasets.are_progress_bars_disabled()
   datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+  datasets.disable_progress_bars()
   try:
-    return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+    yield datasets
   finally:
     datasets.logging.set_verbosity(verbosity)
+    if not bars_off:
+      datasets.enable_progress_bars()
+
+
+def _rows(ds) -> tuple[list[dict], object]:
+  """(records, features) of a datasets.Dataset, values as its features type them."""
+  columns = ds.to_dict()  # plain lists: HF 5.x columns are lazy objects
+  fields = list(columns)
+  n = len(columns[fields[0]]) if fields else 0
+  return [{name: columns[name][i] for name in fields} for i in range(n)], ds.features
 
 
 def _local_dataset(entry: catalogue.DatasetEntry, split: str):
-  """(dataset, origin) from $SYMBOL_TUNING_DATA_DIR, or None if there is no local copy."""
+  """(records, features, origin) from $SYMBOL_TUNING_DATA_DIR, or None if there is no local
+  copy. Features carry a save_to_disk or parquet copy's class names ({} for text files)."""
   root = resources.data_dir()
   if root is None or not (root / entry.key).is_dir():
     return None
-  import datasets  # pylint: disable=g-import-not-at-top
-
   folder = root / entry.key
   if (folder / "dataset_dict.json").is_file() or (folder / "dataset_info.json").is_file():
-    try:
-      loaded = datasets.load_from_disk(str(folder))
-    except Exception as e:  # pylint: disable=broad-except
-      raise LocalCopyError(f"dataset {entry.key!r}: cannot read the save_to_disk copy "
-                           f"{folder} ({_error_chain(e)})") from None
+    with _quiet_datasets() as datasets:
+      try:
+        loaded = datasets.load_from_disk(str(folder))
+      except Exception as e:  # pylint: disable=broad-except
+        raise LocalCopyError(f"dataset {entry.key!r}: cannot read the save_to_disk copy "
+                             f"{folder} ({_error_chain(e)})") from None
     if isinstance(loaded, datasets.DatasetDict):
       if split not in loaded:
         raise LocalCopyError(f"dataset {entry.key!r}: {folder} has splits {list(loaded)}, "
                              f"not {split!r}")
       loaded = loaded[split]
-    return loaded, str(folder)
+    return (*_rows(loaded), str(folder))
   found = [folder / f"{split}{s}" for s in LOCAL_FORMATS if (folder / f"{split}{s}").is_file()]
   if len(found) > 1:
     raise LocalCopyError(
@@ -125,11 +116,12 @@ def _local_dataset(entry: catalogue.DatasetEntry, split: str):
         f"directory or one of {[split + s for s in LOCAL_FORMATS]})")
   path = found[0]
   try:
-    return _read_file(LOCAL_FORMATS[path.suffix], path), str(path)
-  except Exception as e:  # pylint: disable=broad-except
-    where = _first_bad_json_line(path) if path.suffix == ".jsonl" else None
-    raise LocalCopyError(f"dataset {entry.key!r}: cannot read {path}"
-                         f"{', ' + where if where else ''} ({_error_chain(e)})") from None
+    return (*local_files.read_records(path), str(path))
+  except local_files.FileReadError as e:
+    raise LocalCopyError(f"dataset {entry.key!r}: cannot read {path}, {e}") from None
+  except Exception as e:  # pylint: disable=broad-except  (pyarrow's many types)
+    raise LocalCopyError(f"dataset {entry.key!r}: cannot read {path} "
+                         f"({_error_chain(e)})") from None
 
 
 @functools.cache
@@ -166,14 +158,16 @@ def _hub_dataset(entry: catalogue.DatasetEntry, split: str):
         f"hub ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}). "
         f"Point SYMBOL_TUNING_DATA_DIR at a local copy: <dir>/{entry.key}/{split}.jsonl or a "
         f"save_to_disk directory ({README_SECTION})") from None
-  return ds, origin
+  return (*_rows(ds), origin)
 
 
-def class_names(ds, field: str) -> list[str] | None:
-  """The dataset's own class names for `field` (a ClassLabel feature), else None."""
+def class_names(features, field: str) -> list[str] | None:
+  """The data's own class names for `field` (a ClassLabel feature), else None."""
+  if not features:
+    return None  # a text file: no types of its own
   import datasets  # pylint: disable=g-import-not-at-top
 
-  feature = (ds.features or {}).get(field)
+  feature = features.get(field)
   return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
 
 
@@ -216,20 +210,19 @@ def _say_once(note: str) -> None:
     print(f"symbol-tuning: {note}", file=sys.stderr)
 
 
-def _validated(entry: catalogue.DatasetEntry, split: str, ds, origin: str) -> LoadedSplit:
-  columns = ds.to_dict()  # plain lists: HF 5.x columns are lazy objects
+def _validated(entry: catalogue.DatasetEntry, split: str, rows: list[dict], features,
+               origin: str) -> LoadedSplit:
   notes = []
-  names = class_names(ds, entry.label_field)
+  names = class_names(features, entry.label_field)
   mapping = label_value_map(entry, names, origin) if names else None
   if mapping:
-    columns[entry.label_field] = [mapping.get(v, v) for v in columns[entry.label_field]]
+    for row in rows:
+      if entry.label_field in row:
+        row[entry.label_field] = mapping.get(row[entry.label_field], row[entry.label_field])
     notes.append(f"dataset {entry.key!r}: {origin} orders the classes of "
                  f"{entry.label_field!r} as {names}; labels remapped by name to the "
                  f"catalogue's order {list(entry.label_names)}")
     _say_once(notes[-1])
-  fields = list(columns)
-  n = len(columns[fields[0]]) if fields else 0
-  rows = ({name: columns[name][i] for name in fields} for i in range(n))
   cap = entry.max_examples if split == entry.train_split else None
   loaded = to_examples(entry, rows, split, origin, cap=cap)
   return dataclasses.replace(loaded, notes=tuple(notes))
