@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import os
 import sys
+import tempfile
 from typing import Sequence
 import zipfile
 
@@ -178,8 +179,10 @@ def token_ids(texts: tuple[str, ...], tokenizer_digest: str, encode) -> list[arr
 def _write_atomically(path, flat, offsets) -> None:
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    # A name unique to this writer: two threads (or processes) filling the same key at once
+    # each write their own file, and the last replace wins.
+    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
       np.savez(f, ids=flat, offsets=offsets)
     os.replace(tmp, path)  # readers never see a partial file
   except OSError as e:  # a read-only cache only costs speed

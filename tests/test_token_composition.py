@@ -79,3 +79,39 @@ def test_equal_score_segmentations_keep_composition_and_ids_do_not_depend_on_ord
   for j in range(8):
     assert (fresh.build(j % len(fresh.queries), (j, 7)).input_ids
             == builder.build(j % len(builder.queries), (j, 7)).input_ids)
+
+
+def test_concurrent_writers_of_one_token_cache_key_all_succeed(tmp_path, monkeypatch, capsys):
+  """Threads of one process tokenizing the same texts at once each write the cache through
+  their own temporary file (a per-process name made them replace each other's file)."""
+  import threading  # pylint: disable=import-outside-toplevel
+
+  monkeypatch.setenv("SYMBOL_TUNING_CACHE", str(tmp_path))
+  texts = tuple(f"text {i}" for i in range(2000))
+  barrier = threading.Barrier(4)
+  savez = tokens.np.savez
+
+  def savez_together(*args, **kwargs):
+    barrier.wait()  # every thread has opened its temporary file before any replaces it
+    savez(*args, **kwargs)
+
+  monkeypatch.setattr(tokens.np, "savez", savez_together)
+
+  def encode(batch):
+    return [[len(t), i] for i, t in enumerate(batch)]
+
+  def fill():
+    tokens._token_ids_in_process.clear()  # pylint: disable=protected-access
+    tokens.token_ids(texts, "digest-of-a-test-tokenizer", encode)
+
+  threads = [threading.Thread(target=fill) for _ in range(4)]
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join()
+  assert "token cache not written" not in capsys.readouterr().err
+  files = list((tmp_path / "token_ids").iterdir())
+  assert [f.suffix for f in files] == [".npz"]  # one entry, no temporary file left behind
+  tokens._token_ids_in_process.clear()  # pylint: disable=protected-access
+  assert [list(a) for a in tokens.token_ids(texts, "digest-of-a-test-tokenizer", None)][:2] \
+      == [[6, 0], [6, 1]]
