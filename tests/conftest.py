@@ -38,15 +38,9 @@ def bigbench_dir() -> pathlib.Path:
 
 @pytest.fixture(autouse=True)
 def _restore_vocabulary_choice():
-  """`cli.main(["--vocab", X, ...])` sets $SYMBOL_TUNING_VOCAB for the process (as the CLI
-  should); put it and the module's choice back after each test, so one test's vocabulary
-  never reaches the next (or a notebook kernel it starts)."""
-  saved = os.environ.get("SYMBOL_TUNING_VOCAB")
+  """`cli.main(["--vocab", X, ...])` makes X the process's vocabulary (as the CLI should);
+  reset the choice after each test, so one test's vocabulary never reaches the next."""
   yield
-  if saved is None:
-    os.environ.pop("SYMBOL_TUNING_VOCAB", None)
-  else:
-    os.environ["SYMBOL_TUNING_VOCAB"] = saved
   from symbol_tuning import vocab  # pylint: disable=import-outside-toplevel
 
   vocab.set_vocabulary(None)

@@ -15,6 +15,8 @@ import textwrap
 
 import pytest
 
+import readme_support
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TPU_VM = REPO / "launch" / "tpu_vm.py"
 LOCAL = REPO / "launch" / "local.py"
@@ -222,3 +224,42 @@ def test_local_runs_the_command(tmp_path):
   got = json.loads((tmp_path / "out.json").read_text())
   assert got["argv"][1:] == ["--gin_file=a.gin", *OVERRIDES, "--alsologtostderr"]
   assert got["vocab"] == "flan_t5"  # conftest sets local
+
+
+def test_readme_cloud_tpu_block_runs_against_fake_gcloud(tmp_path):
+  """README's Cloud TPU block as written, in `bash -eu` from the repo root, with fake
+  `gcloud` and `gsutil` that record their arguments: every step reaches gcloud on all
+  workers, in order, with the block's names, and the results loop prints what gsutil lists."""
+  block = readme_support.block("Cloud TPU", 0)
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  calls = tmp_path / "calls.jsonl"
+  metrics = "gs://my-bucket/symbol_tuning/flan_t5_xl/eval/symbols/inference_eval/t-metrics.jsonl"
+  for tool in ("gcloud", "gsutil"):
+    (bin_dir / tool).write_text(textwrap.dedent(f"""\
+        #!{sys.executable}
+        import json, sys
+        with open({str(calls)!r}, 'a') as f:
+          f.write(json.dumps([{tool!r}] + sys.argv[1:]) + '\\n')
+        if sys.argv[1:2] == ['ls']:
+          print({metrics!r})
+        elif sys.argv[1:2] == ['cat']:
+          print('{{"step": 1142000}}')
+        """))
+    (bin_dir / tool).chmod(0o755)
+  (bin_dir / "python").symlink_to(sys.executable)  # the block says `python`
+  env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", TMPDIR=str(tmp_path))
+  result = subprocess.run(["bash", "-euc", block.text], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.splitlines()[-2:] == [metrics, '{"step": 1142000}']
+  recorded = [json.loads(line) for line in calls.read_text().splitlines()]
+  gcloud = [c for c in recorded if c[0] == "gcloud"]
+  assert gcloud[0][1:5] == ["compute", "tpus", "tpu-vm", "create"] and "st-xl" in gcloud[0]
+  assert gcloud[-1][1:5] == ["compute", "tpus", "tpu-vm", "delete"]
+  ssh = [c for c in gcloud if c[4] == "ssh"]
+  assert ssh and all("--worker=all" in c and "--zone=us-central2-b" in " ".join(c) or
+                     "us-central2-b" in c for c in ssh)
+  evals = [c for c in ssh if "t5x.eval" in " ".join(c)]
+  assert len(evals) == 5  # one per setting
+  assert [c[1] for c in recorded if c[0] == "gsutil"] == ["ls", "cat"]
