@@ -120,9 +120,9 @@ def test_default_vocabulary_without_gcs_is_one_line_with_what_to_do(capsys, monk
 def test_global_options_before_or_after_the_command(capsys, monkeypatch, bigbench_dir, where):
   """`--vocab` is read on either side of the command, and chosen without touching the
   environment (nothing for another module to read behind the caller's back)."""
-  from symbol_tuning import vocab  # pylint: disable=import-outside-toplevel
+  from symbol_tuning import resources, vocab  # pylint: disable=import-outside-toplevel
 
-  path = str(vocab.resources.assets_dir() / vocab.LOCAL_VOCAB)
+  path = str(resources.assets_dir() / vocab.LOCAL_VOCAB)
   monkeypatch.setenv("SYMBOL_TUNING_VOCAB", "local")
   command = ["inspect", "symbol_tuning.bigbench.navigate", "--num", "1", "--json"]
   argv = ["--vocab", path] + command if where == "before" else command + ["--vocab", path]

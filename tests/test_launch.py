@@ -247,8 +247,9 @@ def test_readme_cloud_tpu_block_runs_against_fake_gcloud(tmp_path):
           print('{{"step": 1142000}}')
         """))
     (bin_dir / tool).chmod(0o755)
-  (bin_dir / "python").symlink_to(sys.executable)  # the block says `python`
-  env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", TMPDIR=str(tmp_path))
+  # The block says `python`: this interpreter's (venv) bin folder comes right after the fakes.
+  path = os.pathsep.join([str(bin_dir), os.path.dirname(sys.executable), os.environ["PATH"]])
+  env = dict(os.environ, PATH=path, TMPDIR=str(tmp_path))
   result = subprocess.run(["bash", "-euc", block.text], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600, check=False)
   assert result.returncode == 0, result.stderr[-3000:]

@@ -18,7 +18,9 @@
 """
 import json
 import math
+import os
 import pathlib
+import re
 import shlex
 import sys
 
@@ -176,21 +178,22 @@ def test_flan_t5_small_file_with_the_mix_layer_trains(tmp_path):
 
 
 def run_readme_t5x(section: str, index: int, workdir: pathlib.Path, steps: int) -> list[str]:
-  """README's t5x commands of one bash block, as written, from `workdir` (which links gin/),
-  with `steps` training steps and 4 eval examples appended; returns each command's output."""
+  """README's t5x commands of one bash block, run by bash as written from `workdir` (which
+  links gin/), with `steps` training steps and 4 eval examples appended (and the eval's
+  checkpoint step to match); returns each command's output."""
   (workdir / "gin").symlink_to(t5x_support.REPO / "gin")
+  # README says python / python3: this interpreter's (venv) bin folder comes first.
+  bin_dir = os.path.dirname(sys.executable)
+  env = t5x_support.t5x_env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
   logs = []
   for command in readme_support.block(section, index).commands:
-    argv = shlex.split(command)
-    assert argv[0] in ("python", "python3") and argv[2] in ("t5x.train", "t5x.eval"), command
-    extra = [f"--gin.FINETUNE_STEPS={steps}"] if argv[2] == "t5x.train" else \
-        ["--gin.seqio.Evaluator.num_examples=4"]
-    argv = [sys.executable] + [a.replace("/checkpoint_300'", f"/checkpoint_{steps}'")
-                               .replace("/checkpoint_20'", f"/checkpoint_{steps}'")
-                               .replace("FINETUNE_STEPS=20", f"FINETUNE_STEPS={steps}")
-                               for a in argv[1:]] + extra
-    code, out, err = t5x_support._run(argv, workdir, t5x_support.t5x_env(), 900, None)  # pylint: disable=protected-access
-    assert code == 0, f"{command}\n{(out + err)[-6000:]}"
+    binary = shlex.split(command)[2]
+    assert binary in ("t5x.train", "t5x.eval"), command
+    extra = f"--gin.FINETUNE_STEPS={steps}" if binary == "t5x.train" else \
+        "--gin.seqio.Evaluator.num_examples=4"
+    line = re.sub(r"/checkpoint_\d+'", f"/checkpoint_{steps}'", command) + " " + extra
+    code, out, err = t5x_support._run(["bash", "-c", line], workdir, env, 900, None)  # pylint: disable=protected-access
+    assert code == 0, f"{line}\n{(out + err)[-6000:]}"
     logs.append(out + err)
   return logs
 
@@ -204,8 +207,8 @@ def test_decoder_only_twin_trains_and_evaluates_with_t5x(tmp_path, bigbench_dir)
   log, _ = run_readme_t5x("Decoder-only models", 2, tmp_path, TINY_STEPS)
   model_dir = tmp_path / "runs" / "dec_t5x"
   assert "feature: decoder_loss_weights \t shape: [8, 544]" in log  # prompt + answer in one row
-  losses = t5x_support.train_metrics(model_dir)
-  assert sorted(losses) == list(range(1, TINY_STEPS + 1))
+  losses = t5x_support.train_metrics(model_dir)  # t5x summarizes at its log period's end
+  assert max(losses) == TINY_STEPS
   assert all(math.isfinite(v) and v > 0 for v in losses.values())
   config = " ".join((model_dir / "config.gin").read_text().replace("\\\n", " ").split())
   assert "feature_converter_cls = @decoder_packing.BestFitPrefixLMFeatureConverter" in config
@@ -223,7 +226,8 @@ def test_readme_tiny_twin_commands(tmp_path, bigbench_dir):
   del bigbench_dir
   t5x_support.require_t5x()
   run_readme_t5x("Cloud TPU", 1, tmp_path, TINY_STEPS)
-  assert sorted(t5x_support.train_metrics(tmp_path / "runs" / "tiny_t5x")) == [1, 2]
+  losses = t5x_support.train_metrics(tmp_path / "runs" / "tiny_t5x")
+  assert max(losses) == TINY_STEPS and all(math.isfinite(v) for v in losses.values())
   files = sorted((tmp_path / "runs" / "tiny_t5x" / "eval" / "inference_eval").glob(
       "*-metrics.jsonl"))
   assert len(files) == 11 and all(
