@@ -72,7 +72,7 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["symbol_tuning", "symbol_tuning.*"]),
-    package_data={"symbol_tuning": ["assets/*.model"]},
+    package_data={"symbol_tuning": ["assets/*.model", "assets/*.tar.xz", "assets/*.md"]},
     cmdclass={"build_py": BuildWithConfigs},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

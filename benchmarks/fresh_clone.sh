@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Fresh-clone check: clone this repo into a temporary directory beside it (so ../shared is
-# found as in a normal checkout), run README.md's two Quick start commands exactly as
+# Fresh-clone check: clone this repo into a new temporary directory (no ../shared beside it,
+# nothing of this workspace's data), run README.md's two Quick start commands exactly as
 # written, as a new user's machine would: pip with no configuration and no local wheel
 # folder (PIP_CONFIG_FILE=/dev/null, PIP_FIND_LINKS unset), an empty pip cache (every wheel
-# downloaded from PyPI), and each command in a fresh .venv. Then check that the demo's
-# outputs exist and are well formed.
+# downloaded from PyPI), an empty symbol_tuning cache (the BIG-bench tasks come from the
+# package's archive), none of the project's environment variables, and each command in a
+# fresh .venv. Then check that the demo's outputs exist and are well formed.
 #   bash benchmarks/fresh_clone.sh                 both commands (about 25 minutes on 2 cores)
 #   bash benchmarks/fresh_clone.sh --install-only  only each command's steps up to its pip install
 # Prints the time of each step (the parts joined by &&) and the size of .venv after each
@@ -13,13 +14,16 @@ set -euo pipefail
 install_only=0 status=0
 [ "${1:-}" = "--install-only" ] && install_only=1
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-work="$(mktemp -d "$(dirname "$repo")/fresh-clone.XXXXXX")"  # a sibling: ../shared resolves
-scratch="$(mktemp -d)"  # timings, generated scripts, the empty pip cache
-trap 'rm -rf "$work" "$scratch"' EXIT
+scratch="$(mktemp -d)"  # timings, generated scripts, the empty caches
+work="$scratch/clone/symbol-tuning"  # its parent holds nothing else: no ../shared
+trap 'rm -rf "$scratch"' EXIT
 git clone -q "$repo" "$work"
 cd "$work"
+[ ! -e ../shared ] || { echo "../shared exists beside the clone" >&2; exit 1; }
 export PIP_CONFIG_FILE=/dev/null PIP_CACHE_DIR="$scratch/pip-cache"
+export SYMBOL_TUNING_CACHE="$scratch/symbol_tuning-cache"  # as ~/.cache/symbol_tuning, empty
 unset PIP_FIND_LINKS PIP_EXTRA_INDEX_URL PIP_INDEX_URL PIP_CONSTRAINT PIP_NO_INDEX
+unset BIGBENCH_DIR SYMBOL_TUNING_SHARED SYMBOL_TUNING_DATA_DIR SYMBOL_TUNING_VOCAB CI
 # The first two ```bash blocks of the Quick start are the two commands.
 mapfile -t commands < <(python3 - <<'PY'
 import re
@@ -52,12 +56,15 @@ for part in (p.strip() for p in command.split(" && ")):
         if install_only:
             break
 PY
-  bash "$script" || { status=$?; echo "README command $((i + 1)) failed (exit $status)" >&2; }
+  bash "$script" 2>&1 | tee "$scratch/command$i.log" || {
+    status=$?; echo "README command $((i + 1)) failed (exit $status)" >&2; }
 done
-python3 - "$timings" "$repo/benchmarks/results/fresh_clone.json" "$install_only" <<'PY'
-import json, sys
+python3 - "$timings" "$repo/benchmarks/results/fresh_clone.json" "$install_only" \
+  "$(git rev-parse HEAD)" "$(nproc)" <<'PY'
+import json, os, sys
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1], encoding="utf-8")]
-result = {"install_only": sys.argv[3] == "1", "commands": {}}
+result = {"install_only": sys.argv[3] == "1", "commit": sys.argv[4], "cores": int(sys.argv[5]),
+          "load_average_at_end": os.getloadavg(), "shared_beside_clone": False, "commands": {}}
 for number, part, value in rows:
     entry = result["commands"].setdefault(number, {"steps": []})
     if part == "venv_bytes":
@@ -75,8 +82,12 @@ with open(sys.argv[2], "w", encoding="utf-8") as f:
 PY
 [ "$status" -eq 0 ] || exit "$status"
 [ "$install_only" = 1 ] && exit 0
-python3 - <<'PY'
-import json, pathlib
+python3 - "$scratch/command0.log" "$SYMBOL_TUNING_CACHE" <<'PY'
+import json, pathlib, re, sys
+log, cache = pathlib.Path(sys.argv[1]).read_text(), sys.argv[2]
+# The first run extracts the packaged BIG-bench tasks once and says where.
+assert re.search(rf"BIG-bench: extracted \d+ task.json files .* into {re.escape(cache)}/bigbench/",
+                 log), "the demo did not say where it put the BIG-bench tasks"
 out = pathlib.Path("runs/demo")
 for name in ("report.md", "settings.png", "tasks.png", "metrics.json",
              "eval_before/results.json", "eval_after/results.json", "run/metrics.jsonl"):

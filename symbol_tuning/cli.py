@@ -8,8 +8,12 @@
   symbol-tuning convert SRC DST [--to FMT]     checkpoints: HF <-> t5x <-> ours
   symbol-tuning eval --checkpoint P --suite S  held-out ICL evaluation; compare A B
   symbol-tuning demo [--out DIR] [--init P]    evaluate, symbol-tune, evaluate, report
+
+Global options (--vocab) go before or after the command. A wrong option or command is one
+line naming the closest valid one.
 """
 import argparse
+import difflib
 import importlib
 import os
 import sys
@@ -42,6 +46,38 @@ def positive_int(text: str) -> int:
   return value
 
 
+class Parser(argparse.ArgumentParser):
+  """argparse with one-line errors (no usage block) that suggest the closest command."""
+
+  def error(self, message):
+    if "invalid choice:" in message:
+      wrong = message.split("invalid choice:", 1)[1].split("(", 1)[0].strip(" '")
+      close = difflib.get_close_matches(wrong, self._choices(), n=1)
+      message = message.split(" (choose from")[0] + (f"; did you mean {close[0]!r}?" if close
+                                                      else f"; choose from {self._choices()}")
+    self.exit(2, f"{self.prog}: error: {message}\n")
+
+  def _choices(self) -> list[str]:
+    return list(commands(self))
+
+
+def commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+  """The parser's subcommands by name (none for a subcommand's own parser)."""
+  return {name: sub for action in parser._actions  # pylint: disable=protected-access
+          if isinstance(action, argparse._SubParsersAction)  # pylint: disable=protected-access
+          for name, sub in action.choices.items()}
+
+
+def _add_global_options(parser: argparse.ArgumentParser, default) -> None:
+  """The options read before the command; subcommands get them too (default SUPPRESS, so a
+  subcommand that does not see one keeps what the main parser read)."""
+  parser.add_argument(
+      "--vocab", default=default,
+      help="flan_t5 (Flan-T5's sentencepiece on GCS; default), local (shipped 8k model, "
+           "no network), a path to a .model file, or a HF tokenizer.json / model dir "
+           "(decoder-only models); also $SYMBOL_TUNING_VOCAB")
+
+
 def _quiet_libraries() -> None:
   from absl import logging  # pylint: disable=g-import-not-at-top
 
@@ -49,29 +85,60 @@ def _quiet_libraries() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+  parser = Parser(
       prog="symbol-tuning",
       description="Symbol tuning (Wei et al. 2023) for seq2seq LMs: data, training, eval.")
-  parser.add_argument(
-      "--vocab", default=None,
-      help="flan_t5 (Flan-T5's sentencepiece on GCS; default), local (shipped 8k model, "
-           "no network), a path to a .model file, or a HF tokenizer.json / model dir "
-           "(decoder-only models); also $SYMBOL_TUNING_VOCAB")
+  _add_global_options(parser, None)
   subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
   for name in COMMAND_MODULES:
     importlib.import_module(name).register(subparsers)
+  for subparser in set(subparsers.choices.values()):
+    _add_global_options(subparser, argparse.SUPPRESS)
   return parser
+
+
+def _unknown_option(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
+  """The first `--option` that neither the main parser nor the command's takes, as one
+  line with the closest valid one; checked before argparse, whose complaint about missing
+  required options would otherwise hide the typo that caused it."""
+  subparsers = commands(parser)
+  command = next((a for a in argv if a in subparsers), None)
+  actions = list(parser._actions)  # pylint: disable=protected-access
+  if command is not None:
+    actions += subparsers[command]._actions  # pylint: disable=protected-access
+  valid = sorted({s for a in actions for s in a.option_strings if s.startswith("--")})
+  for arg in argv[:argv.index("--")] if "--" in argv else argv:
+    name = arg.split("=", 1)[0]
+    if not arg.startswith("--") or name.startswith("--gin.") and command == "train":
+      continue
+    if not any(v.startswith(name) for v in valid):  # argparse takes unique prefixes too
+      close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+      return (f"unrecognized option {name!r}" +
+              (f"; did you mean {close[0]}?" if close else f"; valid options: {valid}"))
+  return None
 
 
 def main(argv=None) -> int:
   parser = build_parser()
+  argv = sys.argv[1:] if argv is None else list(argv)
+  problem = _unknown_option(parser, argv)
+  if problem:
+    command = next((a for a in argv if a in commands(parser)), None)
+    print(f"symbol-tuning{' ' + command if command else ''}: error: {problem}", file=sys.stderr)
+    return 2
   args, extra = parser.parse_known_args(argv)
-  if extra and not getattr(args, "accepts_gin_shorthand", False):
-    parser.error(f"unrecognized arguments: {' '.join(extra)}")
+  gin_shorthand = getattr(args, "accepts_gin_shorthand", False)
+  unknown = [a for a in extra if not (gin_shorthand and a.startswith("--gin."))]
+  if unknown:
+    print(f"symbol-tuning {args.command}: error: unrecognized arguments: {' '.join(unknown)}",
+          file=sys.stderr)
+    return 2
   args.extra = extra
   _quiet_libraries()
   if args.vocab:
-    os.environ["SYMBOL_TUNING_VOCAB"] = args.vocab
+    from symbol_tuning import vocab  # pylint: disable=g-import-not-at-top
+
+    vocab.set_vocabulary(args.vocab)
   try:
     return args.func(args) or 0
   except KeyboardInterrupt:

@@ -3,8 +3,9 @@
 Environment variables (all optional):
   SYMBOL_TUNING_DATA_DIR  local copies of HF datasets: <dir>/<key>/ (README, "Data sources
                           and local copies").
-  BIGBENCH_DIR            a directory laid out as BIG-bench's `bigbench/benchmark_tasks`.
-  SYMBOL_TUNING_CACHE     where downloads go (default ~/.cache/symbol_tuning).
+  BIGBENCH_DIR            a directory laid out as BIG-bench's `bigbench/benchmark_tasks`
+                          (else the package's archive, sources/bigbench.py).
+  SYMBOL_TUNING_CACHE     where extracted and downloaded files go (~/.cache/symbol_tuning).
   SYMBOL_TUNING_SHARED    the workspace's shared/ folder (tests and benchmarks only).
 """
 import os

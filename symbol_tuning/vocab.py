@@ -11,7 +11,7 @@
 Tasks are registered with a `LazyVocabulary` that resolves the choice at first use, so the
 choice can be made after `import symbol_tuning.tasks` (e.g. from gin or the CLI).
 
-Rebuild the local model: python -m symbol_tuning.vocab train  (needs BIGBENCH_DIR)
+Rebuild the local model: python -m symbol_tuning.vocab train  (reads the BIG-bench suite)
 """
 import functools
 import os

@@ -1,5 +1,8 @@
 """Test environment: quiet TF, CPU jax with 8 fake devices, offline vocabulary and data.
 
+BIG-bench comes from $BIGBENCH_DIR when set, else from the package's own archive (what a
+new user gets): no ../shared is needed.
+
 Everything here is set before TensorFlow or jax is imported by any test module.
 """
 import os
@@ -11,12 +14,6 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("SYMBOL_TUNING_VOCAB", "local")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from symbol_tuning import resources  # noqa: E402  (after the environment is set)
-
-BIGBENCH_DIR = resources.shared_dir() / "data" / "bigbench"
-if BIGBENCH_DIR.is_dir():
-  os.environ.setdefault("BIGBENCH_DIR", str(BIGBENCH_DIR))
 
 import pytest  # noqa: E402
 
@@ -30,25 +27,20 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def bigbench_dir() -> pathlib.Path:
-  """The real BIG-bench suite in ../shared (SYMBOL_TUNING_SHARED moves it)."""
-  path = pathlib.Path(os.environ.get("BIGBENCH_DIR", BIGBENCH_DIR))
-  if not path.is_dir():
-    pytest.fail(f"the BIG-bench data is missing at {path}: set SYMBOL_TUNING_SHARED to the "
-                "workspace's shared/ folder or BIGBENCH_DIR to a benchmark_tasks copy")
-  return path
+  """The real BIG-bench tasks the library reads: $BIGBENCH_DIR, else the package's archive
+  (extracted into the cache on first use), for tests that hand the folder to a subprocess."""
+  from symbol_tuning.sources import bigbench  # pylint: disable=import-outside-toplevel
+
+  if os.environ.get("BIGBENCH_DIR"):
+    return pathlib.Path(os.environ["BIGBENCH_DIR"])
+  return bigbench.shipped_root()
 
 
 @pytest.fixture(autouse=True)
 def _restore_vocabulary_choice():
-  """`cli.main(["--vocab", X, ...])` sets $SYMBOL_TUNING_VOCAB for the process (as the CLI
-  should); put it and the module's choice back after each test, so one test's vocabulary
-  never reaches the next (or a notebook kernel it starts)."""
-  saved = os.environ.get("SYMBOL_TUNING_VOCAB")
+  """`cli.main(["--vocab", X, ...])` makes X the process's vocabulary (as the CLI should);
+  reset the choice after each test, so one test's vocabulary never reaches the next."""
   yield
-  if saved is None:
-    os.environ.pop("SYMBOL_TUNING_VOCAB", None)
-  else:
-    os.environ["SYMBOL_TUNING_VOCAB"] = saved
   from symbol_tuning import vocab  # pylint: disable=import-outside-toplevel
 
   vocab.set_vocabulary(None)

@@ -152,6 +152,7 @@ def test_default_vocabulary_without_gcs_is_one_line_with_what_to_do(capsys, monk
   assert "cannot be reached" in err and "--vocab local" in err
 
 
+<<<<<<< HEAD
 @pytest.mark.parametrize("symbols", [{"True": "ab", "False": "cd"},
                                      {"True": "café", "False": "naïve"},  # escaped in labels_json
                                      {"True": "\\u00e9", "False": 'a"b'}])
@@ -166,3 +167,39 @@ def test_export_lines_equal_json_dumps_of_the_records(symbols):
       "labels_json": [json.dumps({"symbols": symbols, "options": options}).encode()]}
   assert data._json_line(columns, 0) == (
       json.dumps(data._record(columns, 0), ensure_ascii=False) + "\n")
+=======
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_global_options_before_or_after_the_command(capsys, monkeypatch, bigbench_dir, where):
+  """`--vocab` is read on either side of the command, and chosen without touching the
+  environment (nothing for another module to read behind the caller's back)."""
+  from symbol_tuning import resources, vocab  # pylint: disable=import-outside-toplevel
+
+  path = str(resources.assets_dir() / vocab.LOCAL_VOCAB)
+  monkeypatch.setenv("SYMBOL_TUNING_VOCAB", "local")
+  command = ["inspect", "symbol_tuning.bigbench.navigate", "--num", "1", "--json"]
+  argv = ["--vocab", path] + command if where == "before" else command + ["--vocab", path]
+  code, out, err = run(capsys, *argv)
+  assert code == 0, err
+  assert json.loads(out)["task"] == "symbol_tuning.bigbench.navigate"
+  assert vocab.current_spec() == path and os.environ["SYMBOL_TUNING_VOCAB"] == "local"
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["demo", "--vocb", "local"], "symbol-tuning demo: error: unrecognized option '--vocb'; "
+                                  "did you mean --vocab?"),
+    (["eval", "--checkpont", "x"], "symbol-tuning eval: error: unrecognized option "
+                                   "'--checkpont'; did you mean --checkpoint?"),
+    (["train", "--gin.X=1", "--gin_fle=a.gin"], "symbol-tuning train: error: unrecognized "
+                                                "option '--gin_fle'; did you mean --gin_file?"),
+    (["lsit"], "symbol-tuning: error: argument COMMAND: invalid choice: 'lsit'; "
+               "did you mean 'list'?"),
+    (["demo", "stray"], "symbol-tuning demo: error: unrecognized arguments: stray"),
+])
+def test_unknown_option_or_command_is_one_line_with_the_closest(capsys, argv, expected):
+  try:
+    code = cli.main(argv)
+  except SystemExit as e:  # argparse's own errors (a wrong command) exit from the parser
+    code = e.code
+  err = capsys.readouterr().err
+  assert code == 2 and err.strip() == expected
+>>>>>>> h-24

@@ -1,5 +1,6 @@
 """HF tokenizer.json vocabularies: encoding, EOS, TF ops, and the tasks' prompts through them."""
 import json
+import pathlib
 import shutil
 
 import gin
@@ -8,6 +9,7 @@ import pytest
 import seqio
 import tensorflow as tf
 
+import readme_support
 from symbol_tuning import cli, hf_vocab, vocab
 
 TEXT = ["Input: the cat sat on the mat", "Output: foo", "Q: 7281 -> QXT", "A: bar baz",
@@ -67,33 +69,34 @@ def test_missing_eos_is_a_clear_error(tmp_path, tokenizer_dir):
   np.testing.assert_equal(hf_vocab.is_hf_tokenizer(str(tmp_path)), True)
 
 
-def test_from_an_hf_directory_to_the_report(tmp_path, tokenizer_dir, bigbench_dir):
-  """An HF decoder-only directory (weights + its tokenizer) trains with the tasks tokenized
-  by its own tokenizer, and the run is evaluated with it: the README's decoder-only path.
-  (This 300-piece tokenizer spends ~1 token per 3 characters: prompts need 1024 tokens.)"""
+def test_from_an_hf_directory_to_the_report(tmp_path, monkeypatch, tokenizer_dir, bigbench_dir):
+  """README's decoder-only tokenizer commands, as written from a fresh folder, with tiny
+  settings appended: an HF decoder-only directory (weights + its tokenizer) at README's
+  `path/to/Qwen2-0.5B` trains with the tasks tokenized by its own tokenizer, and the run is
+  evaluated with it. (This 300-piece tokenizer spends ~1 token per 3 characters: prompts
+  need 1024 tokens.)"""
   from symbol_tuning.checkpoints import save_hf_decoder  # pylint: disable=g-import-not-at-top
   from symbol_tuning.model import decoder_config, decoder_network  # pylint: disable=g-import-not-at-top
-  hf_dir = tmp_path / "hf"
+  monkeypatch.chdir(tmp_path)
+  hf_dir = pathlib.Path("path/to/Qwen2-0.5B")
   config = decoder_config.get_config("llama-tiny", vocab_size=384, eos_token_id=1)
   save_hf_decoder(config, decoder_network.init_params(config, 0), str(hf_dir))
   for name in ("tokenizer.json", "tokenizer_config.json"):
     shutil.copy(tokenizer_dir / name, hf_dir / name)
+  tiny = {"train": ["--gin.MIXTURE_OR_TASK_NAME='symbol_tuning.bigbench.navigate'",
+                    "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=8", "--gin.LOG_PERIOD=1",
+                    "--gin.TASK_FEATURE_LENGTHS={'inputs': 1024, 'targets': 16}",
+                    "--no_progress"],
+          "eval": ["--max_examples", "1", "--input_length", "1024", "--settings", "symbols",
+                   "--no_progress"]}
+  commands = readme_support.block("Decoder-only models", 1).commands
   gin.clear_config()
   try:
-    code = cli.main(["--vocab", str(hf_dir), "train",
-                     "--gin_file=local/symbol_tuning_bigbench_llama_tiny.gin",
-                     f"--gin.MODEL_DIR='{tmp_path / 'run'}'",
-                     f"--gin.INITIAL_CHECKPOINT_PATH='{hf_dir}'", f"--gin.VOCABULARY='{hf_dir}'",
-                     "--gin.MIXTURE_OR_TASK_NAME='symbol_tuning.bigbench.navigate'",
-                     "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=8", "--gin.LOG_PERIOD=1",
-                     "--gin.TASK_FEATURE_LENGTHS={'inputs': 1024, 'targets': 16}", "--no_progress"])
-    assert code == 0
-    code = cli.main(["--vocab", str(hf_dir), "eval", "--checkpoint", str(tmp_path / "run"),
-                     "--suite", "bigbench", "--max_examples", "1", "--input_length", "1024",
-                     "--settings", "symbols", "--out", str(tmp_path / "eval"), "--no_progress"])
-    assert code == 0
+    for command in commands:
+      argv = readme_support.cli_argv(command)
+      assert cli.main(argv + tiny[argv[2]]) == 0, command
   finally:
     gin.clear_config()
     vocab.set_vocabulary(None)
-  results = json.loads((tmp_path / "eval" / "results.json").read_text())
+  results = json.loads((tmp_path / "runs" / "qwen_eval" / "results.json").read_text())
   assert results["num_examples"] > 0 and results["vocabulary"] == str(hf_dir)

@@ -18,3 +18,22 @@ def test_library_never_imports_torch():
   loaded = sorted(name for name in sys.modules
                   if name.split(".")[0] in ("torch", "transformers", "triton"))
   assert not loaded, loaded
+
+
+def test_wheel_carries_the_data_the_library_reads(tmp_path):
+  """A non-editable install has the BIG-bench archive (with its notice), the local
+  vocabulary and the gin / catalogue files: the Quick start needs nothing else."""
+  import pathlib  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import zipfile  # pylint: disable=import-outside-toplevel
+
+  repo = pathlib.Path(__file__).resolve().parent.parent
+  subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                  "-w", str(tmp_path), str(repo)], check=True, capture_output=True, timeout=600)
+  (wheel,) = tmp_path.glob("symbol_tuning-*.whl")
+  names = set(zipfile.ZipFile(wheel).namelist())
+  for name in ("symbol_tuning/assets/bigbench_tasks.tar.xz",
+               "symbol_tuning/assets/BIGBENCH_NOTICE.md", "symbol_tuning/assets/local_spm_8k.model",
+               "symbol_tuning/_data/tasks/bigbench.json",
+               "symbol_tuning/_data/gin/local/symbol_tuning_bigbench_tiny.gin"):
+    assert name in names, name

@@ -15,6 +15,7 @@ import textwrap
 
 import pytest
 
+import readme_support
 from symbol_tuning import resources
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -289,6 +290,18 @@ def fake_queue(tmp_path):
     calls.write_text("")
     result = _launch(TPU_VM, *args, env=env, check=False)
     return result, [json.loads(line) for line in calls.read_text().splitlines()]
+
+  def run_bash(plan, script, **variables):
+    """A bash script (README's text) run with the fake first on PATH, then this venv's."""
+    plan_path.write_text(json.dumps(plan))
+    calls.write_text("")
+    path = os.pathsep.join([str(bin_dir), os.path.dirname(sys.executable), os.environ["PATH"]])
+    result = subprocess.run(["bash", "-euc", script], cwd=REPO, capture_output=True, text=True,
+                            env=dict(env, PATH=path, TMPDIR=str(tmp_path), **variables),
+                            timeout=600, check=False)
+    return result, [json.loads(line) for line in calls.read_text().splitlines()]
+
+  run.bash = run_bash
   return run
 
 
@@ -499,3 +512,63 @@ def test_a_gcloud_error_while_waiting_is_one_line(fake_queue):
   # In supervise, the same error still deletes the slice when --delete asks for it.
   result, calls = fake_queue({"describe_error": error}, *SUPERVISE, "--delete")
   assert result.returncode == 1 and calls[-1] == DELETE_QR and "Traceback" not in result.stderr
+
+
+def test_readme_cloud_tpu_block_runs_against_fake_gcloud(tmp_path):
+  """README's Cloud TPU block as written, in `bash -eu` from the repo root, with fake
+  `gcloud` and `gsutil` that record their arguments: every step reaches gcloud on all
+  workers, in order, with the block's names, and the results loop prints what gsutil lists."""
+  block = readme_support.block("Cloud TPU", 0)
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  calls = tmp_path / "calls.jsonl"
+  metrics = "gs://my-bucket/symbol_tuning/flan_t5_xl/eval/symbols/inference_eval/t-metrics.jsonl"
+  for tool in ("gcloud", "gsutil"):
+    (bin_dir / tool).write_text(textwrap.dedent(f"""\
+        #!{sys.executable}
+        import json, sys
+        with open({str(calls)!r}, 'a') as f:
+          f.write(json.dumps([{tool!r}] + sys.argv[1:]) + '\\n')
+        if sys.argv[1:2] == ['ls']:
+          print({metrics!r})
+        elif sys.argv[1:2] == ['cat']:
+          print('{{"step": 1142000}}')
+        """))
+    (bin_dir / tool).chmod(0o755)
+  # The block says `python`: this interpreter's (venv) bin folder comes right after the fakes.
+  path = os.pathsep.join([str(bin_dir), os.path.dirname(sys.executable), os.environ["PATH"]])
+  env = dict(os.environ, PATH=path, TMPDIR=str(tmp_path))
+  result = subprocess.run(["bash", "-euc", block.text], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.splitlines()[-2:] == [metrics, '{"step": 1142000}']
+  recorded = [json.loads(line) for line in calls.read_text().splitlines()]
+  gcloud = [c for c in recorded if c[0] == "gcloud"]
+  assert gcloud[0][1:5] == ["compute", "tpus", "tpu-vm", "create"] and "st-xl" in gcloud[0]
+  assert gcloud[-1][1:5] == ["compute", "tpus", "tpu-vm", "delete"]
+  ssh = [c for c in gcloud if c[4] == "ssh"]
+  assert ssh and all("--worker=all" in c and "--zone=us-central2-b" in " ".join(c) or
+                     "us-central2-b" in c for c in ssh)
+  evals = [c for c in ssh if "t5x.eval" in " ".join(c)]
+  assert len(evals) == 5  # one per setting
+  assert [c[1] for c in recorded if c[0] == "gsutil"] == ["ls", "cat"]
+
+
+def test_readme_queued_resources_block_runs_against_fake_gcloud(fake_queue):
+  """README's queued-resources block as written (its NAME / ZONE / BUCKET from the block
+  before it): the request, the wait, setup, the run with --env, delete, then supervise through
+  one preemption to the end, each reaching gcloud with the block's names."""
+  block = readme_support.block("Cloud TPU", 1)
+  # The run under supervise fails once on a slice whose node reads PREEMPTED.
+  plan = {"queued_states": ["ACTIVE"], "node_states": ["PREEMPTED"], "run_exits": [0, 1, 0]}
+  result, calls = fake_queue.bash(plan, block.text, NAME="st-test", ZONE="us-central2-b",
+                                  BUCKET="gs://bucket/symbol_tuning")
+  assert result.returncode == 0, result.stderr[-3000:]
+  create = _create_qr("v5litepod-16", "v2-alpha-tpuv5-lite", "--spot")
+  assert calls.count(create) == 3  # create --queued, supervise's first request, its second
+  assert calls.count(DELETE_QR) == 3  # delete --queued, after the preemption, --delete
+  runs = [_ssh_command(c) for c in calls if "ssh" in c and " -m t5x." in " ".join(c)]
+  assert len(runs) == 3 and len(set(runs)) == 1  # the same command after the preemption
+  assert "SYMBOL_TUNING_PROMPT_WORKERS=4" in runs[0]
+  assert "gs://bucket/symbol_tuning/flan_t5_xl" in runs[0]
+  assert "supervise: slice st-test is PREEMPTED" in result.stderr

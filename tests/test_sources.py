@@ -3,7 +3,7 @@ import tarfile
 
 import pytest
 
-from symbol_tuning import catalogue, pipeline, sources
+from symbol_tuning import catalogue, pipeline, resources, sources
 from symbol_tuning.sources import bigbench, hf
 
 RTE = catalogue.get("tune", "rte")
@@ -150,7 +150,7 @@ def test_bigbench_missing_task_under_bigbench_dir(tmp_path, monkeypatch):
     sources.load_split(toy_bigbench_entry(), "train")
 
 
-def test_sdist_extraction_keeps_only_wanted_tasks(tmp_path):
+def test_extraction_keeps_only_wanted_tasks(tmp_path):
   src = tmp_path / "src" / "bigbench-1.0.0" / "bigbench" / "benchmark_tasks"
   for path in ("navigate", "list_functions/c001", "unrelated"):
     write_task(src, path, [{"input": "x", "target": "y"}])
@@ -162,6 +162,35 @@ def test_sdist_extraction_keeps_only_wanted_tasks(tmp_path):
   assert (dest / "navigate" / "task.json").is_file()
   assert (dest / "list_functions" / "c001" / "task.json").is_file()
   assert not (dest / "unrelated").exists()
+
+
+def test_without_bigbench_dir_the_packaged_tasks_are_extracted_once(tmp_path, monkeypatch,
+                                                                     capfd):
+  monkeypatch.delenv("BIGBENCH_DIR", raising=False)
+  monkeypatch.setenv("SYMBOL_TUNING_CACHE", str(tmp_path / "cache"))
+  bigbench.shipped_root.cache_clear()
+  try:
+    root = bigbench.task_root("multiemo/products_sentence_en")
+    err = capfd.readouterr().err
+    assert root.parent == tmp_path / "cache" / "bigbench"
+    assert f"extracted 295 task.json files from the package's bigbench_tasks.tar.xz into {root}" \
+        in err
+    for task in bigbench.wanted_tasks():  # every task the package reads is in the archive
+      assert list((root / task).rglob("task.json")), task
+    bigbench.shipped_root.cache_clear()  # a second process finds the copy and says nothing
+    assert bigbench.task_root("navigate") == root
+    assert "extracted" not in capfd.readouterr().err
+    with pytest.raises(sources.DataSourceError, match="not in the package's .*BIGBENCH_DIR"):
+      bigbench.task_root("no_such_task")
+  finally:
+    bigbench.shipped_root.cache_clear()
+
+
+def test_packaged_archive_is_what_pack_makes_from_its_files(tmp_path, bigbench_dir):
+  out = tmp_path / "again.tar.xz"
+  assert bigbench.pack(bigbench_dir, out) == 295
+  shipped = resources.assets_dir() / bigbench.ARCHIVE_NAME
+  assert out.read_bytes() == shipped.read_bytes()
 
 
 def test_real_bigbench_suite_loads_with_disjoint_deterministic_splits(bigbench_dir):

@@ -14,14 +14,20 @@
    overridden.
 5. The decoder-only twin (t5x's DecoderOnlyModel, our PrefixLM converter, one length for
    prompt + answer) trains with t5x.train and is scored by t5x.eval on a rank mixture.
+6. README's t5x commands run as written (fewer steps and eval examples appended).
 """
 import json
 import math
+import os
 import pathlib
+import re
+import shlex
+import sys
 
 import numpy as np
 import pytest
 
+import readme_support
 import synthetic_data
 import t5x_support
 
@@ -171,29 +177,58 @@ def test_flan_t5_small_file_with_the_mix_layer_trains(tmp_path):
   assert "SYMBOL_FRACTION = 0.16" in config and "symbol_tuning_mix()" in config
 
 
+def run_readme_t5x(section: str, index: int, workdir: pathlib.Path, steps: int) -> list[str]:
+  """README's t5x commands of one bash block, run by bash as written from `workdir` (which
+  links gin/), with `steps` training steps and 4 eval examples appended (and the eval's
+  checkpoint step to match); returns each command's output."""
+  (workdir / "gin").symlink_to(t5x_support.REPO / "gin")
+  # README says python / python3: this interpreter's (venv) bin folder comes first.
+  bin_dir = os.path.dirname(sys.executable)
+  env = t5x_support.t5x_env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+  logs = []
+  for command in readme_support.block(section, index).commands:
+    binary = shlex.split(command)[2]
+    assert binary in ("t5x.train", "t5x.eval"), command
+    extra = f"--gin.FINETUNE_STEPS={steps}" if binary == "t5x.train" else \
+        "--gin.seqio.Evaluator.num_examples=4"
+    line = re.sub(r"/checkpoint_\d+'", f"/checkpoint_{steps}'", command) + " " + extra
+    code, out, err = t5x_support._run(["bash", "-c", line], workdir, env, 900, None)  # pylint: disable=protected-access
+    assert code == 0, f"{line}\n{(out + err)[-6000:]}"
+    logs.append(out + err)
+  return logs
+
+
 def test_decoder_only_twin_trains_and_evaluates_with_t5x(tmp_path, bigbench_dir):
-  """t5x.train trains the decoder-only tiny twin (t5x's DecoderOnlyModel) on
-  symbol_tuning_bigbench with our PrefixLM converter, rows of the single length 544;
-  t5x.eval scores a rank-classification mixture from its checkpoint."""
+  """README's decoder-only t5x commands: t5x.train trains the decoder-only tiny twin (t5x's
+  DecoderOnlyModel) on symbol_tuning_bigbench with our PrefixLM converter, rows of the
+  single length 544; t5x.eval scores a rank-classification mixture from its checkpoint."""
+  del bigbench_dir
   t5x_support.require_t5x()
-  env = t5x_support.t5x_env(BIGBENCH_DIR=str(bigbench_dir))
-  model_dir = tmp_path / "run"
-  log = t5x_support.run_t5x("train", ["symbol_tuning_bigbench_decoder_only_tiny.gin"], {
-      "MODEL_DIR": f"'{model_dir}'", "FINETUNE_STEPS": TINY_STEPS,
-      "utils.SaveCheckpointConfig.period": 1}, env)
+  log, _ = run_readme_t5x("Decoder-only models", 2, tmp_path, TINY_STEPS)
+  model_dir = tmp_path / "runs" / "dec_t5x"
   assert "feature: decoder_loss_weights \t shape: [8, 544]" in log  # prompt + answer in one row
-  losses = t5x_support.train_metrics(model_dir)
-  assert sorted(losses) == list(range(1, TINY_STEPS + 1))
+  losses = t5x_support.train_metrics(model_dir)  # t5x summarizes at its log period's end
+  assert max(losses) == TINY_STEPS
   assert all(math.isfinite(v) and v > 0 for v in losses.values())
   config = " ".join((model_dir / "config.gin").read_text().replace("\\\n", " ").split())
   assert "feature_converter_cls = @decoder_packing.BestFitPrefixLMFeatureConverter" in config
-  out_dir = tmp_path / "eval"
-  t5x_support.run_t5x("eval", ["symbol_tuning_eval_decoder_only_tiny.gin"], {
-      "CHECKPOINT_PATH": f"'{model_dir / f'checkpoint_{TINY_STEPS}'}'",
-      "EVAL_OUTPUT_DIR": f"'{out_dir}'", "seqio.Evaluator.num_examples": 4}, env)
+  out_dir = model_dir / "eval"
   files = sorted((out_dir / "inference_eval").glob("*-metrics.jsonl"))
   assert len(files) == 11  # the 11 held-out BIG-bench tasks, symbols setting
   for path in files:
     record = json.loads(path.read_text().splitlines()[-1])
     assert record["step"] == TINY_STEPS
     assert 0.0 <= record["rank_classification_accuracy"] <= 100.0
+
+
+def test_readme_tiny_twin_commands(tmp_path, bigbench_dir):
+  """README's Cloud TPU section: the tiny twins on CPU with the real binaries."""
+  del bigbench_dir
+  t5x_support.require_t5x()
+  run_readme_t5x("Cloud TPU", 2, tmp_path, TINY_STEPS)
+  losses = t5x_support.train_metrics(tmp_path / "runs" / "tiny_t5x")
+  assert max(losses) == TINY_STEPS and all(math.isfinite(v) for v in losses.values())
+  files = sorted((tmp_path / "runs" / "tiny_t5x" / "eval" / "inference_eval").glob(
+      "*-metrics.jsonl"))
+  assert len(files) == 11 and all(
+      json.loads(f.read_text().splitlines()[-1])["step"] == TINY_STEPS for f in files)

@@ -1,6 +1,6 @@
 """`symbol-tuning demo`: the embedded default end to end, resumable stage by stage.
 
-  1. data      the offline BIG-bench suite (BIGBENCH_DIR, the bigbench package, or PyPI)
+  1. data      the offline BIG-bench suite (BIGBENCH_DIR, else the package's archive)
   2. init      the starting model: --init (HF / t5x / ours) or a tiny random T5
   3. before    evaluate it on the 11 held-out BIG-bench tasks: four settings + flipped
   4. train     symbol-tune it on symbol_tuning_bigbench with the embedded trainer

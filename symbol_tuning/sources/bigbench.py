@@ -1,10 +1,15 @@
 """BIG-bench task.json files (JSON task format) as a data source.
 
 Where the files come from, first match wins:
-  1. $BIGBENCH_DIR/<task path>/task.json (a copy of bigbench/benchmark_tasks);
-  2. the installed `bigbench` package's benchmark_tasks/;
-  3. $SYMBOL_TUNING_CACHE/bigbench/ (filled by 4);
-  4. a download of the bigbench 1.0.0 sdist from PyPI, extracting only task.json files.
+  1. $BIGBENCH_DIR/<task path>/task.json (a copy of bigbench/benchmark_tasks, e.g. from a
+     clone of BIG-bench's GitHub repository);
+  2. the package's own copy: symbol_tuning/assets/bigbench_tasks.tar.xz (4 MB) holds the
+     task.json files of every catalogued task and of the algorithmic evaluation tasks
+     (Apache-2.0, see assets/BIGBENCH_NOTICE.md). The first use extracts it once, with a
+     progress bar, into $SYMBOL_TUNING_CACHE/bigbench/<archive digest>/ and says where.
+PyPI has no sdist that holds the tasks (its `bigbench` is 0.0.1, code only), so nothing
+is downloaded. Rebuild the archive from a benchmark_tasks copy:
+  python -m symbol_tuning.sources.bigbench pack /path/to/benchmark_tasks
 
 Quirks handled: `target_scores` is a dict or a string holding a Python dict literal; the
 gold class is the unique highest score (ties are filtered and counted); there are no
@@ -14,13 +19,15 @@ splits, so a fixed hash of (task, example position) puts min(20%, 500) examples 
 import ast
 import dataclasses
 import functools
-import importlib.util
+import hashlib
+import io
 import json
 import os
 import pathlib
-import subprocess
+import shutil
 import sys
 import tarfile
+import tempfile
 
 from symbol_tuning import catalogue, resources
 from symbol_tuning.sources.examples import DataSourceError, LoadedSplit, stable_seed, to_examples
@@ -28,47 +35,27 @@ from symbol_tuning.sources.examples import DataSourceError, LoadedSplit, stable_
 SPLITS = ("train", "validation")
 # Generative tasks the evaluation reads besides the catalogued classification tasks.
 ALGORITHMIC_TASKS = ("list_functions", "simp_turing_concept")
-SDIST = "bigbench==1.0.0"
+ARCHIVE_NAME = "bigbench_tasks.tar.xz"
 _VALIDATION_FRACTION = 0.2
 _VALIDATION_MAX = 500
 
 
-def _package_dir() -> pathlib.Path | None:
-  spec = importlib.util.find_spec("bigbench")
-  if spec is None or not spec.submodule_search_locations:
-    return None
-  return pathlib.Path(list(spec.submodule_search_locations)[0]) / "benchmark_tasks"
+def wanted_tasks() -> list[str]:
+  """The task paths the package needs: the catalogue's and the algorithmic suites'."""
+  return [e.path for e in catalogue.load("bigbench")] + list(ALGORITHMIC_TASKS)
 
 
-def _download_into_cache(cache: pathlib.Path) -> None:
-  """Fetches the bigbench sdist from PyPI and extracts every task.json into `cache`."""
-  download = cache / "_sdist"
-  download.mkdir(parents=True, exist_ok=True)
-  print(f"BIG-bench: downloading {SDIST} (about 360 MB) into {download}", file=sys.stderr)
-  cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-         "--no-build-isolation", SDIST, "-d", str(download)]
-  result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-  archives = sorted(download.glob("bigbench-*.tar.gz"))
-  if not archives:
-    raise DataSourceError(
-        f"BIG-bench: `{' '.join(cmd)}` failed ({result.stderr.strip()[-300:]}); set "
-        "BIGBENCH_DIR to a copy of bigbench/benchmark_tasks (README, 'Data sources and local "
-        "copies')")
-  wanted = [e.path for e in catalogue.load("bigbench")] + list(ALGORITHMIC_TASKS)
-  extract_task_files(archives[-1], cache, wanted)
-  for archive in archives:  # 360 MB we no longer need
-    archive.unlink()
-
-
-def extract_task_files(archive: pathlib.Path, dest: pathlib.Path,
-                       wanted: list[str] | None = None) -> int:
-  """Extracts .../benchmark_tasks/<path>/task.json members of an sdist into dest/<path>/,
-  only those under one of the `wanted` task paths when given."""
+def extract_task_files(archive, dest: pathlib.Path, wanted: list[str] | None = None) -> int:
+  """Extracts .../benchmark_tasks/<path>/task.json members of a tar archive (a path or a
+  binary file object, read as a stream) into dest/<path>/, only those under one of the
+  `wanted` task paths when given; returns how many it wrote."""
   count = 0
-  with tarfile.open(archive) as tar:
+  source = {"name": archive} if isinstance(archive, (str, os.PathLike)) else {"fileobj": archive}
+  with tarfile.open(mode="r|*", **source) as tar:
     for member in tar:
       parts = pathlib.PurePosixPath(member.name).parts
-      if parts[-1] != "task.json" or "benchmark_tasks" not in parts or not member.isfile():
+      if not parts or parts[-1] != "task.json" or "benchmark_tasks" not in parts or \
+          not member.isfile():
         continue
       rel = pathlib.Path(*parts[parts.index("benchmark_tasks") + 1:])
       if wanted is not None and not any(
@@ -82,6 +69,34 @@ def extract_task_files(archive: pathlib.Path, dest: pathlib.Path,
   return count
 
 
+@functools.cache
+def shipped_root() -> pathlib.Path:
+  """The package's archive, extracted once into $SYMBOL_TUNING_CACHE/bigbench/<digest>/.
+
+  Extraction goes to a temporary folder renamed into place, so concurrent first uses
+  (pytest-xdist workers, prompt workers) never see a half-written copy.
+  """
+  archive = resources.assets_dir() / ARCHIVE_NAME
+  digest = hashlib.sha256(archive.read_bytes()).hexdigest()[:12]
+  root = resources.cache_dir() / "bigbench" / digest
+  if root.is_dir():
+    return root
+  root.parent.mkdir(parents=True, exist_ok=True)
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix=".extract-", dir=root.parent))
+  from rich import console, progress  # pylint: disable=g-import-not-at-top
+
+  with progress.open(archive, "rb", description="BIG-bench tasks",
+                     console=console.Console(stderr=True), transient=True) as f:
+    count = extract_task_files(f, tmp)
+  try:
+    tmp.rename(root)
+  except OSError:  # another process put its copy there first
+    shutil.rmtree(tmp, ignore_errors=True)
+  print(f"BIG-bench: extracted {count} task.json files from the package's {ARCHIVE_NAME} "
+        f"into {root}", file=sys.stderr)
+  return root
+
+
 def task_root(task_path: str) -> pathlib.Path:
   """The benchmark_tasks directory that holds `task_path` (see module docstring)."""
   env = os.environ.get("BIGBENCH_DIR")
@@ -91,14 +106,27 @@ def task_root(task_path: str) -> pathlib.Path:
       raise DataSourceError(f"BIG-bench task {task_path!r}: no {root / task_path / 'task.json'}"
                             " (BIGBENCH_DIR is set, so no other source is tried)")
     return root
-  for root in (_package_dir(), resources.cache_dir() / "bigbench"):
-    if root is not None and (root / task_path / "task.json").is_file():
-      return root
-  cache = resources.cache_dir() / "bigbench"
-  _download_into_cache(cache)
-  if not (cache / task_path / "task.json").is_file():
-    raise DataSourceError(f"BIG-bench task {task_path!r} is not in {SDIST}")
-  return cache
+  root = shipped_root()
+  if not (root / task_path / "task.json").is_file():
+    raise DataSourceError(f"BIG-bench task {task_path!r} is not in the package's {ARCHIVE_NAME}"
+                          " (set BIGBENCH_DIR to a copy of bigbench/benchmark_tasks that has it)")
+  return root
+
+
+def pack(benchmark_tasks: pathlib.Path, out: pathlib.Path) -> int:
+  """Writes the wanted task.json files of a benchmark_tasks copy into a reproducible
+  tar.xz (sorted members, no owners or times), as the package ships it."""
+  missing = [w for w in wanted_tasks() if not (benchmark_tasks / w).is_dir()]
+  if missing:
+    raise DataSourceError(f"{benchmark_tasks} lacks the task folders {missing}")
+  files = sorted(p for w in wanted_tasks() for p in (benchmark_tasks / w).rglob("task.json"))
+  with tarfile.open(out, "w:xz", preset=9) as tar:
+    for path in files:
+      data = path.read_bytes()
+      info = tarfile.TarInfo("benchmark_tasks/" + path.relative_to(benchmark_tasks).as_posix())
+      info.size, info.mode = len(data), 0o644
+      tar.addfile(info, io.BytesIO(data))
+  return len(files)
 
 
 @functools.cache
@@ -179,3 +207,10 @@ def load_split(entry: catalogue.DatasetEntry, split: str) -> LoadedSplit:
   filtered = {("tied_target_scores" if k == "unlabelled" else k): v
               for k, v in loaded.filtered.items()}
   return LoadedSplit(entry.key, split, examples, loaded.num_records, filtered, loaded.origin)
+
+
+if __name__ == "__main__":
+  if len(sys.argv) != 3 or sys.argv[1] != "pack":
+    sys.exit("usage: python -m symbol_tuning.sources.bigbench pack BENCHMARK_TASKS_DIR")
+  target = resources.assets_dir() / ARCHIVE_NAME
+  print(f"wrote {pack(pathlib.Path(sys.argv[2]), target)} task.json files to {target}")
