@@ -152,7 +152,6 @@ def test_default_vocabulary_without_gcs_is_one_line_with_what_to_do(capsys, monk
   assert "cannot be reached" in err and "--vocab local" in err
 
 
-<<<<<<< HEAD
 @pytest.mark.parametrize("symbols", [{"True": "ab", "False": "cd"},
                                      {"True": "café", "False": "naïve"},  # escaped in labels_json
                                      {"True": "\\u00e9", "False": 'a"b'}])
@@ -167,7 +166,8 @@ def test_export_lines_equal_json_dumps_of_the_records(symbols):
       "labels_json": [json.dumps({"symbols": symbols, "options": options}).encode()]}
   assert data._json_line(columns, 0) == (
       json.dumps(data._record(columns, 0), ensure_ascii=False) + "\n")
-=======
+
+
 @pytest.mark.parametrize("where", ["before", "after"])
 def test_global_options_before_or_after_the_command(capsys, monkeypatch, bigbench_dir, where):
   """`--vocab` is read on either side of the command, and chosen without touching the
@@ -202,4 +202,3 @@ def test_unknown_option_or_command_is_one_line_with_the_closest(capsys, argv, ex
     code = e.code
   err = capsys.readouterr().err
   assert code == 2 and err.strip() == expected
->>>>>>> h-24
