@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+import readme_support
 from symbol_tuning import cli
 
 SHORT = ["--max_examples", "2", "--no_progress"]
@@ -17,9 +18,15 @@ def demo(out, *extra):
   return cli.main(["demo", "--out", str(out), *SHORT, *extra])
 
 
-def test_demo_writes_everything_and_resumes(tmp_path, capsys, bigbench_dir):
-  out = tmp_path / "demo"
-  assert demo(out, "--steps", "2") == 0
+def test_demo_writes_everything_and_resumes(tmp_path, monkeypatch, capsys, bigbench_dir):
+  """The Quick start's demo command as README writes it (short settings appended), then
+  README's Evaluation block on what it wrote, then a second and a third invocation."""
+  monkeypatch.chdir(tmp_path)
+  (install_and_demo,) = readme_support.block("Quick start", 0).commands
+  readme_demo = readme_support.cli_argv(install_and_demo.split(" && ")[-1])
+  assert readme_demo == ["demo", "--out", "runs/demo"]
+  out = tmp_path / "runs" / "demo"
+  assert cli.main(readme_demo + SHORT + ["--steps", "2"]) == 0
   err = capsys.readouterr().err
   for n, stage in enumerate(("data", "init", "before", "train", "after", "report"), 1):
     assert f"[demo {n}/6 {stage}]" in err
@@ -42,9 +49,10 @@ def test_demo_writes_everything_and_resumes(tmp_path, capsys, bigbench_dir):
   assert "One invocation of the command." in report
   stamp = (out / "eval_before" / "results.json").stat().st_mtime_ns
 
+
   # Again with more steps: training continues from step 2, the starting model's evaluation
   # is reused, the tuned model's is redone, and the timings add up over both invocations.
-  assert demo(out, "--steps", "3") == 0
+  assert demo("runs/demo", "--steps", "3") == 0
   capsys.readouterr()
   assert (out / "eval_before" / "results.json").stat().st_mtime_ns == stamp
   assert json.loads((out / "eval_after" / "demo_stage.json").read_text())["step"] == 3
@@ -58,6 +66,17 @@ def test_demo_writes_everything_and_resumes(tmp_path, capsys, bigbench_dir):
   # Another starting model in the same --out is refused, naming what changed.
   assert demo(out, "--steps", "3", "--seed", "1") == 2
   assert "--seed 0 -> 1" in capsys.readouterr().err
+
+  # README's Evaluation block on the demo's checkpoints (one query per task and setting).
+  evaluation = readme_support.block("Evaluation", 0).commands
+  assert [c.split()[1] for c in evaluation] == ["eval", "eval", "compare"]
+  for command in evaluation:
+    extra = ["--max_examples", "1", "--no_progress"] if command.split()[1] == "eval" else []
+    assert cli.main(readme_support.cli_argv(command) + extra) == 0, command
+  evaluated = [json.loads((tmp_path / "runs" / name / "results.json").read_text())
+               for name in ("eval_before", "eval_after")]
+  assert evaluated[0]["num_examples"] == evaluated[1]["num_examples"] > 0
+  assert (tmp_path / "runs" / "compare" / "compare.md").is_file()
 
 
 @pytest.mark.parametrize("argv,message", [

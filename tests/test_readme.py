@@ -56,26 +56,6 @@ def test_training_block(tmp_path, monkeypatch, bigbench_dir):
   assert (tmp_path / "runs" / "tiny" / "checkpoint_2").is_dir()
 
 
-def test_quick_start_demo_then_the_evaluation_block(tmp_path, monkeypatch, bigbench_dir):
-  """The demo as the Quick start names it (1 step, 1 query per task), then the Evaluation
-  section's commands on what it wrote."""
-  del bigbench_dir
-  monkeypatch.chdir(tmp_path)
-  (install_and_demo,) = readme_support.block("Quick start", 0).commands
-  run(install_and_demo.split(" && ")[-1], "--steps", "1", "--max_examples", "1",
-      "--no_progress")
-  assert (tmp_path / "runs" / "demo" / "report.md").is_file()
-  evaluation = readme_support.block("Evaluation", 0).commands
-  assert [c.split()[1] for c in evaluation] == ["eval", "eval", "compare"]
-  for command in evaluation:
-    extra = ["--max_examples", "1", "--no_progress"] if command.split()[1] == "eval" else []
-    run(command, *extra)
-  before = json.loads((tmp_path / "runs" / "eval_before" / "results.json").read_text())
-  after = json.loads((tmp_path / "runs" / "eval_after" / "results.json").read_text())
-  assert before["num_examples"] == after["num_examples"] > 0
-  assert (tmp_path / "runs" / "compare" / "compare.md").is_file()
-
-
 def test_decoder_only_block(tmp_path, monkeypatch, bigbench_dir):
   """Convert an HF directory both ways, train the tiny decoder-only model, evaluate it; the
   README's `path/to/Qwen2-0.5B` is a tiny llama-family HF directory made at that path."""
