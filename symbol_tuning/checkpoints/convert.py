@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from symbol_tuning import paths
 from symbol_tuning.checkpoints import CheckpointError, check_params
 from symbol_tuning.checkpoints import hf as hf_lib
 from symbol_tuning.checkpoints import hf_decoder as hf_decoder_lib
@@ -24,12 +25,13 @@ def detect_format(path: str) -> str:
   """'hf' (config.json), 'native' (model_config.json + params/) or 't5x'
   (a `checkpoint` msgpack file, an Orbax checkpoint_<step>/state/, or checkpoint_<step>/ dirs)."""
   path = os.fspath(path)
-  if not os.path.exists(path):
+  where = paths.path(path)
+  if not where.exists():
     raise CheckpointError(f"{path}: no such file or directory")
-  if os.path.isdir(path):
+  if where.is_dir():
     if native_lib.is_native(path):
       return "native"
-    if os.path.isfile(os.path.join(path, hf_lib.CONFIG_FILE)):
+    if (where / hf_lib.CONFIG_FILE).is_file():
       return "hf"
   if t5x_lib.is_t5x(path):
     return "t5x"

@@ -1,0 +1,93 @@
+"""One path type for every file a user names: etils.epath, so `gs://bucket/run` works
+wherever a local folder does (TensorFlow's gfile or gcsfs underneath; orbax and tensorstore
+take the same strings for arrays).
+
+  path("run")              -> /current/dir/run  (local: expanded, absolute)
+  path("gs://b/run")       -> gs://b/run        (untouched; never ./gs:/b/run)
+  is_remote("gs://b/run")  -> True
+"""
+import os
+import shutil
+import socket
+import tempfile
+import threading
+
+from etils import epath
+
+class StoragePathError(ValueError):
+  """A path that cannot be read or written (missing bucket, no credentials, no server)."""
+
+
+def is_remote(p) -> bool:
+  return "://" in os.fspath(p)
+
+
+def path(p) -> epath.Path:
+  """epath.Path of a user's path; local ones expanded (~) and made absolute."""
+  return epath.Path(p) if is_remote(p) else epath.Path(p).expanduser().absolute()
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {text[0][:300] if text else ''}"
+
+
+def make_dir(p, what: str, timeout: float) -> epath.Path:
+  """Creates folder `p` (what: 'MODEL_DIR', ...) and checks it can be written; a gs:// path
+  to a missing bucket, without credentials or without a server fails within `timeout`
+  seconds (resources.storage_timeout(): the GCS clients would otherwise retry for minutes)
+  with one line naming the path."""
+  target = path(p)
+
+  def touch():
+    if is_remote(p):  # gcsfs would create a missing bucket; TF's gfile would not
+      bucket = epath.Path("/".join(os.fspath(p).split("/")[:3]))
+      if not bucket.exists():
+        raise FileNotFoundError(f"bucket {bucket} does not exist or is not visible")
+    target.mkdir(parents=True, exist_ok=True)
+    # Writing is what a run needs; a GCS "folder" only exists once it holds an object.
+    probe = target / f".write_probe_{socket.gethostname()}_{os.getpid()}"
+    probe.write_text("")
+    probe.unlink()
+
+  # A daemon thread, so that a client still retrying does not keep the process alive.
+  outcome = {}
+
+  def run():
+    try:
+      touch()
+      outcome["ok"] = True
+    except Exception as e:  # pylint: disable=broad-except
+      outcome["error"] = e
+
+  thread = threading.Thread(target=run, daemon=True)
+  thread.start()
+  thread.join(timeout)
+  if "error" in outcome:
+    raise StoragePathError(
+        f"{what} {p}: cannot be written ({_first_line(outcome['error'])})")
+  if "ok" not in outcome:
+    raise StoragePathError(f"{what} {p}: no answer from the storage service within "
+                           f"{timeout:.0f} s (network, endpoint or credentials)")
+  return target
+
+
+def upload_dir(local: str, dest) -> None:
+  """Copies every file of local folder `local` into `dest` (overwriting)."""
+  dest = path(dest)
+  dest.mkdir(parents=True, exist_ok=True)
+  for name in sorted(os.listdir(local)):
+    (dest / name).write_bytes(epath.Path(local, name).read_bytes())
+
+
+def download_files(src, names: list[str]) -> str:
+  """A new local temporary folder holding copies of `src`/name for each name; the caller
+  removes it (shutil.rmtree)."""
+  local = tempfile.mkdtemp(prefix="symbol_tuning_")
+  try:
+    for name in names:
+      epath.Path(local, name).write_bytes((path(src) / name).read_bytes())
+  except BaseException:
+    shutil.rmtree(local, ignore_errors=True)
+    raise
+  return local
