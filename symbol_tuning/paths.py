@@ -73,11 +73,13 @@ def make_dir(p, what: str, timeout: float) -> epath.Path:
 
 
 def upload_dir(local: str, dest) -> None:
-  """Copies every file of local folder `local` into `dest` (overwriting)."""
+  """Copies the files under local folder `local` into `dest` (overwriting), subfolders too."""
   dest = path(dest)
-  dest.mkdir(parents=True, exist_ok=True)
-  for name in sorted(os.listdir(local)):
-    (dest / name).write_bytes(epath.Path(local, name).read_bytes())
+  for root, _, files in os.walk(local):
+    target = dest / os.path.relpath(root, local) if root != local else dest
+    target.mkdir(parents=True, exist_ok=True)
+    for name in sorted(files):
+      (target / name).write_bytes(epath.Path(root, name).read_bytes())
 
 
 def download_files(src, names: list[str]) -> str:

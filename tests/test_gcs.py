@@ -1,6 +1,7 @@
 """MODEL_DIR on gs://, against a GCS server on localhost (tests/gcs_support.py): train,
-checkpoint, SIGKILL, resume bit-exact, convert; the server stopped mid-save; a missing
+checkpoint, SIGKILL, resume bit-exact, convert, evaluate; the server stopped mid-save; a missing
 bucket and missing credentials are one line, not a traceback or a hang."""
+import json
 import os
 import subprocess
 import time
@@ -9,8 +10,9 @@ import pytest
 
 import trainer_support
 from gcs_support import gcs  # noqa: F401  (the emulator fixture)
-from symbol_tuning import paths
+from symbol_tuning import cli, paths
 from symbol_tuning.checkpoints import convert
+from symbol_tuning.evaluation import report
 from trainer_support import STEPS, logged_steps, run_and_kill, subprocess_env, train_cmd
 
 pytestmark = pytest.mark.usefixtures("clean_gin")
@@ -56,10 +58,21 @@ def test_train_kill_resume_convert_on_gcs(gcs, tmp_path, bigbench_dir):
   assert any(n.startswith("run/train/events.out.tfevents.") for n in names)
   assert any(n.startswith(f"run/checkpoint_{STEPS}/data/host_0.") for n in names)
   assert not os.path.exists("gs:")
-  # Convert: the gs:// run to HF files (local) and to a native checkpoint on gs://.
-  for dst, fmt in ((str(tmp_path / "hf"), "hf"), ("gs://bkt/native", "native")):
+  # Convert the gs:// run to HF files and to a native checkpoint, both on gs://.
+  for dst, fmt in (("gs://bkt/hf", "hf"), ("gs://bkt/native", "native")):
     convert.convert(RUN, dst, fmt)
     trainer_support.assert_same_checkpoint(RUN, dst)
+  # Evaluate it, and compare two evaluations, outputs on gs:// too.
+  for out in ("gs://bkt/eval_a", "gs://bkt/eval_b"):
+    assert cli.main(["eval", "--checkpoint", RUN, "--suite", "bigbench", "--max_examples", "2",
+                     "--input_length", "512", "--settings", "labels", "--no_progress",
+                     "--out", out]) == 0
+  assert cli.main(["compare", "gs://bkt/eval_a", "gs://bkt/eval_b", "--out", "gs://bkt/cmp"]) == 0
+  results = json.loads(paths.path("gs://bkt/eval_a/results.json").read_text())
+  assert results["num_examples"] > 0
+  assert gcs.objects("bkt", "eval_a/") == [f"eval_a/{n}" for n in sorted(report.RUN_FILES)]
+  assert gcs.objects("bkt", "cmp/") == [
+      f"cmp/{n}" for n in ("compare.json", "compare.md", "settings.png", "tasks.png")]
 
 
 def test_server_stopped_mid_save_loses_nothing(gcs, tmp_path, bigbench_dir):
