@@ -32,6 +32,29 @@ def _first_line(error: BaseException) -> str:
   return f"{type(error).__name__}: {text[0][:300] if text else ''}"
 
 
+def call_bounded(fn, what: str, timeout: float):
+  """fn()'s result; its error, or no answer within `timeout` seconds, is a StoragePathError
+  of one line: `what` (the reason). fn runs in a daemon thread, so a client still retrying
+  does not keep the process alive."""
+  outcome = {}
+
+  def run():
+    try:
+      outcome["value"] = fn()
+    except Exception as e:  # pylint: disable=broad-except
+      outcome["error"] = e
+
+  thread = threading.Thread(target=run, daemon=True)
+  thread.start()
+  thread.join(timeout)
+  if "error" in outcome:
+    raise StoragePathError(f"{what} ({_first_line(outcome['error'])})")
+  if "value" not in outcome:
+    raise StoragePathError(f"{what} (no answer from the storage service within {timeout:.0f} s: "
+                           "network, endpoint or credentials)")
+  return outcome["value"]
+
+
 def make_dir(p, what: str, timeout: float) -> epath.Path:
   """Creates folder `p` (what: 'MODEL_DIR', ...) and checks it can be written; a gs:// path
   to a missing bucket, without credentials or without a server fails within `timeout`
@@ -50,26 +73,7 @@ def make_dir(p, what: str, timeout: float) -> epath.Path:
     probe.write_text("")
     probe.unlink()
 
-  # A daemon thread, so that a client still retrying does not keep the process alive.
-  outcome = {}
-
-  def run():
-    try:
-      touch()
-      outcome["ok"] = True
-    except Exception as e:  # pylint: disable=broad-except
-      outcome["error"] = e
-
-  thread = threading.Thread(target=run, daemon=True)
-  thread.start()
-  thread.join(timeout)
-  if "error" in outcome:
-    raise StoragePathError(
-        f"{what} {p}: cannot be written ({_first_line(outcome['error'])})")
-  if "ok" not in outcome:
-    raise StoragePathError(f"{what} {p}: no answer from the storage service within "
-                           f"{timeout:.0f} s (network, endpoint or credentials)")
-  return target
+  return call_bounded(lambda: touch() or target, f"{what} {p}: cannot be written", timeout)
 
 
 def upload_dir(local: str, dest) -> None:

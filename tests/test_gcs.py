@@ -1,5 +1,5 @@
 """MODEL_DIR on gs://, against a GCS server on localhost (tests/gcs_support.py): train,
-checkpoint, SIGKILL, resume bit-exact, convert, evaluate; the server stopped mid-save; a missing
+checkpoint, SIGKILL, resume bit-exact, convert, evaluate; a vocabulary on gs://; the server stopped mid-save; a missing
 bucket and missing credentials are one line, not a traceback or a hang."""
 import json
 import os
@@ -7,10 +7,11 @@ import subprocess
 import time
 
 import pytest
+import seqio
 
 import trainer_support
 from gcs_support import gcs  # noqa: F401  (the emulator fixture)
-from symbol_tuning import cli, paths
+from symbol_tuning import cli, paths, resources, vocab
 from symbol_tuning.checkpoints import convert
 from symbol_tuning.evaluation import report
 from trainer_support import STEPS, logged_steps, run_and_kill, subprocess_env, train_cmd
@@ -138,3 +139,20 @@ def test_one_path_type(monkeypatch, tmp_path):
   monkeypatch.chdir(tmp_path)
   assert os.fspath(paths.path("run")) == os.fspath(tmp_path / "run")
   assert paths.is_remote("gs://b") and not paths.is_remote(tmp_path)
+
+
+def test_vocabulary_on_gcs(gcs, monkeypatch, tmp_path):
+  monkeypatch.setenv("SYMBOL_TUNING_CACHE", str(tmp_path / "cache"))
+  local = resources.assets_dir() / vocab.LOCAL_VOCAB
+  paths.path("gs://bkt/vocab/spm.model").write_bytes(local.read_bytes())
+  text = "Input: 3 apples and 4 pears\nOutput: foo"
+  try:
+    vocab.set_vocabulary("gs://bkt/vocab/spm.model")
+    assert vocab.resolve().vocab_size == 8000
+    assert vocab.resolve().encode(text) == seqio.SentencePieceVocabulary(str(local)).encode(text)
+    vocab.set_vocabulary("gs://bkt/vocab/missing.model")
+    with pytest.raises(vocab.VocabularyError, match=r"^vocabulary 'gs://bkt/vocab/missing.model' "
+                       r"cannot be read \(FileNotFoundError.*; pass --vocab local"):
+      vocab.resolve()
+  finally:
+    vocab.set_vocabulary(None)
