@@ -27,6 +27,19 @@ def path(p) -> epath.Path:
   return epath.Path(p) if is_remote(p) else epath.Path(p).expanduser().absolute()
 
 
+def kvstore(p) -> dict:
+  """tensorstore's kvstore spec of a folder.
+
+  kvstore("gs://b/ckpt/target.x") -> {"driver": "gcs", "bucket": "b", "path": "ckpt/target.x/"}
+  kvstore("/tmp/ckpt/target.x")   -> {"driver": "file", "path": "/tmp/ckpt/target.x"}
+  """
+  p = os.fspath(p)
+  if p.startswith("gs://"):
+    bucket, _, key = p[len("gs://"):].partition("/")
+    return {"driver": "gcs", "bucket": bucket, "path": key.rstrip("/") + "/"}
+  return {"driver": "file", "path": p}
+
+
 def _first_line(error: BaseException) -> str:
   text = str(error).strip().splitlines()
   return f"{type(error).__name__}: {text[0][:300] if text else ''}"

@@ -1,11 +1,13 @@
 """MODEL_DIR on gs://, against a GCS server on localhost (tests/gcs_support.py): train,
-checkpoint, SIGKILL, resume bit-exact, convert, evaluate; a vocabulary on gs://; the server stopped mid-save; a missing
+checkpoint, SIGKILL, resume bit-exact, convert, evaluate; t5x checkpoints and a vocabulary on gs://; the server stopped mid-save; a missing
 bucket and missing credentials are one line, not a traceback or a hang."""
 import json
 import os
 import subprocess
 import time
 
+import jax
+import numpy as np
 import pytest
 import seqio
 
@@ -14,6 +16,7 @@ from gcs_support import gcs  # noqa: F401  (the emulator fixture)
 from symbol_tuning import cli, paths, resources, vocab
 from symbol_tuning.checkpoints import convert
 from symbol_tuning.evaluation import report
+from symbol_tuning.model import family
 from trainer_support import STEPS, logged_steps, run_and_kill, subprocess_env, train_cmd
 
 pytestmark = pytest.mark.usefixtures("clean_gin")
@@ -156,3 +159,19 @@ def test_vocabulary_on_gcs(gcs, monkeypatch, tmp_path):
       vocab.resolve()
   finally:
     vocab.set_vocabulary(None)
+
+
+def test_t5x_checkpoints_on_gcs(gcs, tmp_path):
+  """A t5x checkpoint (msgpack + zarr arrays, as the public Flan-T5 ones) read where it lies
+  on gs://, and written there by convert."""
+  config = family.get_config("tiny", vocab_size=256)
+  params = jax.tree.map(np.asarray, family.init_params(config, jax.random.PRNGKey(0)))
+  local = convert.save_any(config, params, str(tmp_path / "t5x"), "t5x", step=7)
+  paths.upload_dir(str(tmp_path / "t5x"), "gs://bkt/t5x")
+  assert "t5x/checkpoint_7/checkpoint" in gcs.objects("bkt", "t5x/")
+  for source in ("gs://bkt/t5x", "gs://bkt/t5x/checkpoint_7"):
+    assert convert.detect_format(source) == "t5x"
+    trainer_support.assert_same_checkpoint(local, source)
+  written = convert.convert("gs://bkt/t5x", "gs://bkt/t5x_again", "t5x")
+  assert written == "gs://bkt/t5x_again/checkpoint_7"
+  trainer_support.assert_same_checkpoint(local, written)
