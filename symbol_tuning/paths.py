@@ -40,6 +40,15 @@ def kvstore(p) -> dict:
   return {"driver": "file", "path": p}
 
 
+def open_remote(p):
+  """A text file object of gs:// file `p`: gin's file reader for remote gin files."""
+  return epath.Path(p).open("r")
+
+
+def is_remote_file(p) -> bool:
+  return is_remote(p) and epath.Path(p).is_file()
+
+
 def _first_line(error: BaseException) -> str:
   text = str(error).strip().splitlines()
   return f"{type(error).__name__}: {text[0][:300] if text else ''}"

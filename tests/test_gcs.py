@@ -175,3 +175,19 @@ def test_t5x_checkpoints_on_gcs(gcs, tmp_path):
   written = convert.convert("gs://bkt/t5x", "gs://bkt/t5x_again", "t5x")
   assert written == "gs://bkt/t5x_again/checkpoint_7"
   trainer_support.assert_same_checkpoint(local, written)
+
+
+def test_gin_files_on_gcs(gcs):
+  """--gin_file gs://... (and a gs:// search path for its includes)."""
+  import gin  # pylint: disable=import-outside-toplevel
+
+  from symbol_tuning.commands import train  # pylint: disable=import-outside-toplevel
+
+  paths.path("gs://bkt/gin/steps.gin").write_text("TRAIN_STEPS = 7\n")
+  paths.path("gs://bkt/gin/run.gin").write_text(
+      "include 'local/symbol_tuning_bigbench_tiny.gin'\ninclude 'steps.gin'\n"
+      "MODEL_DIR = 'gs://bkt/run'\n")
+  train.parse_gin(["gs://bkt/gin/run.gin"], ["BATCH_SIZE = 4"], "gs://bkt/gin")
+  assert gin.query_parameter("%TRAIN_STEPS") == 7
+  assert gin.query_parameter("%MODEL_DIR") == "gs://bkt/run"
+  assert gin.query_parameter("%BATCH_SIZE") == 4
