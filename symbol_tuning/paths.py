@@ -14,6 +14,7 @@ import threading
 
 from etils import epath
 
+
 class StoragePathError(ValueError):
   """A path that cannot be read or written (missing bucket, no credentials, no server)."""
 

@@ -12,7 +12,7 @@ from symbol_tuning import paths
 
 
 class JsonlWriter(metric_writers.MetricWriter):
-  """Appends {"step": s, **scalars} lines to a file. Lines past `resume_step` (the step
+  """Writes {"step": s, **scalars} lines to a file (local or gs://). Lines past `resume_step` (the step
   the run restarts from; 0 when no checkpoint survived) were logged by a run that died
   before its next checkpoint; they are dropped, since those steps are trained again."""
 
