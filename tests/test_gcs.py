@@ -1,6 +1,7 @@
-"""MODEL_DIR on gs://, against a GCS server on localhost (tests/gcs_support.py): train,
-checkpoint, SIGKILL, resume bit-exact, convert, evaluate; t5x checkpoints and a vocabulary on gs://; the server stopped mid-save; a missing
-bucket and missing credentials are one line, not a traceback or a hang."""
+"""gs:// paths against a GCS server on localhost (tests/gcs_support.py): train with MODEL_DIR
+on GCS, checkpoint, SIGKILL, resume bit-exact, convert, evaluate; t5x checkpoints, gin files
+and a vocabulary on gs://; the server stopped mid-save; a missing bucket and missing
+credentials are one line, not a traceback or a hang."""
 import json
 import os
 import subprocess
