@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 
+import fsspec
 import gcsfs
 import pytest
 from etils.epath import gpath
@@ -98,6 +99,9 @@ def gcs(tmp_path, monkeypatch):
   emulator = GcsEmulator(tmp_path / "gcs_root").start()
   for key, value in emulator.env().items():
     monkeypatch.setenv(key, value)
+  # No object metadata cache in this process: subprocesses rewrite the files it reads, and
+  # a cached (stale) size garbles the read.
+  monkeypatch.setitem(fsspec.config.conf, "gs", {"cache_timeout": 0})
   _forget_clients()
   emulator.create_bucket("bkt")
   yield emulator
