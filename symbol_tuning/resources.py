@@ -7,6 +7,7 @@ Environment variables (all optional):
                           (else the package's archive, sources/bigbench.py).
   SYMBOL_TUNING_CACHE     where extracted and downloaded files go (~/.cache/symbol_tuning).
   SYMBOL_TUNING_SHARED    the workspace's shared/ folder (tests and benchmarks only).
+  SYMBOL_TUNING_STORAGE_TIMEOUT  seconds a gs:// MODEL_DIR may take to answer (default 60).
 """
 import os
 import pathlib
@@ -47,3 +48,8 @@ def shared_dir() -> pathlib.Path:
   """The workspace's shared/ folder: $SYMBOL_TUNING_SHARED, else ../shared beside the repo."""
   value = os.environ.get("SYMBOL_TUNING_SHARED")
   return pathlib.Path(value).expanduser() if value else REPO_DIR.parent / "shared"
+
+
+def storage_timeout() -> float:
+  """Seconds the first touch of a gs:// folder may take before it is called unreachable."""
+  return float(os.environ.get("SYMBOL_TUNING_STORAGE_TIMEOUT", "60"))

@@ -5,7 +5,8 @@
                      ids, vocab_size 32128). Needs GCS access, e.g. on a Cloud TPU VM.
   local              a 8k-piece model shipped in the package, trained offline on the BIG-bench
                      suite's text (T5 layout: pad 0, eos 1, unk 2). For CPU runs and tests.
-  <path>             any sentencepiece .model file (e.g. a local copy of Flan-T5's), or a
+  <path>             any sentencepiece .model file (e.g. a local copy of Flan-T5's, or one on
+                     gs://, copied into SYMBOL_TUNING_CACHE), or a
                      HF tokenizer.json / a model directory holding one (decoder-only
                      models; symbol_tuning.hf_vocab).
 Tasks are registered with a `LazyVocabulary` that resolves the choice at first use, so the
@@ -14,6 +15,7 @@ choice can be made after `import symbol_tuning.tasks` (e.g. from gin or the CLI)
 Rebuild the local model: python -m symbol_tuning.vocab train  (reads the BIG-bench suite)
 """
 import functools
+import hashlib
 import os
 import socket
 import sys
@@ -21,7 +23,7 @@ import threading
 
 import seqio
 
-from symbol_tuning import resources, tokens
+from symbol_tuning import paths, resources, tokens
 
 FLAN_T5_VOCAB = "gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model"
 FLAN_T5_EXTRA_IDS = 0  # the .100extra model already holds the 100 sentinels (as t5x binds it)
@@ -74,6 +76,24 @@ def _check_gcs(spec: str, path: str) -> None:
         "(also $SYMBOL_TUNING_VOCAB; in gin: VOCABULARY_NAME)")
 
 
+def _local_copy(spec: str) -> str:
+  """A gs:// model file copied into the cache, read through etils.epath as every gs:// path
+  is (seqio would read it through TF's gfile); a missing file or an unreachable bucket is
+  one line within resources.storage_timeout() seconds. Each process makes its own copy."""
+  try:
+    data = paths.call_bounded(lambda: paths.path(spec).read_bytes(),
+                              f"vocabulary {spec!r} cannot be read", resources.storage_timeout())
+  except paths.StoragePathError as e:
+    raise VocabularyError(f"{e}; pass --vocab local or a local copy of the file") from None
+  dest = (resources.cache_dir() / "vocab" / hashlib.sha256(spec.encode()).hexdigest()[:16]
+          / os.path.basename(spec))
+  dest.parent.mkdir(parents=True, exist_ok=True)
+  tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
+  tmp.write_bytes(data)
+  os.replace(tmp, dest)  # atomic: another process may be reading the previous copy
+  return str(dest)
+
+
 @functools.cache
 def _make(spec: str) -> seqio.Vocabulary:
   """The vocabulary for `spec`, loaded now so that a missing file fails here, not later
@@ -84,8 +104,7 @@ def _make(spec: str) -> seqio.Vocabulary:
   elif spec == "local":
     vocabulary = seqio.SentencePieceVocabulary(str(resources.assets_dir() / LOCAL_VOCAB))
   elif spec.startswith("gs://"):
-    _check_gcs(spec, spec)
-    vocabulary = seqio.SentencePieceVocabulary(spec)
+    vocabulary = seqio.SentencePieceVocabulary(_local_copy(spec))
   elif not os.path.exists(spec):
     raise VocabularyError(f"vocabulary {spec!r}: no such file (use flan_t5, local, a path to "
                           "a sentencepiece .model or a HF tokenizer.json / its dir)")

@@ -4,7 +4,9 @@ Each process runs `symbol-tuning train` as a host of a 2-host job: it joins thro
 jax.distributed (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), reads its own
 shard of the data and feeds its half of every global batch. The job writes each checkpoint
 once, both processes restore it, and the final parameters equal those of one process
-trained on the same global batches (both shards' host batches, concatenated).
+trained on the same global batches (both shards' host batches, concatenated). Once with
+MODEL_DIR on a shared local disk, once on GCS (a server on localhost) with each process in
+its own folder, as on a TPU VM slice.
 """
 import json
 import os
@@ -19,7 +21,9 @@ import jax
 import numpy as np
 import pytest
 
+from gcs_support import gcs  # noqa: F401  (the emulator fixture)
 from symbol_tuning.checkpoints import convert
+from symbol_tuning import paths
 from symbol_tuning.training import data, partitioning
 from symbol_tuning.training import trainer as trainer_lib
 
@@ -34,8 +38,9 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _train_on_two_hosts(model_dir: pathlib.Path, steps: int, timeout: float = 600) -> list[str]:
-  """Runs the train command as process 0 and 1 of a 2-host job; returns their stderr."""
+def _train_on_two_hosts(model_dir, steps: int, timeout: float = 600, cwds=None) -> list[str]:
+  """Runs the train command as process 0 and 1 of a 2-host job (in folders `cwds`, if
+  given: one per host); returns their stderr."""
   port = _free_port()
   cmd = [sys.executable, "-m", "symbol_tuning.cli", "train",
          "--gin_file=local/symbol_tuning_bigbench_tiny.gin", f"--gin.MODEL_DIR='{model_dir}'",
@@ -50,7 +55,8 @@ def _train_on_two_hosts(model_dir: pathlib.Path, steps: int, timeout: float = 60
                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(HOSTS),
                JAX_PROCESS_ID=str(process_id))
     procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True))
+                                  stderr=subprocess.PIPE, text=True,
+                                  cwd=cwds[process_id] if cwds else None))
   errs = []
   try:
     for proc in procs:
@@ -112,8 +118,11 @@ def test_two_hosts_train_like_one_process_and_resume(tmp_path, bigbench_dir):
   written = sum(p.stat().st_size for p in stored.rglob("*") if p.is_file())
   assert written < raw, (written, raw)
 
+  _assert_like_one_process(rows, losses, state["params"], run)
+
+
+def _assert_like_one_process(rows, losses, want, run):
   np.testing.assert_allclose([r["loss"] for r in rows], losses, rtol=1e-5)
-  want = state["params"]
   _, got = convert.load_any(str(run))
   worst = 0.0
   for (path, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(want),
@@ -121,6 +130,28 @@ def test_two_hosts_train_like_one_process_and_resume(tmp_path, bigbench_dir):
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=jax.tree_util.keystr(path))
     worst = max(worst, float(np.abs(a - b).max()))
   print(f"max |2 hosts - 1 process| over the final params: {worst:.3g}")
+
+
+def test_two_hosts_without_a_shared_disk(gcs, tmp_path, bigbench_dir):
+  """Each host in its own local folder (as TPU VM workers are), MODEL_DIR on GCS only."""
+  run = "gs://bkt/run"
+  cwds = [tmp_path / f"host_{i}" for i in range(HOSTS)]
+  for cwd in cwds:
+    cwd.mkdir()
+  _train_on_two_hosts(run, steps=2, cwds=cwds)
+  second = _train_on_two_hosts(run, steps=4, cwds=cwds)  # both restore gs://.../checkpoint_2
+  assert all("trained to step 4" in e for e in second)
+  names = gcs.objects("bkt", "run/")
+  for step in (2, 4):  # written once, complete, each host's data position in it
+    assert f"run/checkpoint_{step}/commit_success.txt" in names
+    for i in range(HOSTS):
+      assert any(n.startswith(f"run/checkpoint_{step}/data/host_{i}.") for n in names)
+  assert all(not any(cwd.iterdir()) for cwd in cwds)  # nothing written locally
+  rows = [json.loads(line) for line in
+          (paths.path(run) / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == [1, 2, 3, 4]
+  losses, state = _one_process_on_the_same_global_batches(tmp_path / "ref", steps=4)
+  _assert_like_one_process(rows, losses, state["params"], run)
 
 
 def test_model_axis_across_hosts_is_refused():

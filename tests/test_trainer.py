@@ -1,16 +1,12 @@
 """The embedded trainer: CLI run, sharding, gradient accumulation, resume, bad input."""
-import json
-import os
 import pathlib
-import signal
 import subprocess
-import sys
-import time
 
 import pytest
 
 import trainer_support
-from trainer_support import T5_TINY, TASK
+from trainer_support import (KILL_CONFIGS, STEPS, T5_TINY, TASK, logged_steps, run_and_kill,
+                             subprocess_env, train_cmd)
 from symbol_tuning import cli
 from symbol_tuning.checkpoints import convert
 from symbol_tuning.training import trainer as trainer_lib
@@ -90,57 +86,6 @@ def test_mismatched_checkpoint_is_rejected(tmp_path, capsys):
 # Exact resume: a run SIGKILLed mid-step and mid-checkpoint-write, then restarted, ends
 # with the same parameters, bit for bit, as a run that was never interrupted.
 # ----------------------------------------------------------------------------------------
-STEPS = 12
-
-
-# (gin file, TASK_FEATURE_LENGTHS) of the tiny T5 and the tiny decoder-only model.
-KILL_CONFIGS = {
-    "t5": ("local/symbol_tuning_bigbench_tiny.gin", "{'inputs': 512, 'targets': 16}"),
-    "decoder_only": ("local/symbol_tuning_bigbench_llama_tiny.gin", "{'targets': 528}"),
-}
-
-
-def train_cmd(model_dir, kind="t5"):
-  gin_file, lengths = KILL_CONFIGS[kind]
-  return [sys.executable, "-m", "symbol_tuning.cli", "train", f"--gin_file={gin_file}",
-          f"--gin.MODEL_DIR='{model_dir}'", f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
-          f"--gin.TRAIN_STEPS={STEPS}", "--gin.BATCH_SIZE=4", "--gin.CHECKPOINT_PERIOD=3",
-          "--gin.LOG_PERIOD=1", "--gin.DROPOUT_RATE=0.1",
-          f"--gin.TASK_FEATURE_LENGTHS={lengths}", "--no_progress"]
-
-
-def subprocess_env():
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # one CPU device: the batch of 4 need not divide by 8
-  return env
-
-
-def logged_steps(model_dir):
-  path = pathlib.Path(model_dir) / "metrics.jsonl"
-  if not path.exists():
-    return 0
-  lines = [l for l in path.read_text().splitlines() if l.strip()]
-  try:
-    return json.loads(lines[-1])["step"] if lines else 0
-  except json.JSONDecodeError:  # a line being written
-    return 0
-
-
-def run_and_kill(model_dir, when, kind, timeout=240):
-  """Starts training and SIGKILLs it as soon as `when(model_dir)` is true."""
-  proc = subprocess.Popen(train_cmd(model_dir, kind), env=subprocess_env(),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-  deadline = time.time() + timeout
-  while time.time() < deadline and proc.poll() is None:
-    if when(model_dir):
-      proc.send_signal(signal.SIGKILL)
-      proc.wait()
-      return True
-    time.sleep(0.002)
-  proc.wait()
-  return False
-
-
 def mid_write(model_dir):
   return any("tmp" in p.name for p in pathlib.Path(model_dir).glob("checkpoint_*"))
 

@@ -2,13 +2,18 @@
 (test_decoder_trainer.py) models: a small config, one step on a fresh trainer, and the
 checks that hold for both families."""
 import json
+import os
 import pathlib
+import signal
+import subprocess
+import sys
+import time
 
 import jax
 import numpy as np
 import pytest
 
-from symbol_tuning import cli
+from symbol_tuning import cli, paths
 from symbol_tuning.checkpoints import convert
 from symbol_tuning.training import data
 from symbol_tuning.training import trainer as trainer_lib
@@ -40,7 +45,7 @@ def one_step(cfg, devices, host_params=None):
 
 
 def metrics_rows(model_dir) -> list[dict]:
-  return [json.loads(l) for l in (pathlib.Path(model_dir) / "metrics.jsonl").read_text()
+  return [json.loads(l) for l in (paths.path(model_dir) / "metrics.jsonl").read_text()
           .splitlines()]
 
 
@@ -97,3 +102,53 @@ def assert_same_checkpoint(want_dir, got_dir):
   for (path, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(want),
                                jax.tree_util.tree_leaves_with_path(got)):
     assert np.array_equal(a, b), jax.tree_util.keystr(path)
+
+
+# Exact-resume runs: `symbol-tuning train` in a subprocess, SIGKILLed on a condition.
+STEPS = 12
+# (gin file, TASK_FEATURE_LENGTHS) of the tiny T5 and the tiny decoder-only model.
+KILL_CONFIGS = {
+    "t5": ("local/symbol_tuning_bigbench_tiny.gin", "{'inputs': 512, 'targets': 16}"),
+    "decoder_only": ("local/symbol_tuning_bigbench_llama_tiny.gin", "{'targets': 528}"),
+}
+
+
+def train_cmd(model_dir, kind="t5"):
+  gin_file, lengths = KILL_CONFIGS[kind]
+  return [sys.executable, "-m", "symbol_tuning.cli", "train", f"--gin_file={gin_file}",
+          f"--gin.MODEL_DIR='{model_dir}'", f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
+          f"--gin.TRAIN_STEPS={STEPS}", "--gin.BATCH_SIZE=4", "--gin.CHECKPOINT_PERIOD=3",
+          "--gin.LOG_PERIOD=1", "--gin.DROPOUT_RATE=0.1",
+          f"--gin.TASK_FEATURE_LENGTHS={lengths}", "--no_progress"]
+
+
+def subprocess_env():
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)  # one CPU device: the batch of 4 need not divide by 8
+  return env
+
+
+def logged_steps(model_dir):
+  path = paths.path(model_dir) / "metrics.jsonl"  # a local folder or gs://
+  if not path.exists():
+    return 0
+  lines = [l for l in path.read_text().splitlines() if l.strip()]
+  try:
+    return json.loads(lines[-1])["step"] if lines else 0
+  except json.JSONDecodeError:  # a line being written
+    return 0
+
+
+def run_and_kill(model_dir, when, kind, timeout=240):
+  """Starts training and SIGKILLs it as soon as `when(model_dir)` is true."""
+  proc = subprocess.Popen(train_cmd(model_dir, kind), env=subprocess_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  deadline = time.time() + timeout
+  while time.time() < deadline and proc.poll() is None:
+    if when(model_dir):
+      proc.send_signal(signal.SIGKILL)
+      proc.wait()
+      return True
+    time.sleep(0.002)
+  proc.wait()
+  return False

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 from typing import Optional, Sequence
 
+from symbol_tuning import paths
 from symbol_tuning.checkpoints import CheckpointError, check_params
 from symbol_tuning.checkpoints import hf as hf_lib
 from symbol_tuning.checkpoints import hf_decoder as hf_decoder_lib
@@ -24,12 +27,13 @@ def detect_format(path: str) -> str:
   """'hf' (config.json), 'native' (model_config.json + params/) or 't5x'
   (a `checkpoint` msgpack file, an Orbax checkpoint_<step>/state/, or checkpoint_<step>/ dirs)."""
   path = os.fspath(path)
-  if not os.path.exists(path):
+  where = paths.path(path)
+  if not where.exists():
     raise CheckpointError(f"{path}: no such file or directory")
-  if os.path.isdir(path):
+  if where.is_dir():
     if native_lib.is_native(path):
       return "native"
-    if os.path.isfile(os.path.join(path, hf_lib.CONFIG_FILE)):
+    if (where / hf_lib.CONFIG_FILE).is_file():
       return "hf"
   if t5x_lib.is_t5x(path):
     return "t5x"
@@ -45,6 +49,14 @@ def load_any(path: str, config: Optional[ModelConfig] = None,
   """Loads (model config, float32 numpy params) from any supported format; if
   `config` is given, a checkpoint that does not fit it raises CheckpointError."""
   fmt = detect_format(path)
+  if fmt == "hf" and paths.is_remote(path):
+    # The safetensors reader maps local files: a gs:// HF folder is copied down first.
+    local = paths.download_files(path, [p.name for p in paths.path(path).iterdir()
+                                        if p.is_file()])
+    try:
+      return load_any(local, config, step)
+    finally:
+      shutil.rmtree(local, ignore_errors=True)
   if fmt == "hf":
     if hf_decoder_lib.is_decoder_only_hf(hf_lib._read_config(path)):
       if config is not None and not family.is_decoder_only(config):
@@ -61,6 +73,13 @@ def load_any(path: str, config: Optional[ModelConfig] = None,
 
 
 def save_any(config: ModelConfig, params, path: str, fmt: str, step: int = 0) -> str:
+  if paths.is_remote(path) and fmt != "native":
+    # The HF and t5x writers write local files: written in a local folder, then copied.
+    with tempfile.TemporaryDirectory(prefix="symbol_tuning_convert_") as local:
+      written = save_any(config, params, local, fmt, step)
+      paths.upload_dir(local, path)
+    rel = os.path.relpath(written, local)
+    return os.fspath(paths.path(path) if rel == "." else paths.path(path) / rel)
   if fmt == "hf":
     if family.is_decoder_only(config):
       hf_decoder_lib.save_hf_decoder(config, params, path)

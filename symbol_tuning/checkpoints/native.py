@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Optional
 
 import numpy as np
 
+from symbol_tuning import paths
 from symbol_tuning.checkpoints import CheckpointError, check_params, flatten, unflatten
 from symbol_tuning.model import family
 from symbol_tuning.model.config import T5Config
@@ -25,51 +25,53 @@ PARAMS_DIR = "params"
 
 
 def is_native(path: str) -> bool:
-  return (os.path.isfile(os.path.join(path, CONFIG_FILE))
-          and os.path.isdir(os.path.join(path, PARAMS_DIR))) or trainer_checkpoint(path) is not None
+  p = paths.path(path)
+  return ((p / CONFIG_FILE).is_file() and (p / PARAMS_DIR).is_dir()) or \
+      trainer_checkpoint(path) is not None
 
 
 def trainer_checkpoint(path: str, step: Optional[int] = None) -> Optional[str]:
   """The checkpoint_<step>/ dir of an embedded-trainer run (MODEL_DIR or the step dir
   itself: orbax items `state/` and `meta/`), newest unless `step` is given; else None."""
   def complete(d):
-    return os.path.isdir(os.path.join(d, "state")) and os.path.isdir(os.path.join(d, "meta"))
-  if complete(path):
-    return path
-  if not os.path.isdir(path):
+    # On gs:// orbax writes in place and commit_success.txt last (no atomic rename).
+    return (d / "state").is_dir() and (d / "meta").is_dir() and (
+        not paths.is_remote(d) or (d / "commit_success.txt").exists())
+  p = paths.path(path)
+  if complete(p):
+    return os.fspath(p)
+  if not p.is_dir():
     return None
-  steps = sorted(int(name.split("_", 1)[1]) for name in os.listdir(path)
-                 if name.startswith("checkpoint_") and name.split("_", 1)[1].isdigit()
-                 and complete(os.path.join(path, name)))
+  steps = sorted(int(child.name.split("_", 1)[1]) for child in p.iterdir()
+                 if child.name.startswith("checkpoint_")
+                 and child.name.split("_", 1)[1].isdigit() and complete(child))
   if step is not None:
-    return os.path.join(path, f"checkpoint_{step}") if step in steps else None
-  return os.path.join(path, f"checkpoint_{steps[-1]}") if steps else None
+    return os.fspath(p / f"checkpoint_{step}") if step in steps else None
+  return os.fspath(p / f"checkpoint_{steps[-1]}") if steps else None
 
 
 def save_native(config: T5Config, params, path: str, overwrite: bool = True) -> None:
   """Writes `path/model_config.json` and `path/params/` (float32)."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  path = os.path.abspath(os.fspath(path))
+  path = paths.path(path)
   check_params(config, params, "save_native")
   params = unflatten({k: np.asarray(v, dtype=np.float32) for k, v in flatten(params).items()})
-  os.makedirs(path, exist_ok=True)
-  target = os.path.join(path, PARAMS_DIR)
-  if os.path.exists(target):
+  path.mkdir(parents=True, exist_ok=True)
+  target = path / PARAMS_DIR
+  if target.exists():
     if not overwrite:
       raise CheckpointError(f"{target} already exists")
-    shutil.rmtree(target)
+    target.rmtree()
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(target, params)
     ckptr.wait_until_finished()
-  with open(os.path.join(path, CONFIG_FILE), "w", encoding="utf-8") as f:
-    json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+  (path / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
 
 
 def load_config(path: str) -> T5Config:
-  cfg_path = os.path.join(path, CONFIG_FILE)
+  cfg_path = paths.path(path) / CONFIG_FILE
   try:
-    with open(cfg_path, encoding="utf-8") as f:
-      return family.config_from_dict(json.load(f))
+    return family.config_from_dict(json.loads(cfg_path.read_text()))
   except FileNotFoundError as e:
     raise CheckpointError(f"{path}: no {CONFIG_FILE}; not a native checkpoint") from e
   except (json.JSONDecodeError, TypeError, ValueError) as e:
@@ -79,13 +81,13 @@ def load_config(path: str) -> T5Config:
 def load_native(path: str, config: Optional[T5Config] = None) -> tuple[T5Config, dict]:
   """Loads (T5Config, float32 numpy params); checks them against `config` if given."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  path = os.path.abspath(os.fspath(path))
-  run_dir = None if os.path.isfile(os.path.join(path, CONFIG_FILE)) else trainer_checkpoint(path)
+  path = os.fspath(paths.path(path))
+  run_dir = None if (paths.path(path) / CONFIG_FILE).is_file() else trainer_checkpoint(path)
   if run_dir is not None:
     return _load_trainer(run_dir, config)
   stored = load_config(path)
-  target = os.path.join(path, PARAMS_DIR)
-  if not os.path.isdir(target):
+  target = paths.path(path) / PARAMS_DIR
+  if not target.is_dir():
     raise CheckpointError(f"{path}: no {PARAMS_DIR}/ directory; not a native checkpoint")
   with ocp.PyTreeCheckpointer() as ckptr:
     try:
@@ -105,13 +107,12 @@ def load_native(path: str, config: Optional[T5Config] = None) -> tuple[T5Config,
 def _load_trainer(step_dir: str, config: Optional[T5Config]) -> tuple[T5Config, dict]:
   """Params of an embedded-trainer checkpoint (the optimizer state is read and dropped)."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  meta_file = os.path.join(step_dir, "meta", "metadata")
+  meta_file = paths.path(step_dir) / "meta" / "metadata"
   try:
-    with open(meta_file, encoding="utf-8") as f:
-      stored = family.config_from_dict(json.load(f)["model_config"])
+    stored = family.config_from_dict(json.loads(meta_file.read_text())["model_config"])
   except (OSError, KeyError, ValueError) as e:
     raise CheckpointError(f"{step_dir}: unreadable trainer metadata ({e})") from e
-  target = os.path.join(step_dir, "state")
+  target = paths.path(step_dir) / "state"
   with ocp.PyTreeCheckpointer() as ckptr:
     try:
       meta = ckptr.metadata(target)

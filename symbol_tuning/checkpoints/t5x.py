@@ -14,7 +14,8 @@ PyTree of {'target': <params>, 'state': {'step', 'param_states'}}), `dataset/` a
                and small unpartitioned arrays may be stored inline.
   target.<param path joined by '.'>/   one zarr array per parameter.
 Checkpoints written to GCS name a gcs kvstore (dummy bucket); we read the same
-relative path from the local directory. bfloat16 arrays are read as float32.
+relative path from the checkpoint's own folder, local or gs:// (the public Flan-T5 ones are
+read where they are). bfloat16 arrays are read as float32.
 """
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ import re
 from typing import Any, Mapping, Optional
 
 import numpy as np
+from etils import epath
 
+from symbol_tuning import paths
 from symbol_tuning.checkpoints import CheckpointError, check_params, flatten, unflatten
 from symbol_tuning.model.config import T5Config
 
@@ -38,9 +41,9 @@ ORBAX_ITEM = "state"  # t5x's Orbax checkpoints keep the train state in this ite
 
 def checkpoint_layout(ckpt_dir: str) -> Optional[str]:
   """'msgpack', 'orbax' or None (not a complete t5x checkpoint_<step> dir)."""
-  if os.path.isfile(os.path.join(ckpt_dir, MSGPACK_FILE)):
+  if epath.Path(ckpt_dir, MSGPACK_FILE).is_file():
     return "msgpack"
-  if os.path.isfile(os.path.join(ckpt_dir, ORBAX_ITEM, "_METADATA")):
+  if epath.Path(ckpt_dir, ORBAX_ITEM, "_METADATA").is_file():
     return "orbax"
   return None
 
@@ -48,8 +51,8 @@ def checkpoint_layout(ckpt_dir: str) -> Optional[str]:
 def all_steps(model_dir: str) -> list[int]:
   """Steps of the t5x `checkpoint_<step>` dirs (either layout) under `model_dir`, ascending."""
   steps = []
-  if os.path.isdir(model_dir):
-    for entry in os.listdir(model_dir):
+  if epath.Path(model_dir).is_dir():
+    for entry in (child.name for child in epath.Path(model_dir).iterdir()):
       m = _STEP_DIR.match(entry)
       if m and checkpoint_layout(os.path.join(model_dir, entry)):
         steps.append(int(m.group(1)))
@@ -58,7 +61,7 @@ def all_steps(model_dir: str) -> list[int]:
 
 def is_t5x(path: str) -> bool:
   path = os.fspath(path)
-  if os.path.isfile(path):
+  if epath.Path(path).is_file():
     return os.path.basename(path) == MSGPACK_FILE
   return bool(checkpoint_layout(path)) or bool(all_steps(path))
 
@@ -67,9 +70,9 @@ def find_checkpoint_dir(path: str, step: Optional[int] = None) -> str:
   """The `checkpoint_<step>` dir for `path` (a step dir, its msgpack file, or a
   model dir, where the latest step is used unless `step` is given)."""
   path = os.fspath(path)
-  if os.path.isfile(path) and os.path.basename(path) == MSGPACK_FILE:
-    return os.path.dirname(os.path.abspath(path))
-  if not os.path.isdir(path):
+  if epath.Path(path).is_file() and os.path.basename(path) == MSGPACK_FILE:
+    return os.fspath(paths.path(path).parent)
+  if not epath.Path(path).is_dir():
     raise CheckpointError(f"{path}: no such t5x checkpoint directory")
   if step is not None:
     candidate = os.path.join(path, f"checkpoint_{step}")
@@ -130,12 +133,12 @@ def _read_array(ckpt_dir: str, name: str, spec: Mapping[str, Any]) -> np.ndarray
   rel = _spec_path(spec).rstrip("/")
   local = rel if os.path.isabs(rel) and os.path.isdir(rel) else os.path.join(
       ckpt_dir, os.path.basename(rel))
-  if not os.path.isdir(local):
+  if not epath.Path(local).is_dir():
     raise CheckpointError(f"{ckpt_dir}: array directory '{os.path.basename(rel)}' for "
                           f"parameter '{name}' is missing")
   driver = spec.get("driver", "zarr")
   try:
-    store = ts.open({"driver": driver, "kvstore": {"driver": "file", "path": local}},
+    store = ts.open({"driver": driver, "kvstore": paths.kvstore(local)},
                     open=True, read=True).result()
     arr = store.read().result()
   except Exception as e:  # tensorstore raises ValueError / its own types
@@ -162,7 +165,7 @@ def _read_orbax_target(ckpt_dir: str) -> dict[str, np.ndarray]:
   optimizer state is not read (partial restore of the 'target' subtree)."""
   import jax  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  item_dir = os.path.join(os.path.abspath(ckpt_dir), ORBAX_ITEM)
+  item_dir = os.fspath(paths.path(ckpt_dir) / ORBAX_ITEM)
   checkpointer = ocp.PyTreeCheckpointer()
   try:
     tree = checkpointer.metadata(item_dir).item_metadata.tree
@@ -184,8 +187,7 @@ def _read_orbax_target(ckpt_dir: str) -> dict[str, np.ndarray]:
 def _read_msgpack_target(ckpt_dir: str) -> dict[str, np.ndarray]:
   from flax import serialization  # pylint: disable=g-import-not-at-top
   msgpack_path = os.path.join(ckpt_dir, MSGPACK_FILE)
-  with open(msgpack_path, "rb") as f:
-    raw = f.read()
+  raw = epath.Path(msgpack_path).read_bytes()
   if raw.startswith(b"model_checkpoint_path"):
     raise CheckpointError(f"{msgpack_path}: a TensorFlow checkpoint index, not a t5x "
                           f"checkpoint")

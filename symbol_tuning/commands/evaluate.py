@@ -10,10 +10,10 @@ trainer's MODEL_DIR. A task whose data is missing is skipped with one error line
 why and how to point it at a local copy; the others are evaluated, and the report lists it.
 """
 import argparse
-import pathlib
 import sys
 import time
 
+from symbol_tuning import paths
 from symbol_tuning.cli import CliError, positive_int
 
 SUITES = ("paper", "bigbench", "list_functions", "turing_concepts")
@@ -157,10 +157,9 @@ def run_eval(args) -> int:
       ignore_case=args.ignore_case, max_instructions=args.max_instructions,
       progress=not args.no_progress, label=args.label,
       on_skip=lambda s: print(f"symbol-tuning eval: {s.line()}", file=sys.stderr))
-  out = pathlib.Path(args.out or f"eval_{args.suite}")
-  paths = report.write_run(out, records, results)
+  written = report.write_run(args.out or f"eval_{args.suite}", records, results)
   print(report.run_markdown(results))
-  print(f"wrote {', '.join(str(p) for p in paths)} ({results['num_examples']} prompts in "
+  print(f"wrote {', '.join(str(p) for p in written)} ({results['num_examples']} prompts in "
         f"{results['seconds']:.1f} s; {len(results['skipped'])} tasks skipped)", file=sys.stderr)
   if not records:
     print("symbol-tuning eval: nothing was evaluated (every task was skipped)", file=sys.stderr)
@@ -176,9 +175,9 @@ def run_compare(args) -> int:
   if len(names) != 2:
     raise CliError("--names takes two comma-separated labels, e.g. before,after")
   cmp = report.compare(a, b, names)
-  run_b = pathlib.Path(args.run_b)
-  out = pathlib.Path(args.out) if args.out else (run_b if run_b.is_dir() else run_b.parent) / "compare"
-  paths = report.write_compare(out, cmp)
+  run_b = paths.path(args.run_b)
+  out = args.out or (run_b if run_b.is_dir() else run_b.parent) / "compare"
+  written = report.write_compare(out, cmp)
   print(report.compare_markdown(cmp))
-  print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
+  print(f"wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
   return 0

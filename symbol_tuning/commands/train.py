@@ -51,6 +51,10 @@ def parse_gin(files: list[str], bindings: list[str], search_paths: str) -> None:
 
   if not files:
     raise CliError("no --gin_file given; e.g. --gin_file=local/symbol_tuning_bigbench_tiny.gin")
+  from symbol_tuning import paths as paths_lib  # pylint: disable=g-import-not-at-top
+
+  # gin opens files with open(); gs:// gin files and search paths go through etils.epath.
+  gin.config.register_file_reader(paths_lib.open_remote, paths_lib.is_remote_file)
   paths = [p for p in search_paths.split(",") if p] + [str(resources.gin_dir())]
   for path in paths:
     gin.add_config_file_search_path(path)

@@ -9,11 +9,13 @@ A run directory holds:
   table.md           rows: tasks + average (+ chance); columns: settings
 Averages count only the tasks evaluated in that setting; skipped tasks are listed.
 """
+import io
 import json
 import math
-import pathlib
 
-from symbol_tuning import metrics
+from etils import epath
+
+from symbol_tuning import metrics, paths
 
 SETTING_TITLES = {
     "instr_labels": "instructions + labels",
@@ -133,26 +135,25 @@ def run_markdown(results: dict) -> str:
   return "\n".join(head + _skipped_md(results)) + "\n"
 
 
-def write_run(out: pathlib.Path, records: list[dict], results: dict) -> list[pathlib.Path]:
-  out = pathlib.Path(out)
+def write_run(out, records: list[dict], results: dict) -> list[epath.Path]:
+  """The RUN_FILES into folder `out` (local or gs://)."""
+  out = paths.path(out)
   out.mkdir(parents=True, exist_ok=True)
-  paths = [out / name for name in RUN_FILES]
-  with open(paths[0], "w", encoding="utf-8") as f:
-    for rec in records:
-      f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-  paths[1].write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
-  paths[2].write_text(run_markdown(results), encoding="utf-8")
-  return paths
+  files = [out / name for name in RUN_FILES]
+  files[0].write_text("".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records))
+  files[1].write_text(json.dumps(results, indent=1, ensure_ascii=False))
+  files[2].write_text(run_markdown(results))
+  return files
 
 
 def load_results(path) -> dict:
   """results.json of a run directory (or the file itself)."""
-  path = pathlib.Path(path)
+  path = paths.path(path)
   if path.is_dir():
     path = path / "results.json"
   if not path.is_file():
     raise FileNotFoundError(f"{path}: no results.json (run `symbol-tuning eval --out DIR`)")
-  return json.loads(path.read_text(encoding="utf-8"))
+  return json.loads(path.read_text())
 
 
 # ------------------------------------------------------------------------------------------
@@ -217,7 +218,17 @@ def _pyplot():
   return plt
 
 
-def plot_settings(cmp: dict, path) -> pathlib.Path:
+def _save_png(fig, path) -> epath.Path:
+  """Writes a matplotlib figure to `path` (local or gs://) and closes it."""
+  path = paths.path(path)
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=110)
+  _pyplot().close(fig)
+  path.write_bytes(buffer.getvalue())
+  return path
+
+
+def plot_settings(cmp: dict, path) -> epath.Path:
   """Grouped bars: average accuracy per setting, A vs B, with each setting's chance level."""
   plt = _pyplot()
   settings = cmp["settings"]
@@ -240,12 +251,10 @@ def plot_settings(cmp: dict, path) -> pathlib.Path:
   ax.set_title(f"{cmp['suite']}: average over tasks")
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return pathlib.Path(path)
+  return _save_png(fig, path)
 
 
-def plot_tasks(cmp: dict, path) -> pathlib.Path:
+def plot_tasks(cmp: dict, path) -> epath.Path:
   """Horizontal grouped bars per task, one panel per setting."""
   plt = _pyplot()
   settings, tasks = cmp["settings"], list(cmp["tasks"].values())
@@ -268,16 +277,13 @@ def plot_tasks(cmp: dict, path) -> pathlib.Path:
   axes[0][-1].legend(fontsize=7, loc="lower right")
   fig.suptitle(f"{cmp['suite']}: per task", fontsize=10)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return pathlib.Path(path)
+  return _save_png(fig, path)
 
 
-def write_compare(out, cmp: dict) -> list[pathlib.Path]:
-  out = pathlib.Path(out)
+def write_compare(out, cmp: dict) -> list[epath.Path]:
+  out = paths.path(out)
   out.mkdir(parents=True, exist_ok=True)
-  (out / "compare.json").write_text(json.dumps(cmp, indent=1, ensure_ascii=False),
-                                    encoding="utf-8")
-  (out / "compare.md").write_text(compare_markdown(cmp), encoding="utf-8")
+  (out / "compare.json").write_text(json.dumps(cmp, indent=1, ensure_ascii=False))
+  (out / "compare.md").write_text(compare_markdown(cmp))
   return [out / "compare.json", out / "compare.md",
           plot_settings(cmp, out / "settings.png"), plot_tasks(cmp, out / "tasks.png")]

@@ -3,14 +3,18 @@ MODEL_DIR/checkpoint_<step>/ (params, optimizer state, step) plus a JSON `meta` 
 with the model config, and a `data` item with the data iterator's position (tf.data's
 iterator checkpoint, one per host, as t5x saves its train_ds).
 
-Writes are atomic (orbax writes to a temporary directory and renames it when complete),
-so a run killed at any moment, even mid-write, restarts from the last complete one.
+Writes are atomic: on a local disk orbax writes to a temporary directory and renames it
+when complete; on gs:// (no renames) it writes commit_success.txt last and skips a
+checkpoint without it. A run killed at any moment, even mid-write, restarts from the last
+complete one. MODEL_DIR is a local folder or gs:// (tensorstore writes the arrays, epath
+the rest).
 """
 import dataclasses
-import pathlib
 from typing import Any
 
 import orbax.checkpoint as ocp
+
+from symbol_tuning import paths
 
 
 class CheckpointError(ValueError):
@@ -45,7 +49,7 @@ def manager(model_dir: str, period: int, keep: int | None) -> ocp.CheckpointMana
   options = ocp.CheckpointManagerOptions(
       save_interval_steps=period, max_to_keep=keep, step_prefix="checkpoint", create=True,
       enable_async_checkpointing=False)  # the next step must not race a half-written save
-  return ocp.CheckpointManager(pathlib.Path(model_dir).absolute(), options=options,
+  return ocp.CheckpointManager(paths.path(model_dir), options=options,
                                item_names=("state", "meta", "data"))
 
 
@@ -76,7 +80,7 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
 def restore_data(mngr: ocp.CheckpointManager, step: int, batches) -> bool:
   """Moves `batches` (a fresh HostBatches) to the position saved at `step`; False if the
   checkpoint holds none for this stream (the caller then skips `step` batches)."""
-  if not (pathlib.Path(mngr.directory) / f"checkpoint_{step}" / "data").is_dir():
+  if not (paths.path(mngr.directory) / f"checkpoint_{step}" / "data").is_dir():
     return False
   return bool(mngr.restore(step, args=ocp.args.Composite(
       data=DataIteratorRestore(batches, step))).data)

@@ -9,14 +9,15 @@ skipping s batches: the same batches, just slower.
 """
 import dataclasses
 import json
-import pathlib
+import shutil
+import tempfile
 
 import jax
 import numpy as np
 import seqio
 import tensorflow as tf
 
-from symbol_tuning import decoder_packing, packing, pipeline
+from symbol_tuning import decoder_packing, packing, paths, pipeline
 
 FEATURES = ("encoder_input_tokens", "decoder_target_tokens", "decoder_input_tokens",
             "decoder_loss_weights", "encoder_segment_ids", "decoder_segment_ids",
@@ -105,10 +106,18 @@ class HostBatches:
             "hosts": self.hosts}
 
   def save(self, directory) -> None:
-    """Writes this host's iterator state into `directory` (one file set per host)."""
-    directory = pathlib.Path(directory)
+    """Writes this host's iterator state into `directory` (one file set per host; a local
+    folder or gs://)."""
+    directory = paths.path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tf.train.Checkpoint(iterator=self._iterator).write(str(directory / f"host_{self.host}"))
+    # tf.train.Checkpoint writes through TF's own filesystem; staging it locally and copying
+    # it with epath keeps every gs:// write on one client (and testable on an emulator).
+    local = tempfile.mkdtemp(prefix="symbol_tuning_data_")
+    try:
+      tf.train.Checkpoint(iterator=self._iterator).write(f"{local}/host_{self.host}")
+      paths.upload_dir(local, directory)
+    finally:
+      shutil.rmtree(local, ignore_errors=True)
     if self.host == 0:
       (directory / "signature.json").write_text(json.dumps(
           {**self.signature(), "position": self.position}))
@@ -116,15 +125,20 @@ class HostBatches:
   def restore(self, directory, position: int) -> bool:
     """Restores the state saved at `position` batches; False (nothing changed) if it was
     saved for another stream or is missing, so the caller falls back to skipping."""
-    directory = pathlib.Path(directory)
+    directory = paths.path(directory)
     try:
       saved = json.loads((directory / "signature.json").read_text())
     except (OSError, ValueError):
       return False
     if saved.pop("position", None) != position or saved != self.signature():
       return False
-    tf.train.Checkpoint(iterator=self._iterator).read(
-        str(directory / f"host_{self.host}")).assert_consumed()
+    names = [p.name for p in directory.iterdir() if p.name.startswith(f"host_{self.host}.")]
+    local = paths.download_files(directory, names)
+    try:
+      tf.train.Checkpoint(iterator=self._iterator).read(
+          f"{local}/host_{self.host}").assert_consumed()
+    finally:
+      shutil.rmtree(local, ignore_errors=True)
     self.position = position
     return True
 

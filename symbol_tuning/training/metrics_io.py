@@ -1,28 +1,44 @@
-"""Metric writing: TensorBoard event files (clu) plus a JSONL log, and a progress display."""
+"""Metric writing: TensorBoard event files (clu) plus a JSONL log, and a progress display.
+Both go to MODEL_DIR, a local folder or gs://."""
 import json
-import pathlib
+import shutil
 import sys
+import tempfile
 import time
 
 from clu import metric_writers
 
+from symbol_tuning import paths
+
 
 class JsonlWriter(metric_writers.MetricWriter):
-  """Appends {"step": s, **scalars} lines to a file. Lines past `resume_step` (the step
+  """Writes {"step": s, **scalars} lines to a file (local or gs://). Lines past `resume_step` (the step
   the run restarts from; 0 when no checkpoint survived) were logged by a run that died
   before its next checkpoint; they are dropped, since those steps are trained again."""
 
-  def __init__(self, path: pathlib.Path, resume_step: int = 0):
-    self.path = path
-    if path.exists():
-      keep = [line for line in path.read_text().splitlines()
-              if line and json.loads(line).get("step", 0) <= resume_step]
-      path.write_text("".join(line + "\n" for line in keep))
-    self._file = open(path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
+  def __init__(self, path, resume_step: int = 0):
+    self.path = paths.path(path)
+    self._lines = []
+    if self.path.exists():
+      self._lines = [line + "\n" for line in self.path.read_text().splitlines()
+                     if line and json.loads(line).get("step", 0) <= resume_step]
+    # GCS objects cannot be appended to: there the whole log is rewritten at each flush
+    # (a few hundred bytes a row); a local file is appended to.
+    self._remote = paths.is_remote(self.path)
+    self._file = None
+    if not self._remote:
+      self.path.write_text("".join(self._lines))
+      self._file = self.path.open("a")  # pylint: disable=consider-using-with
+
+  def _write(self, line: str) -> None:
+    if self._remote:
+      self._lines.append(line)
+    else:
+      self._file.write(line)
 
   def write_scalars(self, step, scalars):
     row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
-    self._file.write(json.dumps(row) + "\n")
+    self._write(json.dumps(row) + "\n")
 
   def write_summaries(self, step, values, metadata=None):
     del step, values, metadata
@@ -46,23 +62,49 @@ class JsonlWriter(metric_writers.MetricWriter):
     del step, point_clouds, point_colors, configs
 
   def write_hparams(self, hparams):
-    self._file.write(json.dumps({"hparams": {k: str(v) for k, v in hparams.items()}}) + "\n")
+    self._write(json.dumps({"hparams": {k: str(v) for k, v in hparams.items()}}) + "\n")
 
   def flush(self):
-    self._file.flush()
+    if self._remote:
+      self.path.write_text("".join(self._lines))
+    else:
+      self._file.flush()
 
   def close(self):
-    self._file.close()
+    self.flush()
+    if self._file is not None:
+      self._file.close()
+
+
+class UploadedWriter(metric_writers.MultiWriter):
+  """TensorBoard events written to a local folder and copied to `dest` (gs://) at each
+  flush: the event writer goes through TF's own filesystem, the copy through epath, so
+  every gs:// write uses one client."""
+
+  def __init__(self, dest):
+    self._local = tempfile.mkdtemp(prefix="symbol_tuning_tb_")
+    self._dest = dest
+    super().__init__([metric_writers.create_default_writer(self._local, asynchronous=False)])
+
+  def flush(self):
+    super().flush()
+    paths.upload_dir(self._local, self._dest)
+
+  def close(self):
+    super().close()
+    paths.upload_dir(self._local, self._dest)
+    shutil.rmtree(self._local, ignore_errors=True)
 
 
 def make_writer(model_dir: str, is_chief: bool, resume_step: int):
   """TensorBoard events under MODEL_DIR/train and MODEL_DIR/metrics.jsonl (chief only)."""
   if not is_chief:
     return metric_writers.MultiWriter([])
-  tb = metric_writers.create_default_writer(str(pathlib.Path(model_dir) / "train"),
-                                            asynchronous=False)
+  train_dir = paths.path(model_dir) / "train"
+  tb = (UploadedWriter(train_dir) if paths.is_remote(train_dir)
+        else metric_writers.create_default_writer(str(train_dir), asynchronous=False))
   return metric_writers.MultiWriter(
-      [tb, JsonlWriter(pathlib.Path(model_dir) / "metrics.jsonl", resume_step)])
+      [tb, JsonlWriter(paths.path(model_dir) / "metrics.jsonl", resume_step)])
 
 
 class Progress:

@@ -8,7 +8,6 @@ is a pure function of the seed, so a run killed at any moment and restarted ends
 same parameters, bit for bit, as one that was never interrupted.
 """
 import dataclasses
-import pathlib
 import sys
 import time
 
@@ -19,6 +18,7 @@ import numpy as np
 import optax
 from flax import linen as nn
 
+from symbol_tuning import paths, resources
 from symbol_tuning.model import family
 from symbol_tuning.training import checkpointing, data, losses, metrics_io, partitioning
 
@@ -69,8 +69,8 @@ def _model_config_and_params(cfg: TrainConfig, vocab_size: int):
   if cfg.initial_checkpoint_path:
     from symbol_tuning.checkpoints import convert  # pylint: disable=g-import-not-at-top
 
-    if not pathlib.Path(cfg.initial_checkpoint_path).exists() and "://" not in str(
-        cfg.initial_checkpoint_path):
+    path = cfg.initial_checkpoint_path
+    if not paths.is_remote(path) and not paths.path(path).exists():
       raise TrainError(f"INITIAL_CHECKPOINT_PATH {cfg.initial_checkpoint_path!r} does not exist")
     config, params = convert.load_any(cfg.initial_checkpoint_path)
     config = config.replace(**overrides)
@@ -254,8 +254,10 @@ class Trainer:
   def run(self, progress: bool = True) -> dict:
     """Trains from the newest checkpoint in MODEL_DIR (or the start) to TRAIN_STEPS."""
     cfg, chief = self.cfg, jax.process_index() == 0
-    model_dir = pathlib.Path(cfg.model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
+    try:
+      model_dir = paths.make_dir(cfg.model_dir, "MODEL_DIR", resources.storage_timeout())
+    except paths.StoragePathError as e:
+      raise TrainError(str(e)) from None
     mngr = checkpointing.manager(str(model_dir), cfg.checkpoint_period, cfg.keep_checkpoints)
     restored = checkpointing.restore_latest(mngr, self.state)
     start = 0
