@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import seqio
 
+import readme_support
 import trainer_support
 from gcs_support import gcs  # noqa: F401  (the emulator fixture)
 from symbol_tuning import cli, paths, resources, vocab
@@ -63,6 +64,19 @@ def test_train_kill_resume_convert_on_gcs(gcs, tmp_path, bigbench_dir):
   assert any(n.startswith("run/train/events.out.tfevents.") for n in names)
   assert any(n.startswith(f"run/checkpoint_{STEPS}/data/host_0.") for n in names)
   assert not os.path.exists("gs:")
+  # README's block (Cloud TPU, gs:// paths): its train command is this test's (plus tiny
+  # settings), and its eval and convert commands run as written with $RUN on the server.
+  readme = [c.replace("${RUN}", RUN).replace("$RUN", RUN)
+            for c in readme_support.block("Cloud TPU", 1).commands[1:]]
+  assert [c.split()[1] for c in readme] == ["train", "eval", "convert"]
+  train_argv = readme_support.cli_argv(readme[0])
+  assert set(train_argv) - {"--gin.TRAIN_STEPS=12"} <= set(train_cmd(RUN)[3:])
+  assert cli.main(readme_support.cli_argv(readme[1]) + [
+      "--max_examples", "1", "--input_length", "512", "--settings", "labels",
+      "--no_progress"]) == 0
+  assert gcs.objects("bkt", "run/eval/")
+  assert cli.main(readme_support.cli_argv(readme[2])) == 0
+  trainer_support.assert_same_checkpoint(RUN, f"{RUN}_hf")
   # Convert the gs:// run to HF files and to a native checkpoint, both on gs://.
   for dst, fmt in (("gs://bkt/hf", "hf"), ("gs://bkt/native", "native")):
     convert.convert(RUN, dst, fmt)
