@@ -192,10 +192,14 @@ def test_t5x_checkpoints_on_gcs(gcs, tmp_path):
   trainer_support.assert_same_checkpoint(local, written)
 
 
-def test_gin_files_on_gcs(gcs):
+def test_gin_files_on_gcs(gcs, monkeypatch):
   """--gin_file gs://... (and a gs:// search path for its includes)."""
   import gin  # pylint: disable=import-outside-toplevel
 
+  # gin keeps search paths for the whole process and has no public way to drop one: without
+  # this, a later test in the same worker looked for its gin files on gs://bkt/gin too (with
+  # the emulator gone: a DNS lookup of www.googleapis.com).
+  monkeypatch.setattr(gin.config, "_LOCATION_PREFIXES", list(gin.config._LOCATION_PREFIXES))  # pylint: disable=protected-access
   from symbol_tuning.commands import train  # pylint: disable=import-outside-toplevel
 
   paths.path("gs://bkt/gin/steps.gin").write_text("TRAIN_STEPS = 7\n")

@@ -6,6 +6,7 @@
 --gin_file (repeatable) is looked up in --gin_search_paths, then in the package's gin/
 folder; --gin_bindings / --gin.X=Y (repeatable) override macros, as in t5x.
 """
+import functools
 import logging
 import sys
 
@@ -43,6 +44,13 @@ def gin_shorthand(extra: list[str]) -> list[str]:
   return bindings
 
 
+@functools.cache
+def _register_remote_gin_reader(gin, paths_lib) -> None:
+  """gin opens files with open(); gs:// gin files and search paths go through etils.epath.
+  Once per process: gin keeps every reader it is given."""
+  gin.config.register_file_reader(paths_lib.open_remote, paths_lib.is_remote_file)
+
+
 def parse_gin(files: list[str], bindings: list[str], search_paths: str) -> None:
   """Parses gin files and bindings; a typo is a one-line error naming file and line."""
   import gin  # pylint: disable=g-import-not-at-top
@@ -53,8 +61,7 @@ def parse_gin(files: list[str], bindings: list[str], search_paths: str) -> None:
     raise CliError("no --gin_file given; e.g. --gin_file=local/symbol_tuning_bigbench_tiny.gin")
   from symbol_tuning import paths as paths_lib  # pylint: disable=g-import-not-at-top
 
-  # gin opens files with open(); gs:// gin files and search paths go through etils.epath.
-  gin.config.register_file_reader(paths_lib.open_remote, paths_lib.is_remote_file)
+  _register_remote_gin_reader(gin, paths_lib)
   paths = [p for p in search_paths.split(",") if p] + [str(resources.gin_dir())]
   for path in paths:
     gin.add_config_file_search_path(path)
