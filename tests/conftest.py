@@ -55,3 +55,15 @@ def clean_gin():
   gin.clear_config()
   yield
   gin.clear_config()
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+  """$SYMBOL_TUNING_DATA_DIR at an empty folder for the test's local copies, with the
+  pipeline's caches cleared before and after (loaded splits are cached per process)."""
+  from symbol_tuning import pipeline  # pylint: disable=import-outside-toplevel
+
+  monkeypatch.setenv("SYMBOL_TUNING_DATA_DIR", str(tmp_path))
+  pipeline.clear_caches()
+  yield tmp_path
+  pipeline.clear_caches()

@@ -22,12 +22,7 @@ TWEETS = ['"@user you are not a real fan"', '"Send them all back"', "123", "true
 README_HINT = "README, 'Data sources and local copies'"
 
 
-@pytest.fixture(autouse=True)
-def data_dir(tmp_path, monkeypatch):
-  monkeypatch.setenv("SYMBOL_TUNING_DATA_DIR", str(tmp_path))
-  pipeline.clear_caches()
-  yield tmp_path
-  pipeline.clear_caches()
+pytestmark = pytest.mark.usefixtures("data_dir")  # conftest: a fresh local-copy folder
 
 
 def write(path, text, encoding="utf-8"):

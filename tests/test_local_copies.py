@@ -19,12 +19,7 @@ SUBJ = catalogue.get("eval", "subj")
 OLD_TREC_ORDER = ["DESC", "ENTY", "ABBR", "HUM", "NUM", "LOC"]
 
 
-@pytest.fixture(autouse=True)
-def data_dir(tmp_path, monkeypatch):
-  monkeypatch.setenv("SYMBOL_TUNING_DATA_DIR", str(tmp_path))
-  pipeline.clear_caches()
-  yield tmp_path
-  pipeline.clear_caches()
+pytestmark = pytest.mark.usefixtures("data_dir")  # conftest: a fresh local-copy folder
 
 
 def write_jsonl(path, rows):
