@@ -10,7 +10,7 @@ HERE = pathlib.Path(__file__).parent
 
 class BuildWithConfigs(build_py):
   """Ships the top-level gin/ and tasks/ folders inside the package (symbol_tuning/_data/),
-  where symbol_tuning.resources finds them in a wheel install."""
+  where symbol_tuning.settings finds them in a wheel install."""
 
   def run(self):
     super().run()

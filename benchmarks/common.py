@@ -16,9 +16,9 @@ RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 
 def setup_bigbench() -> None:
   """BIGBENCH_DIR defaults to the workspace's shared copy when it exists."""
-  from symbol_tuning import resources  # pylint: disable=g-import-not-at-top
+  from symbol_tuning import settings  # pylint: disable=g-import-not-at-top
 
-  shared = resources.shared_dir() / "data" / "bigbench"
+  shared = settings.shared_dir() / "data" / "bigbench"
   if "BIGBENCH_DIR" not in os.environ and shared.is_dir():
     os.environ["BIGBENCH_DIR"] = str(shared)
   from absl import logging  # pylint: disable=g-import-not-at-top
@@ -136,7 +136,7 @@ def packed_rows(name: str, lengths: dict, rows: int, feature_converter, seed: in
   """The first `rows` packed training rows (numpy dicts) of mixture/task `name`."""
   import seqio  # pylint: disable=g-import-not-at-top
 
-  import symbol_tuning.tasks  # pylint: disable=g-import-not-at-top,unused-import
+  import symbol_tuning.data.tasks  # pylint: disable=g-import-not-at-top,unused-import
 
   ds = seqio.get_dataset(name, task_feature_lengths=lengths, dataset_split="train",
                          shuffle=True, num_epochs=None, seed=seed,

@@ -1,7 +1,7 @@
 """Packing efficiency of decoder-only training rows (prompt + answer in one sequence).
 
 Run: python benchmarks/decoder_packing.py [--rows 128]
-Packs symbol_tuning_bigbench with symbol_tuning.decoder_packing (best-fit, one sequence
+Packs symbol_tuning_bigbench with symbol_tuning.data.decoder_packing (best-fit, one sequence
 per example, seqio PrefixLM features) and, for comparison, with seqio's greedy
 PrefixLMFeatureConverter. Row length = inputs + targets lengths (2048 + 512, and 2048 + the
 largest answer any row needed, rounded up to 16). Reports the share of row positions that
@@ -16,7 +16,7 @@ import common  # pylint: disable=unused-import  (sets the environment first)
 def converter(packer: str):
   import seqio  # pylint: disable=g-import-not-at-top
 
-  from symbol_tuning import decoder_packing  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.data import decoder_packing  # pylint: disable=g-import-not-at-top
 
   if packer == "best_fit":
     return decoder_packing.BestFitPrefixLMFeatureConverter(pack=True)

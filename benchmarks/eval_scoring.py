@@ -46,7 +46,7 @@ def bench(config: str, items, batch_size: int, naive_length: int, variants,
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
-  from symbol_tuning import vocab  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.data import vocab  # pylint: disable=g-import-not-at-top
   from symbol_tuning.evaluation import decoder_scoring, scoring  # pylint: disable=g-import-not-at-top
 
   model = scoring.load_model(f"random:{config}", vocab_size=vocab.resolve().vocab_size)

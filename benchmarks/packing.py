@@ -3,7 +3,7 @@
 Run: python benchmarks/packing.py [--rows 512]
 For symbol_tuning_bigbench (and symbol_tuning when its HF data is reachable, e.g. through
 SYMBOL_TUNING_DATA_DIR) at 2048/512, packs rows as training does (best-fit packing,
-symbol_tuning.packing) and, for comparison, with seqio's greedy EncDecFeatureConverter
+symbol_tuning.data.packing) and, for comparison, with seqio's greedy EncDecFeatureConverter
 (what t5x does by default). Reports the share of non-padding input and target tokens,
 prompts per row, and the largest number of target tokens any row needed, i.e. how far
 the 512-token target budget could be cut without losing a single example. Also repeats
@@ -18,7 +18,7 @@ import common  # pylint: disable=unused-import  (sets the environment first)
 def converter(packer: str):
   import seqio  # pylint: disable=g-import-not-at-top
 
-  from symbol_tuning import packing  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.data import packing  # pylint: disable=g-import-not-at-top
 
   if packer == "best_fit":
     return packing.BestFitEncDecFeatureConverter(pack=True)
@@ -48,7 +48,7 @@ def main() -> None:
   parser.add_argument("--rows", type=int, default=512)
   args = parser.parse_args()
   common.setup_bigbench()
-  from symbol_tuning.sources import DataSourceError  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.data.sources import DataSourceError  # pylint: disable=g-import-not-at-top
 
   results = []
   for name in ("symbol_tuning_bigbench", "symbol_tuning"):

@@ -43,8 +43,8 @@ def builder_passes(num: int):
   process, one core) and returns its prompts/s; `offset` picks other queries and seeds."""
   import seqio  # pylint: disable=g-import-not-at-top
 
-  import symbol_tuning.tasks  # pylint: disable=g-import-not-at-top,unused-import
-  from symbol_tuning import pipeline, prompts  # pylint: disable=g-import-not-at-top
+  import symbol_tuning.data.tasks  # pylint: disable=g-import-not-at-top,unused-import
+  from symbol_tuning.data import pipeline, prompts  # pylint: disable=g-import-not-at-top
 
   mixture = seqio.get_mixture_or_task("symbol_tuning_bigbench")
   tasks = list(mixture.tasks)
@@ -90,7 +90,7 @@ def two_process_speed(iterations: int = 3_000_000, rounds: int = 5) -> float:
 def cpu_per_element(ds, num: int) -> float:
   """CPU microseconds per element of reading `num` elements of `ds`, in batches of 256,
   with the pipeline options our converters set."""
-  from symbol_tuning import packing  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.data import packing  # pylint: disable=g-import-not-at-top
 
   it = iter(packing.with_pipeline_options(ds.batch(256)).prefetch(2))
   next(it)
@@ -116,11 +116,11 @@ def tf_data_map_cost(num: int = 200_000) -> float:
 def mixing_cost(num: int = 100_000) -> dict:
   """CPU microseconds per element of mixing 18 ragged example streams at uneven rates:
   TensorFlow's sample_from_datasets (a function per example picks its dataset) against
-  symbol_tuning.mixing's (the same picks, drawn 256 per call); minus one stream read alone."""
+  symbol_tuning.data.mixing's (the same picks, drawn 256 per call); minus one stream read alone."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  from symbol_tuning import mixing  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.data import mixing  # pylint: disable=g-import-not-at-top
 
   batch = {"inputs": tf.ragged.constant([[1, 2, 3]] * 32),
            "targets": tf.ragged.constant([[4, 1]] * 32)}
@@ -141,8 +141,8 @@ def pipeline_speed(num: int, warmup: int = 1000) -> dict:
   import seqio  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  import symbol_tuning.tasks  # pylint: disable=g-import-not-at-top,unused-import
-  from symbol_tuning import packing, prompt_workers  # pylint: disable=g-import-not-at-top
+  import symbol_tuning.data.tasks  # pylint: disable=g-import-not-at-top,unused-import
+  from symbol_tuning.data import packing, prompt_workers  # pylint: disable=g-import-not-at-top
 
   def workers_cpu() -> float:  # seconds of CPU used so far by the live worker processes
     total = 0.0
@@ -218,7 +218,7 @@ def main() -> None:
   if not cores:
     parser.error(f"--cores {args.cores}: this machine has {available} cores to pin to")
   common.setup_bigbench()
-  from symbol_tuning import vocab  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.data import vocab  # pylint: disable=g-import-not-at-top
   from symbol_tuning.commands import data  # pylint: disable=g-import-not-at-top
 
   one_pass = builder_passes(args.num)
@@ -230,7 +230,7 @@ def main() -> None:
   mix_us = mixing_cost()
   print(f"mixing 18 streams adds {mix_us['tensorflow_sample_from_datasets']:.1f} us of CPU per "
         f"element with TensorFlow's sample_from_datasets, "
-        f"{mix_us['symbol_tuning_mixing']:.1f} us with symbol_tuning.mixing's (same picks)")
+        f"{mix_us['symbol_tuning_mixing']:.1f} us with symbol_tuning.data.mixing's (same picks)")
   pair_speed = two_process_speed()
   print(f"this machine: each of two busy processes runs at {pair_speed:.0%} of one alone")
   # Prompts built in the main process (workers 0, what auto picks on 2 cores or fewer)...

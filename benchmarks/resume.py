@@ -38,7 +38,7 @@ def digest(batch: dict) -> str:
 
 def produce(step: int, batch: int, out: pathlib.Path) -> dict:
   """Runs the stream to `step`, saving its position at 0 and at `step`."""
-  import symbol_tuning.tasks  # pylint: disable=g-import-not-at-top,unused-import
+  import symbol_tuning.data.tasks  # pylint: disable=g-import-not-at-top,unused-import
   from symbol_tuning.training import data  # pylint: disable=g-import-not-at-top
 
   batches = data.HostBatches(config(batch))
@@ -61,7 +61,7 @@ def produce(step: int, batch: int, out: pathlib.Path) -> dict:
 
 def resume(step: int, batch: int, out: pathlib.Path, mode: str) -> dict:
   """In a fresh process: the data stream at `step`, by restoring or by skipping."""
-  import symbol_tuning.tasks  # pylint: disable=g-import-not-at-top,unused-import
+  import symbol_tuning.data.tasks  # pylint: disable=g-import-not-at-top,unused-import
   from symbol_tuning.training import data  # pylint: disable=g-import-not-at-top
 
   start = time.perf_counter()

@@ -78,7 +78,7 @@ def markdown_table() -> str:
                  f"{p['tf_data_map_cpu_us_per_element']:.1f} us", "prompts.py"))
   m = p["mixing_cpu_us_per_element"]
   rows.append(("CPU that mixing 18 streams adds per element: TensorFlow's sample_from_datasets"
-               " / symbol_tuning.mixing (same picks)",
+               " / symbol_tuning.data.mixing (same picks)",
                f"{m['tensorflow_sample_from_datasets']:.1f} / {m['symbol_tuning_mixing']:.1f} us",
                "prompts.py"))
   x = load("export")

@@ -136,7 +136,7 @@ def main(argv=None) -> int:
   args.extra = extra
   _quiet_libraries()
   if args.vocab:
-    from symbol_tuning import vocab  # pylint: disable=g-import-not-at-top
+    from symbol_tuning.data import vocab  # pylint: disable=g-import-not-at-top
 
     vocab.set_vocabulary(args.vocab)
   try:
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
   except BrokenPipeError:  # `symbol-tuning inspect ... | head`
     return 0
   except Exception as e:  # pylint: disable=broad-except
-    from symbol_tuning.sources.examples import DataSourceError  # pylint: disable=g-import-not-at-top
+    from symbol_tuning.data.sources.examples import DataSourceError  # pylint: disable=g-import-not-at-top
 
     if isinstance(e, (CliError, DataSourceError, ValueError, FileNotFoundError)) and not \
         os.environ.get("SYMBOL_TUNING_DEBUG"):

@@ -29,7 +29,7 @@ def pytest_configure(config):
 def bigbench_dir() -> pathlib.Path:
   """The real BIG-bench tasks the library reads: $BIGBENCH_DIR, else the package's archive
   (extracted into the cache on first use), for tests that hand the folder to a subprocess."""
-  from symbol_tuning.sources import bigbench  # pylint: disable=import-outside-toplevel
+  from symbol_tuning.data.sources import bigbench  # pylint: disable=import-outside-toplevel
 
   if os.environ.get("BIGBENCH_DIR"):
     return pathlib.Path(os.environ["BIGBENCH_DIR"])
@@ -41,7 +41,7 @@ def _restore_vocabulary_choice():
   """`cli.main(["--vocab", X, ...])` makes X the process's vocabulary (as the CLI should);
   reset the choice after each test, so one test's vocabulary never reaches the next."""
   yield
-  from symbol_tuning import vocab  # pylint: disable=import-outside-toplevel
+  from symbol_tuning.data import vocab  # pylint: disable=import-outside-toplevel
 
   vocab.set_vocabulary(None)
 
@@ -61,7 +61,7 @@ def clean_gin():
 def data_dir(tmp_path, monkeypatch):
   """$SYMBOL_TUNING_DATA_DIR at an empty folder for the test's local copies, with the
   pipeline's caches cleared before and after (loaded splits are cached per process)."""
-  from symbol_tuning import pipeline  # pylint: disable=import-outside-toplevel
+  from symbol_tuning.data import pipeline  # pylint: disable=import-outside-toplevel
 
   monkeypatch.setenv("SYMBOL_TUNING_DATA_DIR", str(tmp_path))
   pipeline.clear_caches()

@@ -3,7 +3,7 @@ runs of the real 'symbol_tuning' mixture without the HuggingFace hub."""
 import json
 import pathlib
 
-from symbol_tuning import catalogue
+from symbol_tuning.data import catalogue
 
 
 def write_tune_copies(root: pathlib.Path, rows_per_dataset: int = 40) -> pathlib.Path:

@@ -82,7 +82,7 @@ def main():
   from t5x import gin_utils  # pylint: disable=import-outside-toplevel
   from t5x import train as t5x_train  # pylint: disable=import-outside-toplevel
 
-  from symbol_tuning import vocab  # pylint: disable=import-outside-toplevel
+  from symbol_tuning.data import vocab  # pylint: disable=import-outside-toplevel
 
   captured = {}
   __main__.train = _capture(t5x_train.train, captured)

@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from symbol_tuning import cli, pipeline, prompts
-from symbol_tuning.sources import bigbench
+from symbol_tuning import cli
+from symbol_tuning.data import pipeline, prompts
+from symbol_tuning.data.sources import bigbench
 
 
 def write_jsonl(path, rows):
@@ -57,7 +58,7 @@ def test_no_command_hangs_or_prints_a_traceback_on_broken_copies(tmp_path, broke
         [sys.executable, "-m", "symbol_tuning.cli", "--vocab", "local", *argv], env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   procs["hf export"] = subprocess.Popen(
-      [sys.executable, "-m", "symbol_tuning.sources.hf", "export", "--out", str(tmp_path / "x"),
+      [sys.executable, "-m", "symbol_tuning.data.sources.hf", "export", "--out", str(tmp_path / "x"),
        "--keys", "rte"], env=dict(env, HF_DATASETS_OFFLINE="0", HF_HUB_OFFLINE="0",
                                   HF_ENDPOINT="http://127.0.0.1:9"),
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -137,7 +137,7 @@ def test_default_vocabulary_without_gcs_is_one_line_with_what_to_do(capsys, monk
                                                                     bigbench_dir, command):
   """Flan-T5's vocabulary lives on GCS: where GCS cannot be reached the command stops at
   once with what to pass, not after TensorFlow's ~80 s of retries with a traceback."""
-  from symbol_tuning import vocab  # pylint: disable=import-outside-toplevel
+  from symbol_tuning.data import vocab  # pylint: disable=import-outside-toplevel
 
   reached = []
   monkeypatch.setattr(vocab, "_reachable", lambda host, *a, **k: reached.append(host))
@@ -172,9 +172,10 @@ def test_export_lines_equal_json_dumps_of_the_records(symbols):
 def test_global_options_before_or_after_the_command(capsys, monkeypatch, bigbench_dir, where):
   """`--vocab` is read on either side of the command, and chosen without touching the
   environment (nothing for another module to read behind the caller's back)."""
-  from symbol_tuning import resources, vocab  # pylint: disable=import-outside-toplevel
+  from symbol_tuning import settings
+  from symbol_tuning.data import vocab  # pylint: disable=import-outside-toplevel
 
-  path = str(resources.assets_dir() / vocab.LOCAL_VOCAB)
+  path = str(settings.assets_dir() / vocab.LOCAL_VOCAB)
   monkeypatch.setenv("SYMBOL_TUNING_VOCAB", "local")
   command = ["inspect", "symbol_tuning.bigbench.navigate", "--num", "1", "--json"]
   argv = ["--vocab", path] + command if where == "before" else command + ["--vocab", path]

@@ -2,7 +2,7 @@
 the batches an uninterrupted one yields, without rebuilding the skipped prompts."""
 import numpy as np
 
-import symbol_tuning.tasks  # noqa: F401  (registers the tasks)
+import symbol_tuning.data.tasks  # noqa: F401  (registers the tasks)
 
 from symbol_tuning.training import checkpointing, data
 

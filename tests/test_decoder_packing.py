@@ -3,7 +3,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from symbol_tuning import decoder_packing
+from symbol_tuning.data import decoder_packing
 
 
 def _ds(examples):

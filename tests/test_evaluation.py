@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import seqio
 
-import symbol_tuning.tasks  # noqa: F401  (registers the tasks)
-from symbol_tuning import catalogue, cli, pipeline, prompts, sources, symbols
+import symbol_tuning.data.tasks  # noqa: F401  (registers the tasks)
+from symbol_tuning import cli
+from symbol_tuning.data import catalogue, pipeline, prompts, sources, symbols
 from symbol_tuning.commands import evaluate
-from symbol_tuning.evaluation import algorithmic, report, scoring, suites
+from symbol_tuning.data import algorithmic, report, scoring, suites
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -174,7 +175,7 @@ def test_algorithmic_seqio_tasks_are_registered_without_reading_data():
   assert len(mixture.tasks) == 250
   task = seqio.get_mixture_or_task(algorithmic.TURING_TASK)
   assert task.splits == ("validation",) and task.predict_metric_fns == [
-      symbol_tuning.metrics.exact_match]
+      symbol_tuning.data.metrics.exact_match]
   assert algorithmic.TURING_TASK in [t.name for t in seqio.MixtureRegistry.get(
       algorithmic.TURING_MIXTURE).tasks]
 

@@ -9,7 +9,8 @@ import re
 
 import pytest
 
-from symbol_tuning import catalogue, cli, pipeline, sources
+from symbol_tuning import cli
+from symbol_tuning.data import catalogue, pipeline, sources
 
 datasets = pytest.importorskip("datasets")
 

@@ -15,7 +15,8 @@ import seqio
 import readme_support
 import trainer_support
 from gcs_support import gcs  # noqa: F401  (the emulator fixture)
-from symbol_tuning import cli, paths, resources, vocab
+from symbol_tuning import cli, paths, settings
+from symbol_tuning.data import vocab
 from symbol_tuning.checkpoints import convert
 from symbol_tuning.evaluation import report
 from symbol_tuning.model import family
@@ -161,7 +162,7 @@ def test_one_path_type(monkeypatch, tmp_path):
 
 def test_vocabulary_on_gcs(gcs, monkeypatch, tmp_path):
   monkeypatch.setenv("SYMBOL_TUNING_CACHE", str(tmp_path / "cache"))
-  local = resources.assets_dir() / vocab.LOCAL_VOCAB
+  local = settings.assets_dir() / vocab.LOCAL_VOCAB
   paths.path("gs://bkt/vocab/spm.model").write_bytes(local.read_bytes())
   text = "Input: 3 apples and 4 pears\nOutput: foo"
   try:

@@ -24,7 +24,8 @@ import seqio
 
 import synthetic_data
 
-from symbol_tuning import cli, pipeline
+from symbol_tuning import cli
+from symbol_tuning.data import pipeline
 from symbol_tuning.commands import train as train_cmd
 from symbol_tuning.training import trainer as trainer_lib
 

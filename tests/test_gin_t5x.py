@@ -141,7 +141,7 @@ def test_imports(path):
   if re.search(r"^[a-z_][\w]*(/[\w.]+)?\.[\w.]+\s*[:=]|@", code, re.M):
     assert "from __gin__ import dynamic_registration" in code, path.name
   if path.name.startswith("symbol_tuning"):
-    assert "import symbol_tuning.tasks" in code, path.name
+    assert "import symbol_tuning.data.tasks" in code, path.name
   assert "optax" not in code  # t5x's Adafactor only (optax's fails in t5x's wrapper)
 
 
@@ -252,7 +252,7 @@ def test_training_file_finalizes_to_the_paper_setup(probe, size):
   assert model["optimizer"] == "t5x.adafactor.Adafactor"
   assert (model["dropout_rate"], model["emb_dim"]) == (0.05, EMB_DIM[size])
   # t5x builds its feature converter from the model's FEATURE_CONVERTER_CLS: best-fit packing.
-  assert model["converter"] == "symbol_tuning.packing.BestFitEncDecFeatureConverter"
+  assert model["converter"] == "symbol_tuning.data.packing.BestFitEncDecFeatureConverter"
   # The model's vocabulary is the tasks' (VOCABULARY_NAME='local': 8000 pieces).
   assert model["vocabulary_size"] == 8000 and model["same_vocabulary"]
 
@@ -336,7 +336,7 @@ def test_tpu_generation_files_select_that_partitioning(probe, size, gen):
 def test_eval_header_lists_registered_mixtures():
   import seqio  # pylint: disable=import-outside-toplevel
 
-  import symbol_tuning.tasks  # pylint: disable=import-outside-toplevel,unused-import
+  import symbol_tuning.data.tasks  # pylint: disable=import-outside-toplevel,unused-import
 
   header = (GIN_DIR / "symbol_tuning_eval.gin").read_text()
   for stem in ("symbol_tuning_eval", "symbol_tuning_eval_bigbench",
@@ -356,7 +356,7 @@ def test_decoder_only_twins_match_the_local_one(probe):
   train = _ok(probe, "train_decoder_only_tiny")
   model = train["model"]
   assert model["model_class"] == "DecoderOnlyModel"
-  assert model["converter"] == "symbol_tuning.decoder_packing.BestFitPrefixLMFeatureConverter"
+  assert model["converter"] == "symbol_tuning.data.decoder_packing.BestFitPrefixLMFeatureConverter"
   assert (model["emb_dim"], model["num_layers"], model["dropout_rate"]) == (64, 2, 0.0)
   assert model["vocab_size"] == 8064 and model["vocabulary_size"] == 8000
   assert model["optimizer"] == "t5x.adafactor.Adafactor"

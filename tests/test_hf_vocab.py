@@ -10,7 +10,8 @@ import seqio
 import tensorflow as tf
 
 import readme_support
-from symbol_tuning import cli, hf_vocab, vocab
+from symbol_tuning import cli
+from symbol_tuning.data import hf_vocab, vocab
 
 TEXT = ["Input: the cat sat on the mat", "Output: foo", "Q: 7281 -> QXT", "A: bar baz",
         "Sentences: a dog ran\nMapped To: 42"] * 20
@@ -46,7 +47,7 @@ def test_encode_decode_eos_and_tf_ops_agree(tokenizer_dir):
 
 
 def test_tasks_build_and_fit_prompts_with_the_hf_tokenizer(tokenizer_dir, bigbench_dir):
-  import symbol_tuning.tasks  # pylint: disable=unused-import
+  import symbol_tuning.data.tasks  # pylint: disable=unused-import
   vocab.set_vocabulary(str(tokenizer_dir))
   try:
     task = seqio.get_mixture_or_task("symbol_tuning.bigbench.navigate")

@@ -16,7 +16,7 @@ import textwrap
 import pytest
 
 import readme_support
-from symbol_tuning import resources
+from symbol_tuning import settings
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TPU_VM = REPO / "launch" / "tpu_vm.py"
@@ -399,7 +399,7 @@ def test_setup_installs_t5x_at_the_tests_snapshot():
   remote = _ssh_command(shlex.split(line)[1:])
   steps = remote.split("; ")
   checkouts = {s.split()[2]: s.split()[-1] for s in steps if s.startswith("git -C ")}
-  vendor = resources.shared_dir() / "vendor" / "README.md"
+  vendor = settings.shared_dir() / "vendor" / "README.md"
   if not vendor.is_file():
     pytest.skip(f"no {vendor} to compare the pinned commits with")
   # The vendor README's table names each snapshot's commit by its first 12 hex digits.

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from symbol_tuning import catalogue, pipeline, sources
+from symbol_tuning.data import catalogue, pipeline, sources
 from symbol_tuning.evaluation import suites
-from symbol_tuning.sources import hf
+from symbol_tuning.data.sources import hf
 
 datasets = pytest.importorskip("datasets")
 
@@ -252,7 +252,7 @@ def test_export_writes_exactly_the_used_splits_with_class_names(tmp_path, monkey
 
 
 def test_hints_name_a_readme_section_that_exists(monkeypatch):
-  from symbol_tuning import resources  # pylint: disable=g-import-not-at-top
+  from symbol_tuning import settings  # pylint: disable=g-import-not-at-top
 
   headings = [line[3:].strip() for line in
               (resources.REPO_DIR / "README.md").read_text().splitlines()

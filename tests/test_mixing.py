@@ -4,7 +4,7 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from symbol_tuning import mixing, pipeline
+from symbol_tuning.data import mixing, pipeline
 
 
 @pytest.mark.parametrize("weights", [[0.75, 0.25], [1.0, 2.0, 3.0, 0.5, 7.0],
@@ -57,7 +57,7 @@ def test_same_stream_as_tensorflows_sample_from_datasets(lengths, weights, seed)
 
 
 def test_prompt_mixtures_sample_with_it():
-  import symbol_tuning.tasks  # pylint: disable=import-outside-toplevel,unused-import
+  import symbol_tuning.data.tasks  # pylint: disable=import-outside-toplevel,unused-import
 
   mixture = seqio.get_mixture_or_task("symbol_tuning_bigbench")
   assert isinstance(mixture, pipeline.PromptMixture)
@@ -65,7 +65,7 @@ def test_prompt_mixtures_sample_with_it():
 
 
 def test_prompt_mixture_reads_its_tasks_with_seqios_arguments_in_any_form():
-  import symbol_tuning.tasks  # pylint: disable=import-outside-toplevel,unused-import
+  import symbol_tuning.data.tasks  # pylint: disable=import-outside-toplevel,unused-import
 
   mixture = seqio.get_mixture_or_task("symbol_tuning_bigbench")
   task = mixture.tasks[0]
@@ -86,7 +86,7 @@ def test_prompt_mixture_reads_its_tasks_with_seqios_arguments_in_any_form():
 
 
 def test_prompt_mixture_reads_its_tasks_without_seqios_final_prefetch():
-  import symbol_tuning.tasks  # pylint: disable=import-outside-toplevel,unused-import
+  import symbol_tuning.data.tasks  # pylint: disable=import-outside-toplevel,unused-import
 
   mixture = seqio.get_mixture_or_task("symbol_tuning_bigbench")
   task = mixture.tasks[0]

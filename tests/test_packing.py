@@ -5,7 +5,7 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from symbol_tuning import packing
+from symbol_tuning.data import packing
 
 
 def examples_ds(examples):

@@ -35,7 +35,7 @@ def _digest(value) -> str:
 
 def prompt_records(name, split, lengths, seed, num):
   """The pipeline's prompts as small JSON-able records."""
-  import symbol_tuning.tasks  # pylint: disable=unused-import
+  import symbol_tuning.data.tasks  # pylint: disable=unused-import
 
   provider = seqio.get_mixture_or_task(name)
   kw = {"passthrough_features": PASS} if hasattr(provider, "tasks") else {}
@@ -58,7 +58,7 @@ def prompt_records(name, split, lengths, seed, num):
 
 def row_digests(name, lengths, batch, seed, batches):
   """Digests of the trainer's first packed batches (best-fit packing, host_batches)."""
-  import symbol_tuning.tasks  # pylint: disable=unused-import  (also when run alone)
+  import symbol_tuning.data.tasks  # pylint: disable=unused-import  (also when run alone)
   from symbol_tuning.training import data
 
   cfg = data.DataConfig(name, {"inputs": lengths[0], "targets": lengths[1]}, batch, seed=seed)
@@ -77,7 +77,7 @@ def golden():
   return json.loads(GOLDEN.read_text())
 
 
-# Prompts built in this process and by prompt worker processes (symbol_tuning.prompt_workers),
+# Prompts built in this process and by prompt worker processes (symbol_tuning.data.prompt_workers),
 # BUILD_BATCH at a time (None: the default; small ones cross many batch boundaries, where
 # skipped prompts and a finite split's end fall).
 @pytest.mark.parametrize("index,workers,build_batch",
@@ -85,7 +85,7 @@ def golden():
                          [(1, "0", None), (1, "0", 3), (2, "2", 5)])
 def test_prompts_equal_the_per_example_pipeline(golden, bigbench_dir, index, workers,
                                                 build_batch, monkeypatch):
-  from symbol_tuning import pipeline
+  from symbol_tuning.data import pipeline
 
   monkeypatch.setenv("SYMBOL_TUNING_PROMPT_WORKERS", workers)
   if build_batch:
@@ -102,7 +102,7 @@ def test_prompts_equal_the_per_example_pipeline(golden, bigbench_dir, index, wor
 @pytest.mark.parametrize("workers,build_batch", [("0", None), ("2", None), ("2", 7)])
 def test_packed_rows_equal_the_per_example_pipeline(golden, bigbench_dir, workers, build_batch,
                                                     monkeypatch):
-  from symbol_tuning import pipeline
+  from symbol_tuning.data import pipeline
 
   monkeypatch.setenv("SYMBOL_TUNING_PROMPT_WORKERS", workers)
   if build_batch:

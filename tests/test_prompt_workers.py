@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import seqio
 
-import symbol_tuning.tasks  # noqa: F401  (registers)
-from symbol_tuning import pipeline, prompt_builder, prompt_workers, tokens, vocab
+import symbol_tuning.data.tasks  # noqa: F401  (registers)
+from symbol_tuning.data import pipeline, prompt_builder, prompt_workers, tokens, vocab
 
 SEQIO_TEST_SPM = os.path.join(os.path.dirname(seqio.__file__),
                               "test_data/sentencepiece/sentencepiece.model")
@@ -35,7 +35,7 @@ def _same(a: tuple, b: tuple) -> None:
 
 
 def test_workers_import_neither_tensorflow_nor_seqio():
-  code = ("import sys, symbol_tuning.prompt_workers; "
+  code = ("import sys, symbol_tuning.data.prompt_workers; "
           "print(sorted(m for m in ('tensorflow', 'seqio', 'jax') if m in sys.modules))")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "[]"
@@ -147,7 +147,7 @@ def test_a_dead_worker_is_a_clear_error_and_the_pool_recovers(bigbench_dir):
 def test_a_worker_whose_main_process_is_gone_exits_quietly(bigbench_dir):
   # The main process ended (or was killed) with a request in flight: the worker's reply
   # finds a broken pipe, and it exits without a traceback on the shared stderr.
-  worker = subprocess.Popen([sys.executable, "-m", "symbol_tuning.prompt_workers"],
+  worker = subprocess.Popen([sys.executable, "-m", "symbol_tuning.data.prompt_workers"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
   request = (_spec("symbol_tuning.bigbench.navigate"), "train", 2047,

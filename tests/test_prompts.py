@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from symbol_tuning import prompts, symbols
+from symbol_tuning.data import prompts, symbols
 
 LABELS = ("negative", "positive")
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from symbol_tuning import metrics
+from symbol_tuning.data import metrics
 from symbol_tuning.evaluation import scoring
 from symbol_tuning.model import network
 

@@ -4,8 +4,9 @@ import tarfile
 
 import pytest
 
-from symbol_tuning import catalogue, pipeline, resources, sources
-from symbol_tuning.sources import bigbench, hf
+from symbol_tuning import settings
+from symbol_tuning.data import catalogue, pipeline, sources
+from symbol_tuning.data.sources import bigbench, hf
 
 RTE = catalogue.get("tune", "rte")
 
@@ -191,7 +192,7 @@ def test_packaged_archive_is_what_pack_makes_from_its_files(tmp_path, bigbench_d
   del tmp_path
   data, count = bigbench.task_tar(bigbench_dir)
   assert count == 295
-  shipped = resources.assets_dir() / bigbench.ARCHIVE_NAME
+  shipped = settings.assets_dir() / bigbench.ARCHIVE_NAME
   assert lzma.decompress(shipped.read_bytes()) == data
 
 

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from symbol_tuning import catalogue, symbols
+from symbol_tuning.data import catalogue, symbols
 
 
 @pytest.mark.parametrize("n,s", [(1, "A"), (26, "Z"), (27, "AA"), (52, "AZ"), (703, "AAA"),

@@ -128,7 +128,7 @@ def test_our_cli_reads_t5x_orbax_checkpoints_with_t5x_scores(tiny_eval, tmp_path
   gives the log-likelihoods t5x.eval wrote for the same prompts and options."""
   hf_dir = tmp_path / "hf"
   t5x_support.run_cli("convert", str(tiny_eval["checkpoint"]), str(hf_dir), "--to", "hf")
-  from symbol_tuning import vocab  # pylint: disable=import-outside-toplevel
+  from symbol_tuning.data import vocab  # pylint: disable=import-outside-toplevel
   from symbol_tuning.evaluation import scoring  # pylint: disable=import-outside-toplevel
 
   vocabulary = vocab.use_vocabulary("local")

@@ -4,8 +4,8 @@ import json
 import pytest
 import seqio
 
-import symbol_tuning.tasks as st_tasks
-from symbol_tuning import catalogue, pipeline, prompts, vocab
+import symbol_tuning.data.tasks as st_tasks
+from symbol_tuning.data import catalogue, pipeline, prompts, vocab
 
 PASS = list(st_tasks.METADATA_FEATURES) + ["inputs_pretokenized", "targets_pretokenized", "task"]
 

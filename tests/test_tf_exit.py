@@ -13,7 +13,7 @@ from symbol_tuning import tf_exit
 SCRIPT = textwrap.dedent("""
     import time
     import tensorflow as tf
-    from symbol_tuning import packing
+    from symbol_tuning.data import packing
 
     def slow(x):
       time.sleep(0.02)

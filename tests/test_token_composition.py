@@ -7,8 +7,8 @@ import os
 import pytest
 import seqio
 
-import symbol_tuning.tasks  # noqa: F401  (registers)
-from symbol_tuning import pipeline, prompts, tokens, vocab
+import symbol_tuning.data.tasks  # noqa: F401  (registers)
+from symbol_tuning.data import pipeline, prompts, tokens, vocab
 
 SEQIO_TEST_SPM = os.path.join(os.path.dirname(seqio.__file__),
                               "test_data/sentencepiece/sentencepiece.model")

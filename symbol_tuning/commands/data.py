@@ -39,7 +39,7 @@ def register(subparsers) -> None:
 def _provider(name: str):
   import seqio  # pylint: disable=g-import-not-at-top
 
-  import symbol_tuning.tasks  # pylint: disable=g-import-not-at-top,unused-import
+  import symbol_tuning.data.tasks  # pylint: disable=g-import-not-at-top,unused-import
 
   known = list(seqio.MixtureRegistry.names()) + list(seqio.TaskRegistry.names())
   if name not in known:
@@ -67,7 +67,7 @@ def _batches(name: str, split: str, num: int, seed: int, input_length: int,
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  from symbol_tuning import packing, pipeline, vocab  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.data import packing, pipeline, vocab  # pylint: disable=g-import-not-at-top
 
   vocab.resolve()  # a vocabulary that cannot load fails here, not wrapped by tf.data tracing
   provider = _provider(name)
@@ -156,7 +156,7 @@ def _json_line(c: dict, i: int) -> str:
 
 
 def _skipped_counts() -> collections.Counter:
-  from symbol_tuning import pipeline  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.data import pipeline  # pylint: disable=g-import-not-at-top
 
   return collections.Counter(pipeline.SKIPPED)
 
@@ -223,7 +223,7 @@ def run_export(args) -> None:
 
 def prompt_stats(recs, count_tokens) -> dict:
   """Spread of k, templates and symbol kinds; fitting and query-cut counts."""
-  from symbol_tuning import symbols  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.data import symbols  # pylint: disable=g-import-not-at-top
 
   ks, templates, kinds, tasks = (collections.Counter() for _ in range(4))
   n = dropped = cut = 0
@@ -248,7 +248,7 @@ def prompt_stats(recs, count_tokens) -> dict:
 
 
 def run_stats(args) -> None:
-  from symbol_tuning import vocab  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.data import vocab  # pylint: disable=g-import-not-at-top
 
   counter, before = vocab.TokenCounter(), _skipped_counts()
   stats = prompt_stats(records(args.name, args.split, args.num, args.seed, args.input_length,
@@ -272,7 +272,7 @@ def _task_row(task, name: str) -> dict:
   """One `list` row: the task's query count and, for evaluation tasks, its exemplar
   split's; both splits' filtered counts; every split the task reads is loaded and checked
   (a broken exemplar file makes the task unavailable, as it would make it fail)."""
-  from symbol_tuning import pipeline, sources  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.data import pipeline, sources  # pylint: disable=g-import-not-at-top
 
   split = "train" if "train" in task.splits else "validation"
   row = {"name": name, "kind": "task", "split": split}
@@ -298,7 +298,7 @@ def _task_row(task, name: str) -> dict:
 def run_list(args) -> None:
   import seqio  # pylint: disable=g-import-not-at-top
 
-  from symbol_tuning import sources  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.data import sources  # pylint: disable=g-import-not-at-top
 
   _provider("symbol_tuning")  # registers
   counts = {}

@@ -52,8 +52,8 @@ def _call(argv: list[str]) -> None:
 
 
 def _stage_data(out: pathlib.Path) -> dict:
-  import symbol_tuning.tasks  # pylint: disable=g-import-not-at-top,unused-import
-  from symbol_tuning import catalogue, sources  # pylint: disable=g-import-not-at-top
+  import symbol_tuning.data.tasks  # pylint: disable=g-import-not-at-top,unused-import
+  from symbol_tuning.data import catalogue, sources  # pylint: disable=g-import-not-at-top
 
   counts = {}
   for entry in catalogue.load("bigbench"):
@@ -69,7 +69,7 @@ def _stage_data(out: pathlib.Path) -> dict:
 
 def _stage_init(out: pathlib.Path, seed: int) -> str:
   """A tiny random T5 saved as a checkpoint, so 'before' and training start identical."""
-  from symbol_tuning import vocab  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.data import vocab  # pylint: disable=g-import-not-at-top
   from symbol_tuning.checkpoints import native  # pylint: disable=g-import-not-at-top
   from symbol_tuning.model import config as model_config, network  # pylint: disable=g-import-not-at-top
 
@@ -115,7 +115,7 @@ def _evaluate(checkpoint: str, out: pathlib.Path, args, label: str, step=None) -
 
 
 def run(args) -> int:
-  from symbol_tuning import vocab  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.data import vocab  # pylint: disable=g-import-not-at-top
 
   if args.init is None and not args.vocab:
     vocab.set_vocabulary("local")  # the tiny model's vocabulary; no network needed

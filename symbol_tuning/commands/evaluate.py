@@ -100,7 +100,7 @@ def run_suite(model, suite: str, *, settings=None, tasks_filter=None, subset=Non
               ignore_case=False, max_instructions=3, progress=False, label=None,
               on_skip=None):
   """Evaluates `model` (scoring.Model) on a suite; returns (records, results)."""
-  from symbol_tuning import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   from symbol_tuning.evaluation import decoder_scoring, report, scoring, suites  # pylint: disable=g-import-not-at-top
 
   settings = suites.check_suite(suite, settings)
@@ -142,7 +142,7 @@ def run_suite(model, suite: str, *, settings=None, tasks_filter=None, subset=Non
 
 
 def run_eval(args) -> int:
-  from symbol_tuning import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   from symbol_tuning.evaluation import report, scoring  # pylint: disable=g-import-not-at-top
 
   vocabulary = vocab_lib.resolve()

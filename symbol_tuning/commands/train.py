@@ -55,14 +55,14 @@ def parse_gin(files: list[str], bindings: list[str], search_paths: str) -> None:
   """Parses gin files and bindings; a typo is a one-line error naming file and line."""
   import gin  # pylint: disable=g-import-not-at-top
 
-  from symbol_tuning import resources  # pylint: disable=g-import-not-at-top
+  from symbol_tuning import settings  # pylint: disable=g-import-not-at-top
 
   if not files:
     raise CliError("no --gin_file given; e.g. --gin_file=local/symbol_tuning_bigbench_tiny.gin")
   from symbol_tuning import paths as paths_lib  # pylint: disable=g-import-not-at-top
 
   _register_remote_gin_reader(gin, paths_lib)
-  paths = [p for p in search_paths.split(",") if p] + [str(resources.gin_dir())]
+  paths = [p for p in search_paths.split(",") if p] + [str(settings.gin_dir())]
   for path in paths:
     gin.add_config_file_search_path(path)
   # gin tries each include relative to the working directory first and logs an ERROR
@@ -119,7 +119,7 @@ def check_macros(bindings: list[str]) -> None:
 def run(args) -> int:
   from symbol_tuning.training import trainer  # pylint: disable=g-import-not-at-top
 
-  import symbol_tuning.tasks  # pylint: disable=g-import-not-at-top,unused-import
+  import symbol_tuning.data.tasks  # pylint: disable=g-import-not-at-top,unused-import
 
   bindings = args.gin_bindings + gin_shorthand(args.extra)
   parse_gin(args.gin_file, bindings, args.gin_search_paths)

@@ -7,5 +7,5 @@
   algorithmic.py  List Functions / Turing Concepts prompts and the evaluation-only seqio
                   tasks (algorithmic tasks, rank-classification twins of the eval tasks)
 The CLI is symbol_tuning/commands/evaluate.py; seqio metric functions are in
-symbol_tuning/metrics.py. Kept import-light: symbol_tuning.tasks imports algorithmic.py.
+symbol_tuning/data/metrics.py. Kept import-light: symbol_tuning.data.tasks imports algorithmic.py.
 """

@@ -15,7 +15,8 @@ import math
 
 from etils import epath
 
-from symbol_tuning import metrics, paths
+from symbol_tuning import paths
+from symbol_tuning.data import metrics
 
 SETTING_TITLES = {
     "instr_labels": "instructions + labels",

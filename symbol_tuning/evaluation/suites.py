@@ -20,13 +20,13 @@ from typing import Callable
 
 import seqio
 
-from symbol_tuning import catalogue, pipeline, prompts, tasks
-from symbol_tuning import vocab as vocab_lib
-from symbol_tuning.evaluation import algorithmic
-from symbol_tuning.sources.examples import DataSourceError, LocalCopyError, stable_seed
+from symbol_tuning.data import catalogue, pipeline, prompts, tasks
+from symbol_tuning.data import vocab as vocab_lib
+from symbol_tuning.data import algorithmic
+from symbol_tuning.data.sources.examples import DataSourceError, LocalCopyError, stable_seed
 
 GENERATIVE = "generative"  # the one setting of the algorithmic suites
-# suite -> (catalogue group, BIG-bench role, task family in symbol_tuning.tasks)
+# suite -> (catalogue group, BIG-bench role, task family in symbol_tuning.data.tasks)
 CLASSIFICATION = {"paper": ("eval", None, "eval"), "bigbench": ("bigbench", "heldout", "eval_bigbench")}
 SUITES = ("paper", "bigbench", "list_functions", "turing_concepts")
 CLASSIFICATION_SETTINGS = prompts.EVAL_SETTINGS

@@ -1,4 +1,4 @@
-"""Training batches: seqio mixture -> best-fit packing (symbol_tuning.packing) -> host batches.
+"""Training batches: seqio mixture -> best-fit packing (symbol_tuning.data.packing) -> host batches.
 
 The stream is a pure function of (mixture, lengths, seed, host). Its position is saved with
 every checkpoint (tf.data saves the iterator: shuffle orders, seeds, mixing and packing
@@ -17,7 +17,8 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from symbol_tuning import decoder_packing, packing, paths, pipeline
+from symbol_tuning import paths
+from symbol_tuning.data import decoder_packing, packing, pipeline
 
 FEATURES = ("encoder_input_tokens", "decoder_target_tokens", "decoder_input_tokens",
             "decoder_loss_weights", "encoder_segment_ids", "decoder_segment_ids",
@@ -43,7 +44,7 @@ class DataConfig:
   split: str = "train"
   seed: int = 0  # fixes the stream (prompts, order, mixing); resume needs it fixed
   pack: bool = True  # pack several examples into each 2048/512 row, as t5x does
-  pack_buffer: int = 256  # examples best-fit packed together (symbol_tuning.packing)
+  pack_buffer: int = 256  # examples best-fit packed together (symbol_tuning.data.packing)
   shuffle: bool = True
   decoder_only: bool = False  # one sequence per example (decoder_packing) instead of enc/dec
 

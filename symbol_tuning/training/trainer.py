@@ -18,9 +18,9 @@ import numpy as np
 import optax
 from flax import linen as nn
 
-from symbol_tuning import paths, resources
+from symbol_tuning import paths, settings
 from symbol_tuning.model import family
-from symbol_tuning.training import checkpointing, data, losses, metrics_io, partitioning
+from symbol_tuning.training import checkpointing, data, losses, summaries, partitioning
 
 
 @gin.configurable
@@ -170,8 +170,8 @@ class Trainer:
   """Holds the compiled step, the mesh and the state; `run()` trains to TRAIN_STEPS."""
 
   def __init__(self, cfg: TrainConfig, devices=None):
-    from symbol_tuning import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-    import symbol_tuning.tasks  # pylint: disable=g-import-not-at-top,unused-import
+    from symbol_tuning.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+    import symbol_tuning.data.tasks  # pylint: disable=g-import-not-at-top,unused-import
 
     self.cfg = cfg
     if cfg.vocabulary:
@@ -255,7 +255,7 @@ class Trainer:
     """Trains from the newest checkpoint in MODEL_DIR (or the start) to TRAIN_STEPS."""
     cfg, chief = self.cfg, jax.process_index() == 0
     try:
-      model_dir = paths.make_dir(cfg.model_dir, "MODEL_DIR", resources.storage_timeout())
+      model_dir = paths.make_dir(cfg.model_dir, "MODEL_DIR", settings.storage_timeout())
     except paths.StoragePathError as e:
       raise TrainError(str(e)) from None
     mngr = checkpointing.manager(str(model_dir), cfg.checkpoint_period, cfg.keep_checkpoints)
@@ -265,8 +265,8 @@ class Trainer:
       start, self.state, _ = restored
     if chief:
       (model_dir / "config.gin").write_text(gin.config_str())
-    writer = metrics_io.make_writer(str(model_dir), chief, start)
-    bar = metrics_io.Progress(cfg.train_steps, start, enabled=chief, bar=progress)
+    writer = summaries.make_writer(str(model_dir), chief, start)
+    bar = summaries.Progress(cfg.train_steps, start, enabled=chief, bar=progress)
     last = {"step": start}
     batches = self._batches(mngr, start)
     window = {"time": time.time(), "examples": 0, "tokens": 0, "steps": 0}

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import seqio
 import tensorflow as tf
 
-from symbol_tuning import tokens
+from symbol_tuning.data import tokens
 
 TOKENIZER_FILE = "tokenizer.json"
 

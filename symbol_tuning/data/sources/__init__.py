@@ -6,9 +6,9 @@ and settings use it.
 """
 import functools
 
-from symbol_tuning import catalogue
-from symbol_tuning.sources import bigbench, hf
-from symbol_tuning.sources.examples import DataSourceError, LoadedSplit, LocalCopyError
+from symbol_tuning.data import catalogue
+from symbol_tuning.data.sources import bigbench, hf
+from symbol_tuning.data.sources.examples import DataSourceError, LoadedSplit, LocalCopyError
 
 __all__ = ["DataSourceError", "LoadedSplit", "LocalCopyError", "load_split"]
 

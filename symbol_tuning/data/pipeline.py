@@ -26,10 +26,11 @@ import seqio
 from seqio import utils as seqio_utils
 import tensorflow as tf
 
-from symbol_tuning import decoder_packing, mixing, prompt_builder, prompt_workers, tf_exit
-from symbol_tuning import vocab as vocab_lib
+from symbol_tuning import tf_exit
+from symbol_tuning.data import decoder_packing, mixing, prompt_builder, prompt_workers
+from symbol_tuning.data import vocab as vocab_lib
 # The builder's names, for the callers that know them from here.
-from symbol_tuning.prompt_builder import (  # pylint: disable=unused-import
+from symbol_tuning.data.prompt_builder import (  # pylint: disable=unused-import
     BUILD_BATCH, WORKER_BUILD_BATCH, PromptSpec, exemplar_data, k_cap, queries, validate)
 
 DEFAULT_INPUT_LENGTH = 2048

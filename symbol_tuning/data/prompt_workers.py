@@ -4,7 +4,7 @@ Building a prompt is Python (~150 us). In one process tf.data's threads take tur
 GIL, so one core builds every prompt however many the host has. With
 `SYMBOL_TUNING_PROMPT_WORKERS=N` (default `auto`: one per core but one, at most 8; none on
 one or two cores) the seqio preprocessor hands each batch of queries to one of N worker
-processes instead (`python -m symbol_tuning.prompt_workers`: no TensorFlow or seqio in
+processes instead (`python -m symbol_tuning.data.prompt_workers`: no TensorFlow or seqio in
 them; a worker starts and exits in ~0.4 s). Prompts are pure functions of (task, split,
 position, seed), so the stream is the same example for example as in-process building;
 `0` builds in-process.
@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 
-from symbol_tuning import prompt_builder, tokens
+from symbol_tuning.data import prompt_builder, tokens
 
 ENV = "SYMBOL_TUNING_PROMPT_WORKERS"
 MAX_AUTO_WORKERS = 8
@@ -53,7 +53,7 @@ class _Worker:
 
   def __init__(self, tokenizer: tokens.Tokenizer):
     self.process = subprocess.Popen(
-        [sys.executable, "-m", "symbol_tuning.prompt_workers"], stdin=subprocess.PIPE,
+        [sys.executable, "-m", "symbol_tuning.data.prompt_workers"], stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, env=dict(os.environ))
     self._send(tokenizer)
 

@@ -1,4 +1,4 @@
-"""Registers every seqio task and mixture: `import symbol_tuning.tasks`.
+"""Registers every seqio task and mixture: `import symbol_tuning.data.tasks`.
 
 Registration reads only the catalogue (tasks/*.json); no data is touched until a dataset
 is requested. Task names:
@@ -15,9 +15,9 @@ import functools
 import gin
 import seqio
 
-from symbol_tuning import catalogue, metrics, pipeline, prompts
-from symbol_tuning import vocab as vocab_lib
-from symbol_tuning.evaluation import algorithmic
+from symbol_tuning.data import catalogue, metrics, pipeline, prompts
+from symbol_tuning.data import vocab as vocab_lib
+from symbol_tuning.data import algorithmic
 
 PREFIX = "symbol_tuning"
 EXAMPLES_CAP = 25_000  # the paper's examples-proportional cap

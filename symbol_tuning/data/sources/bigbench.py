@@ -9,7 +9,7 @@ Where the files come from, first match wins:
      progress bar, into $SYMBOL_TUNING_CACHE/bigbench/<archive digest>/ and says where.
 PyPI has no sdist that holds the tasks (its `bigbench` is 0.0.1, code only), so nothing
 is downloaded. Rebuild the archive from a benchmark_tasks copy:
-  python -m symbol_tuning.sources.bigbench pack /path/to/benchmark_tasks
+  python -m symbol_tuning.data.sources.bigbench pack /path/to/benchmark_tasks
 
 Quirks handled: `target_scores` is a dict or a string holding a Python dict literal; the
 gold class is the unique highest score (ties are filtered and counted); there are no
@@ -30,8 +30,9 @@ import sys
 import tarfile
 import tempfile
 
-from symbol_tuning import catalogue, resources
-from symbol_tuning.sources.examples import DataSourceError, LoadedSplit, stable_seed, to_examples
+from symbol_tuning import settings
+from symbol_tuning.data import catalogue
+from symbol_tuning.data.sources.examples import DataSourceError, LoadedSplit, stable_seed, to_examples
 
 SPLITS = ("train", "validation")
 # Generative tasks the evaluation reads besides the catalogued classification tasks.
@@ -77,9 +78,9 @@ def shipped_root() -> pathlib.Path:
   Extraction goes to a temporary folder renamed into place, so concurrent first uses
   (pytest-xdist workers, prompt workers) never see a half-written copy.
   """
-  archive = resources.assets_dir() / ARCHIVE_NAME
+  archive = settings.assets_dir() / ARCHIVE_NAME
   digest = hashlib.sha256(archive.read_bytes()).hexdigest()[:12]
-  root = resources.cache_dir() / "bigbench" / digest
+  root = settings.cache_dir() / "bigbench" / digest
   if root.is_dir():
     return root
   root.parent.mkdir(parents=True, exist_ok=True)
@@ -222,6 +223,6 @@ def load_split(entry: catalogue.DatasetEntry, split: str) -> LoadedSplit:
 
 if __name__ == "__main__":
   if len(sys.argv) != 3 or sys.argv[1] != "pack":
-    sys.exit("usage: python -m symbol_tuning.sources.bigbench pack BENCHMARK_TASKS_DIR")
-  target = resources.assets_dir() / ARCHIVE_NAME
+    sys.exit("usage: python -m symbol_tuning.data.sources.bigbench pack BENCHMARK_TASKS_DIR")
+  target = settings.assets_dir() / ARCHIVE_NAME
   print(f"wrote {pack(pathlib.Path(sys.argv[2]), target)} task.json files to {target}")

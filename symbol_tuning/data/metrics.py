@@ -6,7 +6,7 @@ compared case-sensitively. Case matters because labels and symbols can differ by
 and a List Functions answer is a string to reproduce, not a label. `ignore_case=True` is
 available for studies that want the looser reading.
 
-seqio wiring (see symbol_tuning/tasks.py and evaluation/algorithmic.py):
+seqio wiring (see symbol_tuning/data/tasks.py and data/algorithmic.py):
   * eval and algorithmic tasks: `postprocess_fn=postprocess`, `metric_fns=[exact_match]`
     (a predict metric: t5x decodes, seqio compares with `targets_pretokenized`);
   * rank-classification twins (`symbol_tuning.eval_rank.*`, one example per label option,

@@ -14,7 +14,7 @@ Where the data carries its own class names (a ClassLabel feature: hub, save_to_d
 parquet copies), they are compared with the catalogue's `label_names`: equal is fine, a
 permutation is remapped by name (and said once), anything else is an error.
 An air-gapped cluster exports once, on a machine with access:
-  python -m symbol_tuning.sources.hf export --out /data/symbol_tuning
+  python -m symbol_tuning.data.sources.hf export --out /data/symbol_tuning
 which writes <out>/K/S.parquet for exactly the splits the tasks read (`used_splits`).
 """
 import argparse
@@ -27,9 +27,10 @@ import socket
 import sys
 import urllib.parse
 
-from symbol_tuning import catalogue, resources
-from symbol_tuning.sources import local_files
-from symbol_tuning.sources.examples import (DataSourceError, LoadedSplit, LocalCopyError,
+from symbol_tuning import settings
+from symbol_tuning.data import catalogue
+from symbol_tuning.data.sources import local_files
+from symbol_tuning.data.sources.examples import (DataSourceError, LoadedSplit, LocalCopyError,
                                             to_examples)
 
 LOCAL_FORMATS = local_files.FORMATS
@@ -38,7 +39,7 @@ _SAID: set[str] = set()  # notes already printed (each is said once per process)
 
 
 def used_splits(entry: catalogue.DatasetEntry) -> tuple[str, ...]:
-  """The dataset splits the registered tasks read (symbol_tuning.tasks): tuning datasets
+  """The dataset splits the registered tasks read (symbol_tuning.data.tasks): tuning datasets
   their train split only; evaluation datasets their exemplar and query splits.
 
   tune mnli -> ("train",);  eval subj -> ("test", "train");  eval RAFT adec -> ("train",)
@@ -88,7 +89,7 @@ def _rows(ds) -> tuple[list[dict], object]:
 def _local_dataset(entry: catalogue.DatasetEntry, split: str):
   """(records, features, origin) from $SYMBOL_TUNING_DATA_DIR, or None if there is no local
   copy. Features carry a save_to_disk or parquet copy's class names ({} for text files)."""
-  root = resources.data_dir()
+  root = settings.data_dir()
   if root is None or not (root / entry.key).is_dir():
     return None
   folder = root / entry.key

@@ -8,11 +8,11 @@
   <path>             any sentencepiece .model file (e.g. a local copy of Flan-T5's, or one on
                      gs://, copied into SYMBOL_TUNING_CACHE), or a
                      HF tokenizer.json / a model directory holding one (decoder-only
-                     models; symbol_tuning.hf_vocab).
+                     models; symbol_tuning.data.hf_vocab).
 Tasks are registered with a `LazyVocabulary` that resolves the choice at first use, so the
-choice can be made after `import symbol_tuning.tasks` (e.g. from gin or the CLI).
+choice can be made after `import symbol_tuning.data.tasks` (e.g. from gin or the CLI).
 
-Rebuild the local model: python -m symbol_tuning.vocab train  (reads the BIG-bench suite)
+Rebuild the local model: python -m symbol_tuning.data.vocab train  (reads the BIG-bench suite)
 """
 import functools
 import hashlib
@@ -23,7 +23,8 @@ import threading
 
 import seqio
 
-from symbol_tuning import paths, resources, tokens
+from symbol_tuning import paths, settings
+from symbol_tuning.data import tokens
 
 FLAN_T5_VOCAB = "gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model"
 FLAN_T5_EXTRA_IDS = 0  # the .100extra model already holds the 100 sentinels (as t5x binds it)
@@ -79,13 +80,13 @@ def _check_gcs(spec: str, path: str) -> None:
 def _local_copy(spec: str) -> str:
   """A gs:// model file copied into the cache, read through etils.epath as every gs:// path
   is (seqio would read it through TF's gfile); a missing file or an unreachable bucket is
-  one line within resources.storage_timeout() seconds. Each process makes its own copy."""
+  one line within settings.storage_timeout() seconds. Each process makes its own copy."""
   try:
     data = paths.call_bounded(lambda: paths.path(spec).read_bytes(),
-                              f"vocabulary {spec!r} cannot be read", resources.storage_timeout())
+                              f"vocabulary {spec!r} cannot be read", settings.storage_timeout())
   except paths.StoragePathError as e:
     raise VocabularyError(f"{e}; pass --vocab local or a local copy of the file") from None
-  dest = (resources.cache_dir() / "vocab" / hashlib.sha256(spec.encode()).hexdigest()[:16]
+  dest = (settings.cache_dir() / "vocab" / hashlib.sha256(spec.encode()).hexdigest()[:16]
           / os.path.basename(spec))
   dest.parent.mkdir(parents=True, exist_ok=True)
   tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
@@ -102,14 +103,14 @@ def _make(spec: str) -> seqio.Vocabulary:
     _check_gcs(spec, FLAN_T5_VOCAB)
     vocabulary = seqio.SentencePieceVocabulary(FLAN_T5_VOCAB, extra_ids=FLAN_T5_EXTRA_IDS)
   elif spec == "local":
-    vocabulary = seqio.SentencePieceVocabulary(str(resources.assets_dir() / LOCAL_VOCAB))
+    vocabulary = seqio.SentencePieceVocabulary(str(settings.assets_dir() / LOCAL_VOCAB))
   elif spec.startswith("gs://"):
     vocabulary = seqio.SentencePieceVocabulary(_local_copy(spec))
   elif not os.path.exists(spec):
     raise VocabularyError(f"vocabulary {spec!r}: no such file (use flan_t5, local, a path to "
                           "a sentencepiece .model or a HF tokenizer.json / its dir)")
   else:
-    from symbol_tuning import hf_vocab  # pylint: disable=g-import-not-at-top
+    from symbol_tuning.data import hf_vocab  # pylint: disable=g-import-not-at-top
     if hf_vocab.is_hf_tokenizer(spec):
       return hf_vocab.HFTokenizerVocabulary(spec)
     vocabulary = seqio.SentencePieceVocabulary(spec)
@@ -127,7 +128,7 @@ def resolve() -> seqio.Vocabulary:
 
 
 def use_vocabulary(spec: str | None = None) -> seqio.Vocabulary:
-  """The model vocabulary for t5x's gin files (`VOCABULARY = @symbol_tuning.vocab.use_vocabulary()`):
+  """The model vocabulary for t5x's gin files (`VOCABULARY = @symbol_tuning.data.vocab.use_vocabulary()`):
   makes `spec` (flan_t5 | local | path; None keeps $SYMBOL_TUNING_VOCAB, else flan_t5) the
   choice of the tasks too, and returns it, so the model and the tasks' output features can
   never disagree.
@@ -229,7 +230,7 @@ def train(out: str, vocab_size: int = 8000) -> None:
   import io  # pylint: disable=g-import-not-at-top
   import sentencepiece as spm  # pylint: disable=g-import-not-at-top
 
-  from symbol_tuning import catalogue, sources  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.data import catalogue, sources  # pylint: disable=g-import-not-at-top
 
   lines = []
   for entry in catalogue.load("bigbench"):
@@ -250,5 +251,5 @@ def train(out: str, vocab_size: int = 8000) -> None:
 
 if __name__ == "__main__":
   if sys.argv[1:2] != ["train"]:
-    sys.exit("usage: python -m symbol_tuning.vocab train [OUT]")
-  train(sys.argv[2] if len(sys.argv) > 2 else str(resources.assets_dir() / LOCAL_VOCAB))
+    sys.exit("usage: python -m symbol_tuning.data.vocab train [OUT]")
+  train(sys.argv[2] if len(sys.argv) > 2 else str(settings.assets_dir() / LOCAL_VOCAB))

@@ -2,7 +2,7 @@
 
 A `Tokenizer` is the portable part of a vocabulary: a sentencepiece model's bytes, or the
 path of a HF tokenizer.json. It pickles small, so a prompt worker process
-(`symbol_tuning.prompt_workers`) rebuilds the very same tokenizer without importing
+(`symbol_tuning.data.prompt_workers`) rebuilds the very same tokenizer without importing
 TensorFlow or seqio; `vocab.tokenizer_of` makes one from a seqio vocabulary.
 
 Example: Tokenizer("sentencepiece", spm_bytes).EncodeAsIds("a dog") -> [3, 71]
@@ -19,7 +19,7 @@ import zipfile
 
 import numpy as np
 
-from symbol_tuning import resources
+from symbol_tuning import settings
 
 
 class Tokenizer:
@@ -151,7 +151,7 @@ def token_ids(texts: tuple[str, ...], tokenizer_digest: str, encode) -> list[arr
   cached = _token_ids_in_process.get(key)
   if cached is not None:
     return cached
-  path = resources.cache_dir() / "token_ids" / f"{key}.npz"
+  path = settings.cache_dir() / "token_ids" / f"{key}.npz"
   flat = offsets = None
   if path.is_file():
     try:

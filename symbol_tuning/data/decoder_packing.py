@@ -12,7 +12,7 @@ features from it (t5x's DecoderOnlyModel reads them):
   decoder_segment_ids / decoder_positions   when packed
 
 Here the packing is best-fit decreasing over a buffer of examples (as
-`symbol_tuning.packing` does for the encoder-decoder rows), one sequence per
+`symbol_tuning.data.packing` does for the encoder-decoder rows), one sequence per
 example, so rows of symbol-tuning prompts are nearly full. Unpacked, the output
 is exactly seqio's.
 
@@ -31,7 +31,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from symbol_tuning import packing
+from symbol_tuning.data import packing
 
 # Per-token features of the concatenated sequence that PrefixLMFeatureConverter packs.
 SEQUENCE_FEATURES = ("targets", "inputs_width", "inputs_width_add_pos")

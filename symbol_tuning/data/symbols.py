@@ -15,7 +15,7 @@ import functools
 import random
 import re
 
-from symbol_tuning import catalogue
+from symbol_tuning.data import catalogue
 
 KINDS = ("integer", "letters", "word")
 POOLS = ("tune", "eval")

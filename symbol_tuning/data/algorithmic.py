@@ -20,9 +20,9 @@ already holds the concept's own shots and ends with "Output:"; its `comment` is
 instructions). The suite keeps concepts of at most 3 instructions (17 concepts, 85
 queries in bigbench 1.0.0); the prompt is the input as is, the target e.g. "'10'".
 
-Both are generative and scored by exact match (symbol_tuning.metrics.normalize).
+Both are generative and scored by exact match (symbol_tuning.data.metrics.normalize).
 
-seqio (register_tasks, called once at the end of symbol_tuning.tasks.register_all; it
+seqio (register_tasks, called once at the end of symbol_tuning.data.tasks.register_all; it
 reads no data): symbol_tuning.list_functions.<cNNN> and symbol_tuning.turing_concepts
 (split 'validation', prompts at seed 0, predict metric exact_match), mixtures
 symbol_tuning_list_functions and symbol_tuning_turing_concepts; and a rank-classification
@@ -42,10 +42,10 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from symbol_tuning import metrics, pipeline, prompts
-from symbol_tuning import vocab as vocab_lib
-from symbol_tuning.sources import bigbench
-from symbol_tuning.sources.examples import DataSourceError, stable_seed
+from symbol_tuning.data import metrics, pipeline, prompts
+from symbol_tuning.data import vocab as vocab_lib
+from symbol_tuning.data.sources import bigbench
+from symbol_tuning.data.sources.examples import DataSourceError, stable_seed
 
 LIST_FUNCTIONS = tuple(f"c{i:03d}" for i in range(1, 251))
 # Named subsets. The paper used 20 subtasks "with the highest human accuracy in five
@@ -202,7 +202,7 @@ class GenerativeSource(seqio.DataSource):
     # `symbol-tuning list` reads catalogue details from a task's source.spec; these tasks
     # have no catalogue entry, which it reports instead of failing.
     raise DataSourceError(f"{self.kind}/{self.name}: a generative BIG-bench task without a "
-                          "catalogue entry (prompts: symbol_tuning.evaluation.algorithmic)")
+                          "catalogue entry (prompts: symbol_tuning.data.algorithmic)")
 
   @property
   def supports_arbitrary_sharding(self) -> bool:

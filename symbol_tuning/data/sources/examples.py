@@ -32,8 +32,8 @@ import random
 import re
 from typing import Any, Iterable
 
-from symbol_tuning import catalogue
-from symbol_tuning.prompts import Example
+from symbol_tuning.data import catalogue
+from symbol_tuning.data.prompts import Example
 
 
 class DataSourceError(ValueError):

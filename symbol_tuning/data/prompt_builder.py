@@ -15,8 +15,8 @@ import random
 from absl import logging
 import numpy as np
 
-from symbol_tuning import catalogue, prompts, sources, symbols, tokens
-from symbol_tuning.sources.examples import DataSourceError, stable_seed
+from symbol_tuning.data import catalogue, prompts, sources, symbols, tokens
+from symbol_tuning.data.sources.examples import DataSourceError, stable_seed
 
 _COMPOSE_CHECKS = 16  # probe prompts per builder whose composed ids are checked (_composes)
 # Prompts built per Python call: one tf.numpy_function call per example cost more than the

@@ -1,6 +1,6 @@
 """The task catalogue: one declarative entry per dataset, read from tasks/*.json.
 
-Adding a dataset means adding one entry to a JSON file under tasks/; `symbol_tuning.tasks`
+Adding a dataset means adding one entry to a JSON file under tasks/; `symbol_tuning.data.tasks`
 registers every entry in one loop. Nothing here touches the data itself.
 """
 import dataclasses
@@ -8,7 +8,7 @@ import functools
 import json
 import re
 
-from symbol_tuning import resources
+from symbol_tuning import settings
 
 # Each catalogue file and the role its entries play.
 CATALOGUE_FILES = {
@@ -96,7 +96,7 @@ def load(group: str) -> tuple[DatasetEntry, ...]:
   """The entries of one catalogue file, in file order."""
   if group not in CATALOGUE_FILES:
     raise CatalogueError(f"unknown catalogue {group!r}; known: {sorted(CATALOGUE_FILES)}")
-  path = resources.catalogue_dir() / CATALOGUE_FILES[group]
+  path = settings.catalogue_dir() / CATALOGUE_FILES[group]
   with open(path, encoding="utf-8") as f:
     raw_entries = json.load(f)["datasets"]
   entries = tuple(_entry(group, raw, str(path)) for raw in raw_entries)
