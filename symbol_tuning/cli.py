@@ -9,7 +9,7 @@
   symbol-tuning eval --checkpoint P --suite S  held-out ICL evaluation; compare A B
   symbol-tuning demo [--out DIR] [--init P]    evaluate, symbol-tune, evaluate, report
 
-Global options (--vocab) go before or after the command. A wrong option or command is one
+Global options (--vocab, --source, --tfds_data_dir) go before or after the command. A wrong option or command is one
 line naming the closest valid one.
 """
 import argparse
@@ -76,6 +76,13 @@ def _add_global_options(parser: argparse.ArgumentParser, default) -> None:
       help="flan_t5 (Flan-T5's sentencepiece on GCS; default), local (shipped 8k model, "
            "no network), a path to a .model file, or a HF tokenizer.json / model dir "
            "(decoder-only models); also $SYMBOL_TUNING_VOCAB")
+  parser.add_argument(
+      "--source", default=default, choices=["hf", "tfds"],
+      help="hf (default): the HuggingFace hub or SYMBOL_TUNING_DATA_DIR; tfds: the datasets "
+           "TensorFlow Datasets has, from --tfds_data_dir (also $SYMBOL_TUNING_DATA_SOURCE)")
+  parser.add_argument(
+      "--tfds_data_dir", default=default,
+      help="prepared TFDS datasets, a folder or gs:// (also $TFDS_DATA_DIR; default: TFDS's)")
 
 
 def _quiet_libraries() -> None:
@@ -139,6 +146,11 @@ def main(argv=None) -> int:
     from symbol_tuning.data import vocab  # pylint: disable=g-import-not-at-top
 
     vocab.set_vocabulary(args.vocab)
+  if args.source or args.tfds_data_dir:
+    from symbol_tuning.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+
+    if sources.select(args.source, args.tfds_data_dir):
+      pipeline.clear_caches()  # prompt builders of an earlier main() in this process
   try:
     return args.func(args) or 0
   except KeyboardInterrupt:

@@ -8,6 +8,10 @@ Environment variables (all optional):
   SYMBOL_TUNING_CACHE     where extracted and downloaded files go (~/.cache/symbol_tuning).
   SYMBOL_TUNING_SHARED    the workspace's shared/ folder (tests and benchmarks only).
   SYMBOL_TUNING_STORAGE_TIMEOUT  seconds a gs:// MODEL_DIR may take to answer (default 60).
+  SYMBOL_TUNING_DATA_SOURCE  hf (default) or tfds: read the datasets TFDS has from TFDS
+                          (README, "TFDS sources"; also --source and gin).
+  TFDS_DATA_DIR           TFDS's prepared datasets, a local folder or gs:// (TFDS's own
+                          variable; also --tfds_data_dir, as t5x's flag).
 """
 import os
 import pathlib
@@ -53,3 +57,13 @@ def shared_dir() -> pathlib.Path:
 def storage_timeout() -> float:
   """Seconds the first touch of a gs:// folder may take before it is called unreachable."""
   return float(os.environ.get("SYMBOL_TUNING_STORAGE_TIMEOUT", "60"))
+
+
+def data_source() -> str | None:
+  """$SYMBOL_TUNING_DATA_SOURCE as written (checked by symbol_tuning.data.sources)."""
+  return os.environ.get("SYMBOL_TUNING_DATA_SOURCE") or None
+
+
+def tfds_data_dir() -> str | None:
+  """$TFDS_DATA_DIR as a string: a gs:// URL stays one (pathlib would fold its '//')."""
+  return os.environ.get("TFDS_DATA_DIR") or None

@@ -46,6 +46,19 @@ def _restore_vocabulary_choice():
   vocab.set_vocabulary(None)
 
 
+@pytest.fixture(autouse=True)
+def _restore_data_source_choice():
+  """`cli.main(["--source", "tfds", ...])` selects TFDS for the process (as the CLI should);
+  reset the choice after each test, as the vocabulary's."""
+  yield
+  from symbol_tuning.data import sources  # pylint: disable=import-outside-toplevel
+
+  if sources.select():  # changed back: prompt builders may hold the test's data
+    from symbol_tuning.data import pipeline  # pylint: disable=import-outside-toplevel
+
+    pipeline.clear_caches()
+
+
 @pytest.fixture
 def clean_gin():
   """A gin config cleared before and after the test (modules that parse gin use it for

@@ -216,9 +216,40 @@ def run_export(args) -> None:
       if n % RECORD_BATCH == 0:
         update(n)
   print(f"wrote {n} prompts of {args.name} ({args.split}) to {args.out}", file=sys.stderr)
+  read_from = _data_note(args.name)
+  if read_from:
+    print(read_from, file=sys.stderr)
   note = _skipped_note(before)
   if note:
     print(note, file=sys.stderr)
+
+
+def origin_text(entry) -> str:
+  """Where a hub or TFDS dataset is read, with its pin: 'hf:nyu-mll/glue/sst2@main
+  (unpinned)', 'hf:...@<sha>', 'tfds:glue/sst2:2.0.0', 'local:/data/sst2 (hub revision main,
+  unpinned)' (README, 'Dataset pins')."""
+  from symbol_tuning.data import sources  # pylint: disable=g-import-not-at-top
+
+  where = sources.origin(entry)
+  if where.startswith("tfds:"):
+    return where
+  pin = "" if entry.pinned else "unpinned"
+  if where.startswith("local:"):
+    return f"{where} (hub revision {entry.hf_revision}" + (f", {pin})" if pin else ")")
+  return where + (f" ({pin})" if pin else "")
+
+
+def _data_note(name: str) -> str:
+  """'data: rte hf:aps/super_glue/rte@refs/convert/parquet (unpinned); ...': the hub and
+  TFDS datasets a task or mixture read (BIG-bench's are in the package), one line."""
+  provider = _provider(name)
+  entries = {}
+  for task in getattr(provider, "tasks", [provider]):
+    spec = getattr(task.source, "spec", None)
+    if spec is not None and spec.entry.source == "hf":
+      entries[spec.entry.key] = spec.entry
+  return "data: " + "; ".join(f"{k} {origin_text(e)}" for k, e in sorted(entries.items())) \
+      if entries else ""
 
 
 def prompt_stats(recs, count_tokens) -> dict:
@@ -283,7 +314,10 @@ def _task_row(task, name: str) -> dict:
   pipeline.validate(spec, split)
   queries = sources.load_split(spec.entry, spec.dataset_split(split))
   row.update(data_split=queries.split, num_examples=task.num_input_examples(split),
-             filtered=queries.filtered)
+             filtered=queries.filtered, origin=queries.origin)
+  if spec.entry.source == "hf":
+    row.update(read_from=origin_text(spec.entry), revision=spec.entry.hf_revision,
+               pinned=spec.entry.pinned)
   notes = list(queries.notes)
   if spec.setting.name not in ("tune", "instruct"):  # evaluation: exemplars too
     exemplars = sources.load_split(spec.entry, spec.entry.train_split)
@@ -350,6 +384,8 @@ def _emit(row: dict, as_json: bool) -> None:
               + _counts(ex["num_examples"], ex["split"], ex["filtered"]))
     if row.get("notes"):
       text += "; labels remapped by class name"
+    if row.get("read_from"):
+      text += f"; from {row['read_from']}"
     print(f"task     {row['name']:60s} {text}")
   else:
     top = sorted(row["rates"].items(), key=lambda kv: -kv[1])[:3]

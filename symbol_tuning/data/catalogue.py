@@ -23,6 +23,58 @@ class CatalogueError(ValueError):
   """A catalogue entry is malformed."""
 
 
+# A hub revision that pins data: a commit sha. A branch name (main, refs/convert/parquet)
+# follows the branch, so `list` marks such an entry unpinned (README, "Dataset pins").
+PINNED_REVISION = re.compile(r"[0-9a-f]{40}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsSource:
+  """Where TFDS keeps a dataset and how its features map onto the entry's fields.
+
+  JSON (tasks/tune.json, an entry's "tfds"):
+    {"name": "ag_news_subset:1.0.0", "fields": {"text": ["title", "description"]}}
+    -> TfdsSource(name="ag_news_subset:1.0.0", fields=(("text", ("title", "description")),))
+  so the entry's field `text` is TFDS's `title` and `description` joined by a space (as the
+  hub's copy joins them); a field not in `fields` has the same name in TFDS.
+  """
+
+  name: str  # TFDS name/config:version, as `tfds build` and seqio.TfdsDataSource take it
+  fields: tuple[tuple[str, tuple[str, ...]], ...] = ()  # entry field -> TFDS feature(s)
+  label_names: tuple[str, ...] = ()  # TFDS's class names in the entry's class order
+  splits: tuple[tuple[str, str], ...] = ()  # entry split -> TFDS split (e.g. train_xl)
+
+  def features(self, field: str) -> tuple[str, ...]:
+    return dict(self.fields).get(field, (field,))
+
+  def split(self, split: str) -> str:
+    return dict(self.splits).get(split, split)
+
+  @property
+  def builder_name(self) -> str:
+    """'glue/sst2:2.0.0' -> 'glue/sst2'."""
+    return self.name.split(":", 1)[0]
+
+  @property
+  def version(self) -> str:
+    return self.name.split(":", 1)[1]
+
+
+def _tfds_source(raw, origin: str, key: str) -> TfdsSource:
+  if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+    raise CatalogueError(f"{origin}: {key}: 'tfds' must be an object with a 'name'")
+  unknown = sorted(set(raw) - {f.name for f in dataclasses.fields(TfdsSource)})
+  if unknown:
+    raise CatalogueError(f"{origin}: {key}: 'tfds' has unknown fields {unknown}")
+  if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?:\d+\.\d+\.\d+", raw["name"]):
+    raise CatalogueError(f"{origin}: {key}: tfds name {raw['name']!r} must be "
+                         "name[/config]:X.Y.Z (a pinned version)")
+  fields = tuple((f, (v,) if isinstance(v, str) else tuple(v))
+                 for f, v in raw.get("fields", {}).items())
+  return TfdsSource(raw["name"], fields, tuple(raw.get("label_names", ())),
+                    tuple(raw.get("splits", {}).items()))
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetEntry:
   """One dataset: where it comes from, which fields make the input, what its labels are."""
@@ -43,7 +95,8 @@ class DatasetEntry:
   category: str = ""  # NLI, sentiment, ... (informational)
   hf_id: str | None = None  # current canonical HF hub id
   hf_config: str | None = None  # HF config name
-  hf_revision: str | None = None  # e.g. refs/convert/parquet for script-only datasets
+  hf_revision: str | None = None  # required for HF entries: a commit sha, or a branch name
+  tfds: TfdsSource | None = None  # the dataset in TensorFlow Datasets, if it has a builder
   old_id: str | None = None  # the id the paper used, for reference
   path: str | None = None  # BIG-bench task path, e.g. multiemo/hotels_text_en
   role: str = "tune"  # BIG-bench: tune | heldout
@@ -62,6 +115,11 @@ class DatasetEntry:
     return self.label_values or tuple(range(len(self.labels)))
 
   @property
+  def pinned(self) -> bool:
+    """Whether the hub revision is a commit sha (not a branch that moves)."""
+    return bool(self.hf_revision and PINNED_REVISION.fullmatch(self.hf_revision))
+
+  @property
   def task_key(self) -> str:
     """Key usable in a seqio task name ('/' -> '_')."""
     return self.key.replace("/", "_")
@@ -73,6 +131,8 @@ def _entry(group: str, raw: dict, origin: str) -> DatasetEntry:
   if unknown:
     raise CatalogueError(f"{origin}: entry {raw.get('key')!r} has unknown fields {unknown}")
   values = dict(raw, group=group)
+  if "tfds" in values:
+    values["tfds"] = _tfds_source(values["tfds"], origin, raw.get("key"))
   for name in ("labels", "input_fields", "label_values", "label_names", "drop_label_values"):
     if name in values:
       values[name] = tuple(values[name])
@@ -86,6 +146,11 @@ def _entry(group: str, raw: dict, origin: str) -> DatasetEntry:
     raise CatalogueError(f"{origin}: {entry.key}: labels must be >= 2 distinct strings")
   if entry.label_values and len(entry.label_values) != entry.num_classes:
     raise CatalogueError(f"{origin}: {entry.key}: label_values must match labels")
+  if entry.source == "hf" and not entry.hf_revision:
+    raise CatalogueError(f"{origin}: {entry.key}: an HF entry names its hf_revision (a commit "
+                         "sha, or the branch it follows: README, 'Dataset pins')")
+  if entry.tfds and entry.tfds.label_names and len(entry.tfds.label_names) != entry.num_classes:
+    raise CatalogueError(f"{origin}: {entry.key}: tfds label_names must match labels")
   if entry.source == "bigbench" and entry.role not in BIGBENCH_ROLES:
     raise CatalogueError(f"{origin}: {entry.key}: role must be one of {BIGBENCH_ROLES}")
   return entry

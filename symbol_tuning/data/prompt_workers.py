@@ -9,8 +9,9 @@ them; a worker starts and exits in ~0.4 s). Prompts are pure functions of (task,
 position, seed), so the stream is the same example for example as in-process building;
 `0` builds in-process.
 
-Workers read the data themselves, with the environment the pool was started in: a pool
-is keyed by the tokenizer and the environment, and a change of either starts a new one.
+Workers read the data themselves, with the environment and the data source selection
+(sources.selection(): --source, gin) the pool was started with: a pool is keyed by the
+tokenizer, the environment and the selection, and a change of any starts a new one.
 Protocol: pickles over the worker's stdin/stdout; the worker's own prints go to stderr.
 """
 import atexit
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import threading
 
-from symbol_tuning.data import prompt_builder, tokens
+from symbol_tuning.data import prompt_builder, sources, tokens
 
 ENV = "SYMBOL_TUNING_PROMPT_WORKERS"
 MAX_AUTO_WORKERS = 8
@@ -51,11 +52,11 @@ def num_workers() -> int:
 class _Worker:
   """One worker process and its pipes."""
 
-  def __init__(self, tokenizer: tokens.Tokenizer):
+  def __init__(self, tokenizer: tokens.Tokenizer, chosen: sources.Selection):
     self.process = subprocess.Popen(
         [sys.executable, "-m", "symbol_tuning.data.prompt_workers"], stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, env=dict(os.environ))
-    self._send(tokenizer)
+    self._send((tokenizer, chosen))
 
   def _send(self, message) -> None:
     pickle.dump(message, self.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
@@ -86,9 +87,9 @@ class _Worker:
 class Pool:
   """N workers; a call takes an idle one (tf.data calls from several threads at once)."""
 
-  def __init__(self, n: int, tokenizer: tokens.Tokenizer):
-    self._tokenizer = tokenizer
-    self._workers = [_Worker(tokenizer) for _ in range(n)]
+  def __init__(self, n: int, tokenizer: tokens.Tokenizer, chosen: sources.Selection):
+    self._tokenizer, self._chosen = tokenizer, chosen
+    self._workers = [_Worker(tokenizer, chosen) for _ in range(n)]
     self._idle: queue.Queue = queue.Queue()
     for worker in self._workers:
       self._idle.put(worker)
@@ -101,7 +102,7 @@ class Pool:
       return worker.call((spec, split, budget, positions, seeds, model_length, eos))
     except PromptWorkerError:
       worker.close()
-      fresh = _Worker(self._tokenizer)  # later calls get a fresh process
+      fresh = _Worker(self._tokenizer, self._chosen)  # later calls get a fresh process
       self._workers[self._workers.index(worker)] = worker = fresh
       raise
     finally:
@@ -120,15 +121,17 @@ _pools_lock = threading.Lock()
 
 
 def pool(n: int, tokenizer: tokens.Tokenizer) -> Pool:
-  """The pool of `n` workers for this tokenizer and environment (started on first use)."""
-  key = (n, tokenizer.digest, hash(frozenset(os.environ.items())))
+  """The pool of `n` workers for this tokenizer, environment and data source selection
+  (started on first use)."""
+  chosen = sources.selection()
+  key = (n, tokenizer.digest, hash(frozenset(os.environ.items())), chosen)
   found = _pools.get(key)
   if found is not None:
     return found
   with _pools_lock:
     if key not in _pools:
       close_all()  # another tokenizer or environment: the old workers would build stale data
-      _pools[key] = Pool(n, tokenizer)
+      _pools[key] = Pool(n, tokenizer, chosen)
     return _pools[key]
 
 
@@ -148,15 +151,17 @@ atexit.register(close_all)
 
 
 def _serve() -> None:
-  """The worker's loop: one tokenizer, then build_batch requests until end of input."""
+  """The worker's loop: a tokenizer and the data source selection, then build_batch
+  requests until end of input."""
   protocol_out = os.fdopen(os.dup(1), "wb")
   os.dup2(2, 1)  # anything printed, by Python or a library, goes to stderr
   sys.stdout = sys.stderr
   stdin = sys.stdin.buffer
   try:
-    tokenizer = pickle.load(stdin)
+    tokenizer, chosen = pickle.load(stdin)
   except EOFError:  # the pool closed before sending anything
     return
+  sources.select(chosen.source, chosen.tfds_data_dir)
   builders: dict[tuple, prompt_builder.PromptBuilder] = {}
   while True:
     try:

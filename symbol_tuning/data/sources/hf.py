@@ -49,7 +49,7 @@ def used_splits(entry: catalogue.DatasetEntry) -> tuple[str, ...]:
   return tuple(sorted({entry.train_split, entry.query_split}))
 
 
-def _error_chain(e: BaseException) -> str:
+def error_chain(e: BaseException) -> str:
   """'Type: first line' of an exception and each cause below it (datasets wraps the
   parser's message, which names the row, in a generic DatasetGenerationError)."""
   parts, seen = [], set()
@@ -99,7 +99,7 @@ def _local_dataset(entry: catalogue.DatasetEntry, split: str):
         loaded = datasets.load_from_disk(str(folder))
       except Exception as e:  # pylint: disable=broad-except
         raise LocalCopyError(f"dataset {entry.key!r}: cannot read the save_to_disk copy "
-                             f"{folder} ({_error_chain(e)})") from None
+                             f"{folder} ({error_chain(e)})") from None
     if isinstance(loaded, datasets.DatasetDict):
       if split not in loaded:
         raise LocalCopyError(f"dataset {entry.key!r}: {folder} has splits {list(loaded)}, "
@@ -122,7 +122,7 @@ def _local_dataset(entry: catalogue.DatasetEntry, split: str):
     raise LocalCopyError(f"dataset {entry.key!r}: cannot read {path}, {e}") from None
   except Exception as e:  # pylint: disable=broad-except  (pyarrow's many types)
     raise LocalCopyError(f"dataset {entry.key!r}: cannot read {path} "
-                         f"({_error_chain(e)})") from None
+                         f"({error_chain(e)})") from None
 
 
 @functools.cache
@@ -140,10 +140,14 @@ def hub_unreachable() -> str | None:
     return f"{host} is unreachable ({e})"
 
 
-def _hub_dataset(entry: catalogue.DatasetEntry, split: str):
-  import datasets  # pylint: disable=g-import-not-at-top
+def hub_origin(entry: catalogue.DatasetEntry) -> str:
+  """'hf:nyu-mll/glue/sst2@main': the hub id, config and the revision read."""
+  config = f"/{entry.hf_config}" if entry.hf_config else ""
+  return f"hf:{entry.hf_id}{config}@{entry.hf_revision}"
 
-  origin = f"hf:{entry.hf_id}" + (f"/{entry.hf_config}" if entry.hf_config else "")
+
+def _hub_dataset(entry: catalogue.DatasetEntry, split: str):
+  origin = hub_origin(entry)
   reason = hub_unreachable()
   if reason:
     raise DataSourceError(
@@ -151,8 +155,7 @@ def _hub_dataset(entry: catalogue.DatasetEntry, split: str):
         f"{reason}. Point SYMBOL_TUNING_DATA_DIR at a local copy: "
         f"<dir>/{entry.key}/{split}.jsonl or a save_to_disk directory ({README_SECTION})")
   try:
-    ds = datasets.load_dataset(entry.hf_id, entry.hf_config, split=split,
-                               revision=entry.hf_revision)
+    ds = _hub_split(entry, split)
   except Exception as e:  # the hub raises many types; all mean "not available here"
     raise DataSourceError(
         f"dataset {entry.key!r}: cannot load {origin} split {split!r} from the HuggingFace "
@@ -172,8 +175,8 @@ def class_names(features, field: str) -> list[str] | None:
   return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
 
 
-def label_value_map(entry: catalogue.DatasetEntry, names: list[str],
-                    origin: str) -> dict[int, object] | None:
+def label_value_map(entry: catalogue.DatasetEntry, names: list[str], origin: str,
+                    catalogue_field: str = "label_names") -> dict[int, object] | None:
   """How the data's ClassLabel values map onto the catalogue's, from the data's own names.
 
   The catalogue puts class i's name `label_names[i]` at value `raw_label_values[i]`; the
@@ -181,7 +184,8 @@ def label_value_map(entry: catalogue.DatasetEntry, names: list[str],
   Returns None when the data's names sit where the catalogue expects them, and {data value:
   catalogue value} when they are the same names in another order (TREC saved as DESC,
   ENTY, ABBR, HUM, NUM, LOC -> {0: 2, 1: 1, 2: 0, 3: 3, 4: 5, 5: 4}). Any other names are
-  a DataSourceError naming the dataset, the field and both lists.
+  a DataSourceError naming the dataset, the field and both lists (`catalogue_field`: the
+  catalogue field that holds the expected names, for that message).
   """
   values = list(entry.raw_label_values)
   if not entry.label_names or not all(isinstance(v, int) for v in values):
@@ -201,11 +205,12 @@ def label_value_map(entry: catalogue.DatasetEntry, names: list[str],
   shown = ["<dropped>" if e is None else e for e in expected]
   raise DataSourceError(
       f"dataset {entry.key!r} ({origin}): field {entry.label_field!r} has class names "
-      f"{names}, but the catalogue (tasks/{entry.group}.json label_names) expects {shown}; "
+      f"{names}, but the catalogue (tasks/{entry.group}.json {catalogue_field}) expects "
+      f"{shown}; "
       "the labels cannot be mapped by name, so the copy is refused rather than mislabelled")
 
 
-def _say_once(note: str) -> None:
+def say_once(note: str) -> None:
   if note not in _SAID:
     _SAID.add(note)
     print(f"symbol-tuning: {note}", file=sys.stderr)
@@ -223,7 +228,7 @@ def _validated(entry: catalogue.DatasetEntry, split: str, rows: list[dict], feat
     notes.append(f"dataset {entry.key!r}: {origin} orders the classes of "
                  f"{entry.label_field!r} as {names}; labels remapped by name to the "
                  f"catalogue's order {list(entry.label_names)}")
-    _say_once(notes[-1])
+    say_once(notes[-1])
   cap = entry.max_examples if split == entry.train_split else None
   loaded = to_examples(entry, rows, split, origin, cap=cap)
   return dataclasses.replace(loaded, notes=tuple(notes))
@@ -242,6 +247,7 @@ def load_split(entry: catalogue.DatasetEntry, split: str) -> LoadedSplit:
 
 
 def _hub_split(entry: catalogue.DatasetEntry, split: str):
+  """One split from the hub at the entry's revision (required by the catalogue)."""
   import datasets  # pylint: disable=g-import-not-at-top
 
   return datasets.load_dataset(entry.hf_id, entry.hf_config, split=split,
@@ -268,11 +274,12 @@ def export(out: pathlib.Path, groups=("tune", "eval"), keys=None, load=_hub_spli
           path.parent.mkdir(parents=True, exist_ok=True)
           ds.to_parquet(str(path))
         except Exception as e:  # pylint: disable=broad-except
-          report.append((entry.key, split, None, _error_chain(e)))
-          print(f"{entry.key}/{split}: FAILED: {_error_chain(e)}", file=sys.stderr)
+          report.append((entry.key, split, None, error_chain(e)))
+          print(f"{entry.key}/{split}: FAILED: {error_chain(e)}", file=sys.stderr)
           break  # the dataset's other split is of no use without this one
         report.append((entry.key, split, len(ds), str(path)))
-        print(f"{entry.key}/{split}: {len(ds)} rows -> {path}", file=sys.stderr)
+        print(f"{entry.key}/{split} ({hub_origin(entry)}): {len(ds)} rows -> {path}",
+              file=sys.stderr)
   return report
 
 
