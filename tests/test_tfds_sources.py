@@ -5,6 +5,7 @@ redirected to them), read end to end by README's commands."""
 import dataclasses
 import json
 import pathlib
+import re
 from unittest import mock
 
 import gin
@@ -261,3 +262,25 @@ def test_prompt_workers_read_tfds_too(tmp_path, monkeypatch):
   monkeypatch.setenv("SYMBOL_TUNING_PROMPT_WORKERS", "1")
   assert prompts() == in_process
   pipeline.clear_caches()
+
+
+def test_a_malformed_tfds_block_is_refused_when_the_catalogue_is_read():
+  raw = {"key": "x", "name": "X", "source": "hf", "hf_id": "org/x", "hf_revision": "main",
+         "labels": ["a", "b"]}
+  for tfds_block, problem in (
+      ({"name": "glue/sst2"}, "must be name[/config]:X.Y.Z (a pinned version)"),
+      ({"name": "glue/sst2:2.0.0", "fields": {"label": ["a", "b"]}},
+       "must map the label field 'label' to one feature"),
+      ({"name": "glue/sst2:2.0.0", "label_names": ["a"]}, "tfds label_names must match labels"),
+      ({"name": "glue/sst2:2.0.0", "feature": {}}, "'tfds' has unknown fields ['feature']")):
+    with pytest.raises(catalogue.CatalogueError, match=re.escape(problem)):
+      catalogue._entry("tune", dict(raw, tfds=tfds_block), "t")  # pylint: disable=protected-access
+
+
+def test_names_prints_the_pinned_tfds_names(capsys):
+  assert tfds_source.main(["names"]) == 0
+  names = capsys.readouterr().out.split()
+  assert names == [e.tfds.name for e in TFDS_ENTRIES] and len(names) == 18
+  assert "glue/sst2:2.0.0" in names and "paws_wiki/labeled_final_tokenized:1.1.0" in names
+  assert tfds_source.main(["names", "--keys", "trec,nope"]) == 2
+  assert "no TFDS entry ['nope']" in capsys.readouterr().err

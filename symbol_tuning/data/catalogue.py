@@ -151,6 +151,9 @@ def _entry(group: str, raw: dict, origin: str) -> DatasetEntry:
                          "sha, or the branch it follows: README, 'Dataset pins')")
   if entry.tfds and entry.tfds.label_names and len(entry.tfds.label_names) != entry.num_classes:
     raise CatalogueError(f"{origin}: {entry.key}: tfds label_names must match labels")
+  if entry.tfds and len(entry.tfds.features(entry.label_field)) != 1:
+    raise CatalogueError(f"{origin}: {entry.key}: tfds fields must map the label field "
+                         f"{entry.label_field!r} to one feature")
   if entry.source == "bigbench" and entry.role not in BIGBENCH_ROLES:
     raise CatalogueError(f"{origin}: {entry.key}: role must be one of {BIGBENCH_ROLES}")
   return entry

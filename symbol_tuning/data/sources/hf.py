@@ -10,6 +10,8 @@ Resolution for a catalogue entry with key K and split S:
        must be text and labels follow the label rule (sources/examples.py).
   2. the hub: datasets.load_dataset(hf_id, hf_config, split=S, revision=hf_revision).
      With HF_DATASETS_OFFLINE=1 this reads only the local HF cache.
+  (A run with --source tfds reads entries with a `tfds` block from TFDS instead:
+  sources/tfds_source.py.)
 Where the data carries its own class names (a ClassLabel feature: hub, save_to_disk and
 parquet copies), they are compared with the catalogue's `label_names`: equal is fine, a
 permutation is remapped by name (and said once), anything else is an error.

@@ -141,9 +141,10 @@ def _records(dataset, entry: catalogue.DatasetEntry, spec: catalogue.TfdsSource,
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   for batch in tfds.as_numpy(dataset.batch(READ_BATCH)):
-    columns = {field: [" ".join(parts) for parts in zip(
-        *([v.decode("utf-8") for v in batch[f]] for f in spec.features(field)))]
-               for field in entry.input_fields}
+    columns = {}
+    for field in entry.input_fields:
+      parts = [[text.decode("utf-8") for text in batch[f]] for f in spec.features(field)]
+      columns[field] = [" ".join(texts) for texts in zip(*parts)]
     labels = batch[label_feature].tolist()
     for i, label in enumerate(labels):
       record = {field: column[i] for field, column in columns.items()}
