@@ -21,9 +21,10 @@ import subprocess
 import sys
 import threading
 
+from symbol_tuning import settings
 from symbol_tuning.data import prompt_builder, tokens
 
-ENV = "SYMBOL_TUNING_PROMPT_WORKERS"
+ENV = settings.PROMPT_WORKERS_VARIABLE
 MAX_AUTO_WORKERS = 8
 
 
@@ -33,7 +34,7 @@ class PromptWorkerError(RuntimeError):
 
 def num_workers() -> int:
   """How many worker processes $SYMBOL_TUNING_PROMPT_WORKERS asks for (auto | N >= 0)."""
-  value = os.environ.get(ENV, "auto").strip()
+  value = settings.prompt_workers()
   if value == "auto":
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     # On 2 cores the training step needs the cores that workers would take (the input
@@ -54,7 +55,7 @@ class _Worker:
   def __init__(self, tokenizer: tokens.Tokenizer):
     self.process = subprocess.Popen(
         [sys.executable, "-m", "symbol_tuning.data.prompt_workers"], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, env=dict(os.environ))
+        stdout=subprocess.PIPE)
     self._send(tokenizer)
 
   def _send(self, message) -> None:
@@ -121,7 +122,7 @@ _pools_lock = threading.Lock()
 
 def pool(n: int, tokenizer: tokens.Tokenizer) -> Pool:
   """The pool of `n` workers for this tokenizer and environment (started on first use)."""
-  key = (n, tokenizer.digest, hash(frozenset(os.environ.items())))
+  key = (n, tokenizer.digest, settings.environment_fingerprint())
   found = _pools.get(key)
   if found is not None:
     return found
