@@ -18,6 +18,7 @@ import importlib
 import sys
 
 from symbol_tuning import settings
+from symbol_tuning.commands import CliError
 
 # Before TensorFlow is imported anywhere: keep its C++ start-up chatter off the terminal.
 settings.quiet_native_logging()
@@ -30,21 +31,6 @@ COMMAND_MODULES = (
     "symbol_tuning.commands.evaluate",
     "symbol_tuning.commands.demo",
 )
-
-
-class CliError(Exception):
-  """A user error: printed as one line, exit status 2."""
-
-
-def positive_int(text: str) -> int:
-  """argparse type for counts that must be at least 1 (steps, examples, batch sizes)."""
-  try:
-    value = int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-  if value < 1:
-    raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-  return value
 
 
 class Parser(argparse.ArgumentParser):

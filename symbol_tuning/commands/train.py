@@ -10,7 +10,7 @@ import functools
 import logging
 import sys
 
-from symbol_tuning.cli import CliError
+from symbol_tuning.commands import CliError
 
 
 def register(subparsers) -> None:
