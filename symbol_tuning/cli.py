@@ -9,17 +9,19 @@
   symbol-tuning eval --checkpoint P --suite S  held-out ICL evaluation; compare A B
   symbol-tuning demo [--out DIR] [--init P]    evaluate, symbol-tune, evaluate, report
 
-Global options (--vocab, --source, --tfds_data_dir) go before or after the command. A wrong option or command is one
-line naming the closest valid one.
+Global options (--vocab, --source, --tfds_data_dir) go before or after the command. A wrong
+option or command is one line naming the closest valid one.
 """
 import argparse
 import difflib
 import importlib
-import os
 import sys
 
+from symbol_tuning import settings
+from symbol_tuning.commands import CliError
+
 # Before TensorFlow is imported anywhere: keep its C++ start-up chatter off the terminal.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+settings.quiet_native_logging()
 
 # Subcommand modules; each has register(subparsers) and its parsers set `func`.
 COMMAND_MODULES = (
@@ -31,23 +33,32 @@ COMMAND_MODULES = (
 )
 
 
-class CliError(Exception):
-  """A user error: printed as one line, exit status 2."""
-
-
-def positive_int(text: str) -> int:
-  """argparse type for counts that must be at least 1 (steps, examples, batch sizes)."""
-  try:
-    value = int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-  if value < 1:
-    raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-  return value
-
-
 class Parser(argparse.ArgumentParser):
-  """argparse with one-line errors (no usage block) that suggest the closest command."""
+  """argparse with one-line errors (no usage block) that suggest the closest command. It
+  keeps its own record of its options and subcommands (argparse lists them only in private
+  attributes), for the typo check below."""
+
+  def __init__(self, *args, **kwargs):
+    self.long_options: set[str] = set()  # set first: argparse's __init__ adds --help
+    self.subcommands: dict[str, "Parser"] = {}
+    super().__init__(*args, **kwargs)
+
+  def add_argument(self, *names, **kwargs):
+    self.long_options.update(n for n in names if n.startswith("--"))
+    return super().add_argument(*names, **kwargs)
+
+  def add_subparsers(self, **kwargs):
+    group = super().add_subparsers(**kwargs)
+    add_parser = group.add_parser
+
+    def add_and_record(name, **parser_kwargs):
+      self.subcommands[name] = add_parser(name, **parser_kwargs)
+      for alias in parser_kwargs.get("aliases", ()):
+        self.subcommands[alias] = self.subcommands[name]
+      return self.subcommands[name]
+
+    group.add_parser = add_and_record
+    return group
 
   def error(self, message):
     if "invalid choice:" in message:
@@ -58,14 +69,7 @@ class Parser(argparse.ArgumentParser):
     self.exit(2, f"{self.prog}: error: {message}\n")
 
   def _choices(self) -> list[str]:
-    return list(commands(self))
-
-
-def commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-  """The parser's subcommands by name (none for a subcommand's own parser)."""
-  return {name: sub for action in parser._actions  # pylint: disable=protected-access
-          if isinstance(action, argparse._SubParsersAction)  # pylint: disable=protected-access
-          for name, sub in action.choices.items()}
+    return list(self.subcommands)
 
 
 def _add_global_options(parser: argparse.ArgumentParser, default) -> None:
@@ -108,12 +112,11 @@ def _unknown_option(parser: argparse.ArgumentParser, argv: list[str]) -> str | N
   """The first `--option` that neither the main parser nor the command's takes, as one
   line with the closest valid one; checked before argparse, whose complaint about missing
   required options would otherwise hide the typo that caused it."""
-  subparsers = commands(parser)
-  command = next((a for a in argv if a in subparsers), None)
-  actions = list(parser._actions)  # pylint: disable=protected-access
+  command = next((a for a in argv if a in parser.subcommands), None)
+  valid = set(parser.long_options)
   if command is not None:
-    actions += subparsers[command]._actions  # pylint: disable=protected-access
-  valid = sorted({s for a in actions for s in a.option_strings if s.startswith("--")})
+    valid |= parser.subcommands[command].long_options
+  valid = sorted(valid)
   for arg in argv[:argv.index("--")] if "--" in argv else argv:
     name = arg.split("=", 1)[0]
     if not arg.startswith("--") or name.startswith("--gin.") and command == "train":
@@ -130,7 +133,7 @@ def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   problem = _unknown_option(parser, argv)
   if problem:
-    command = next((a for a in argv if a in commands(parser)), None)
+    command = next((a for a in argv if a in parser.subcommands), None)
     print(f"symbol-tuning{' ' + command if command else ''}: error: {problem}", file=sys.stderr)
     return 2
   args, extra = parser.parse_known_args(argv)
@@ -162,7 +165,7 @@ def main(argv=None) -> int:
     from symbol_tuning.data.sources.examples import DataSourceError  # pylint: disable=g-import-not-at-top
 
     if isinstance(e, (CliError, DataSourceError, ValueError, FileNotFoundError)) and not \
-        os.environ.get("SYMBOL_TUNING_DEBUG"):
+        settings.debug():
       print(f"symbol-tuning {args.command}: error: {e}", file=sys.stderr)
       return 2
     raise

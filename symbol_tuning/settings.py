@@ -8,11 +8,22 @@ Environment variables (all optional):
   SYMBOL_TUNING_CACHE     where extracted and downloaded files go (~/.cache/symbol_tuning).
   SYMBOL_TUNING_SHARED    the workspace's shared/ folder (tests and benchmarks only).
   SYMBOL_TUNING_STORAGE_TIMEOUT  seconds a gs:// MODEL_DIR may take to answer (default 60).
+  SYMBOL_TUNING_VOCAB     the vocabulary when neither --vocab nor set_vocabulary names one
+                          (flan_t5 | local | a path; data/vocab.py).
+  SYMBOL_TUNING_PROMPT_WORKERS  prompt worker processes: auto | N (data/prompt_workers.py).
+  SYMBOL_TUNING_DEBUG     1: the CLI shows tracebacks instead of one-line errors.
   SYMBOL_TUNING_DATA_SOURCE  hf (default) or tfds: read the datasets TFDS has from TFDS
                           (README, "TFDS sources"; also --source and gin).
   TFDS_DATA_DIR           TFDS's prepared datasets, a local folder or gs:// (TFDS's own
                           variable; also --tfds_data_dir, as t5x's flag).
+Read here too, as their owners define them: HF_DATASETS_OFFLINE / HF_HUB_OFFLINE / HF_ENDPOINT
+(HuggingFace), and the multi-host markers JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
+JAX_PROCESS_ID, TPU_WORKER_HOSTNAMES, SLURM_JOB_ID, SLURM_NTASKS (`cluster()`).
+
+This is the only module that reads the environment; everything else takes these values as
+arguments or calls the functions below (read at call time, so a test's monkeypatch holds).
 """
+import dataclasses
 import os
 import pathlib
 
@@ -57,6 +68,72 @@ def shared_dir() -> pathlib.Path:
 def storage_timeout() -> float:
   """Seconds the first touch of a gs:// folder may take before it is called unreachable."""
   return float(os.environ.get("SYMBOL_TUNING_STORAGE_TIMEOUT", "60"))
+
+
+def quiet_native_logging() -> None:
+  """Defaults TF_CPP_MIN_LOG_LEVEL to 2 (errors only) unless the user set it: TensorFlow's
+  C++ code reads it once, at import, so the CLI calls this before anything imports TF. The one
+  variable the project writes, and it is TensorFlow's own setting."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def vocabulary_spec() -> str | None:
+  """$SYMBOL_TUNING_VOCAB, or None."""
+  return os.environ.get("SYMBOL_TUNING_VOCAB") or None
+
+
+PROMPT_WORKERS_VARIABLE = "SYMBOL_TUNING_PROMPT_WORKERS"
+
+
+def prompt_workers() -> str:
+  """$SYMBOL_TUNING_PROMPT_WORKERS as given ('auto' when unset); prompt_workers parses it."""
+  return os.environ.get(PROMPT_WORKERS_VARIABLE, "auto").strip()
+
+
+def environment_fingerprint() -> int:
+  """Changes whenever any variable does: worker processes started under another
+  environment would build stale data."""
+  return hash(frozenset(os.environ.items()))
+
+
+def debug() -> bool:
+  return bool(os.environ.get("SYMBOL_TUNING_DEBUG"))
+
+
+def hf_offline() -> bool:
+  """HuggingFace's own offline switches (either one)."""
+  return os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def hf_endpoint() -> str:
+  return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+  """What the environment says of a multi-host job (all empty on one host)."""
+  coordinator: str = ""        # JAX_COORDINATOR_ADDRESS: process 0's host:port
+  tpu_hosts: str = ""          # TPU_WORKER_HOSTNAMES: comma-separated on a pod slice
+  slurm_job: str = ""          # SLURM_JOB_ID
+  slurm_tasks: int = 1         # SLURM_NTASKS
+  num_processes: int | None = None  # JAX_NUM_PROCESSES, where set explicitly
+  process_id: int | None = None     # JAX_PROCESS_ID, where set explicitly
+
+  @property
+  def multi_host(self) -> bool:
+    return bool(self.coordinator) or "," in self.tpu_hosts or (
+        bool(self.slurm_job) and self.slurm_tasks > 1)
+
+
+def cluster() -> Cluster:
+  env = os.environ
+  optional = lambda name: int(env[name]) if env.get(name) else None  # pylint: disable=unnecessary-lambda-assignment
+  return Cluster(coordinator=env.get("JAX_COORDINATOR_ADDRESS", ""),
+                 tpu_hosts=env.get("TPU_WORKER_HOSTNAMES", ""),
+                 slurm_job=env.get("SLURM_JOB_ID", ""),
+                 slurm_tasks=int(env.get("SLURM_NTASKS", "1")),
+                 num_processes=optional("JAX_NUM_PROCESSES"),
+                 process_id=optional("JAX_PROCESS_ID"))
 
 
 def data_source() -> str | None:

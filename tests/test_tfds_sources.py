@@ -284,3 +284,10 @@ def test_names_prints_the_pinned_tfds_names(capsys):
   assert "glue/sst2:2.0.0" in names and "paws_wiki/labeled_final_tokenized:1.1.0" in names
   assert tfds_source.main(["names", "--keys", "trec,nope"]) == 2
   assert "no TFDS entry ['nope']" in capsys.readouterr().err
+
+
+def test_the_sections_the_messages_name_exist():
+  readme = pathlib.Path(readme_support.README).read_text(encoding="utf-8").splitlines()
+  for section in ("TFDS sources", "Dataset pins"):
+    assert f"### {section}" in readme
+  assert tfds_source.README_SECTION == "README, 'TFDS sources'"

@@ -5,7 +5,7 @@ import difflib
 import json
 import sys
 
-from symbol_tuning.cli import CliError
+from symbol_tuning.commands import CliError
 
 PASSTHROUGH = ("inputs_pretokenized", "targets_pretokenized", "template", "k", "k_drawn",
                "num_dropped", "gold", "labels_json", "task", "query", "query_index")

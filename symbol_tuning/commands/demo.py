@@ -11,13 +11,14 @@ where it stopped (training resumes from its newest checkpoint). Rerunning with m
 continues training; an evaluation reruns when its checkpoint step, --max_examples or --seed
 changed. Another --seed, --init or --vocab needs a new --out (the starting model differs).
 """
+import argparse
 import json
 import pathlib
 import shutil
 import sys
 import time
 
-from symbol_tuning.cli import CliError, positive_int
+from symbol_tuning.commands import CliError, positive_int
 
 TRAIN_GIN = "local/symbol_tuning_bigbench_tiny.gin"
 STAGES = ("data", "init", "before", "train", "after", "report")
@@ -44,9 +45,14 @@ def _say(stage: str, text: str) -> None:
 
 
 def _call(argv: list[str]) -> None:
-  from symbol_tuning import cli  # pylint: disable=g-import-not-at-top
+  """Runs `symbol-tuning eval ARGV...` in this process, through the eval command's own parser
+  (the vocabulary is already chosen: the demo set it)."""
+  from symbol_tuning.commands import evaluate  # pylint: disable=g-import-not-at-top
 
-  code = cli.main(argv)
+  parser = argparse.ArgumentParser(prog="symbol-tuning")
+  evaluate.register(parser.add_subparsers(dest="command", required=True))
+  args = parser.parse_args(argv)
+  code = args.func(args)
   if code:
     raise CliError(f"`symbol-tuning {' '.join(argv[:1])}` failed (exit {code})")
 

@@ -14,7 +14,7 @@ import sys
 import time
 
 from symbol_tuning import paths
-from symbol_tuning.cli import CliError, positive_int
+from symbol_tuning.commands import CliError, positive_int
 
 SUITES = ("paper", "bigbench", "list_functions", "turing_concepts")
 

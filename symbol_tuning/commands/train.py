@@ -10,7 +10,7 @@ import functools
 import logging
 import sys
 
-from symbol_tuning.cli import CliError
+from symbol_tuning.commands import CliError
 
 
 def register(subparsers) -> None:
@@ -82,25 +82,14 @@ def parse_gin(files: list[str], bindings: list[str], search_paths: str) -> None:
 
 
 def _referenced_macros() -> set[str]:
-  """Names of the macros some binding refers to (%NAME), after parsing."""
-  import gin.config as gin_config  # pylint: disable=g-import-not-at-top
+  """Names of the macros some binding refers to (%NAME), after parsing: read off gin's
+  public config_str(), which writes every binding with its references as %NAME (a '%' inside
+  a string value can add a name, never hide one)."""
+  import re  # pylint: disable=g-import-not-at-top
 
-  found = set()
+  import gin  # pylint: disable=g-import-not-at-top
 
-  def walk(value):
-    if isinstance(value, gin_config.ConfigurableReference):
-      if value.configurable.name == "macro":
-        found.add(value.scoped_selector.split("/")[0])
-    elif isinstance(value, dict):
-      for v in value.values():
-        walk(v)
-    elif isinstance(value, (list, tuple)):
-      for v in value:
-        walk(v)
-
-  for params in gin_config._CONFIG.values():  # pylint: disable=protected-access
-    walk(params)
-  return found
+  return {name.split("/")[0] for name in re.findall(r"%([A-Za-z_][\w./]*)", gin.config_str())}
 
 
 def check_macros(bindings: list[str]) -> None:

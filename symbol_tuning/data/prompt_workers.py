@@ -22,9 +22,10 @@ import subprocess
 import sys
 import threading
 
+from symbol_tuning import settings
 from symbol_tuning.data import prompt_builder, sources, tokens
 
-ENV = "SYMBOL_TUNING_PROMPT_WORKERS"
+ENV = settings.PROMPT_WORKERS_VARIABLE
 MAX_AUTO_WORKERS = 8
 
 
@@ -34,7 +35,7 @@ class PromptWorkerError(RuntimeError):
 
 def num_workers() -> int:
   """How many worker processes $SYMBOL_TUNING_PROMPT_WORKERS asks for (auto | N >= 0)."""
-  value = os.environ.get(ENV, "auto").strip()
+  value = settings.prompt_workers()
   if value == "auto":
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     # On 2 cores the training step needs the cores that workers would take (the input
@@ -55,7 +56,7 @@ class _Worker:
   def __init__(self, tokenizer: tokens.Tokenizer, chosen: sources.Selection):
     self.process = subprocess.Popen(
         [sys.executable, "-m", "symbol_tuning.data.prompt_workers"], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, env=dict(os.environ))
+        stdout=subprocess.PIPE)
     self._send((tokenizer, chosen))
 
   def _send(self, message) -> None:
@@ -124,7 +125,7 @@ def pool(n: int, tokenizer: tokens.Tokenizer) -> Pool:
   """The pool of `n` workers for this tokenizer, environment and data source selection
   (started on first use)."""
   chosen = sources.selection()
-  key = (n, tokenizer.digest, hash(frozenset(os.environ.items())), chosen)
+  key = (n, tokenizer.digest, settings.environment_fingerprint(), chosen)
   found = _pools.get(key)
   if found is not None:
     return found

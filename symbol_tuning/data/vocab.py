@@ -45,7 +45,7 @@ def set_vocabulary(spec: str | None) -> None:
 
 
 def current_spec() -> str:
-  return _choice or os.environ.get("SYMBOL_TUNING_VOCAB") or "flan_t5"
+  return _choice or settings.vocabulary_spec() or "flan_t5"
 
 
 def _reachable(host: str, port: int = 443, timeout: float = 5.0) -> bool:

@@ -4,11 +4,12 @@ Parameters and activations carry t5x's logical axis names ('batch', 'embed', 'ml
 'joined_kv', ...); rules map them to the two mesh axes 'data' and 'model', so a config
 that runs under t5x's PjitPartitioner partitions the same way here.
 """
-import os
 
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from flax import linen as nn
+
+from symbol_tuning import settings
 
 # t5x's partitioning.standard_logical_axis_rules() with 1-D activation and parameter
 # partitioning: the batch over 'data', the wide matmul dims over 'model'.
@@ -41,14 +42,11 @@ def maybe_initialize_distributed() -> None:
   machines, or processes on one machine) set JAX_COORDINATOR_ADDRESS=host:port (process
   0's address), JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process.
   """
-  markers = ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "SLURM_JOB_ID")
-  hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
-  multi = os.environ.get("JAX_COORDINATOR_ADDRESS") or "," in hosts or (
-      "SLURM_JOB_ID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1)
-  if multi and any(m in os.environ for m in markers):
-    explicit = {name: int(os.environ[var]) for name, var in (
-        ("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID"))
-                if os.environ.get(var)}
+  found = settings.cluster()
+  if found.multi_host:
+    explicit = {name: value for name, value in (("num_processes", found.num_processes),
+                                                ("process_id", found.process_id))
+                if value is not None}
     jax.distributed.initialize(**explicit)
 
 

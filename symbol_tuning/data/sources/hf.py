@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import dataclasses
 import functools
-import os
 import pathlib
 import socket
 import sys
@@ -131,9 +130,9 @@ def _local_dataset(entry: catalogue.DatasetEntry, split: str):
 def hub_unreachable() -> str | None:
   """Why the hub cannot be reached, or None. Checked once per process: without this,
   `datasets` retries for about 30 s per dataset on a machine with no route to the hub."""
-  if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
+  if settings.hf_offline():
     return None  # offline mode reads the local HF cache; let `datasets` do it
-  endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+  endpoint = settings.hf_endpoint()
   host = urllib.parse.urlparse(endpoint).hostname or endpoint
   try:
     with socket.create_connection((host, 443), timeout=5):
