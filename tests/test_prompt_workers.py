@@ -12,7 +12,7 @@ import pytest
 import seqio
 
 import symbol_tuning.data.tasks  # noqa: F401  (registers)
-from symbol_tuning.data import pipeline, prompt_builder, prompt_workers, sources, tokens, vocab
+from symbol_tuning.data import pipeline, prompt_builder, prompt_workers, tokens, vocab
 
 SEQIO_TEST_SPM = os.path.join(os.path.dirname(seqio.__file__),
                               "test_data/sentencepiece/sentencepiece.model")
@@ -153,7 +153,7 @@ def test_a_worker_whose_main_process_is_gone_exits_quietly(bigbench_dir):
   request = (_spec("symbol_tuning.bigbench.navigate"), "train", 2047,
              np.arange(4, dtype=np.int32), np.zeros((4, 2), np.int32), None, None)
   worker.stdout.close()  # nobody will read the reply
-  pickle.dump((vocab.tokenizer_of(), sources.selection()), worker.stdin)  # the handshake
+  pickle.dump(vocab.tokenizer_of(), worker.stdin)
   pickle.dump(request, worker.stdin)
   worker.stdin.close()
   assert worker.wait(timeout=60) == 0

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import pathlib
 import re
+import shutil
 from unittest import mock
 
 import gin
@@ -16,7 +17,7 @@ import tensorflow_datasets as tfds
 import readme_support
 import symbol_tuning.data.tasks  # noqa: F401  (registers)
 from symbol_tuning import cli
-from symbol_tuning.data import catalogue, pipeline, sources
+from symbol_tuning.data import catalogue, pipeline, prompt_workers, sources
 from symbol_tuning.data.sources import tfds_source
 
 TFDS_ENTRIES = [e for e in catalogue.load("tune") if e.tfds]
@@ -239,8 +240,9 @@ def test_gin_files_bind_the_data_source():
     assert "DATA_SOURCE = None" in text
 
 
-def test_prompt_workers_read_tfds_too(tmp_path, monkeypatch):
-  """A worker process gets the selection with its tokenizer and reads TFDS itself."""
+def test_prompt_workers_are_handed_what_this_process_read_from_tfds(tmp_path, monkeypatch):
+  """Workers import no TensorFlow, so they cannot read TFDS: this process hands them the
+  splits it read, and their prompts are this process's, with the data folder gone."""
   data_dir = tmp_path / "tfds"
   monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract",
                       lambda self, urls: {k: str(tmp_path / u.rsplit("/", 1)[-1])
@@ -259,8 +261,10 @@ def test_prompt_workers_read_tfds_too(tmp_path, monkeypatch):
 
   monkeypatch.setenv("SYMBOL_TUNING_PROMPT_WORKERS", "0")
   in_process = prompts()
+  shutil.rmtree(data_dir)  # a worker reading TFDS itself would fail now
   monkeypatch.setenv("SYMBOL_TUNING_PROMPT_WORKERS", "1")
   assert prompts() == in_process
+  assert len(prompt_workers.worker_pids()) == 1
   pipeline.clear_caches()
 
 
@@ -291,3 +295,17 @@ def test_the_sections_the_messages_name_exist():
   for section in ("TFDS sources", "Dataset pins"):
     assert f"### {section}" in readme
   assert tfds_source.README_SECTION == "README, 'TFDS sources'"
+
+
+def test_t5x_tfds_data_dir_wins_as_in_seqio(tmp_path):
+  """t5x.train hands --tfds_data_dir to seqio (set_tfds_data_dir_override), which prefers it
+  to a data_dir a source names: the folder read and reported is that one."""
+  assert tfds_source.data_dir_in_use("/from/our/option") == "/from/our/option"
+  seqio.set_tfds_data_dir_override(str(tmp_path))
+  try:
+    assert tfds_source.data_dir_in_use("/from/our/option") == str(tmp_path)
+    with pytest.raises(sources.DataSourceError, match=f"TFDS trec:1.0.0 is not prepared in "
+                       f"{tmp_path} \\(none prepared there\\)"):
+      tfds_source.load_split(TREC, "train", "/from/our/option")
+  finally:
+    seqio.set_tfds_data_dir_override(None)

@@ -9,9 +9,11 @@ them; a worker starts and exits in ~0.4 s). Prompts are pure functions of (task,
 position, seed), so the stream is the same example for example as in-process building;
 `0` builds in-process.
 
-Workers read the data themselves, with the environment and the data source selection
-(sources.selection(): --source, gin) the pool was started with: a pool is keyed by the
-tokenizer, the environment and the selection, and a change of any starts a new one.
+Workers read the data themselves, with the environment the pool was started in: a pool
+is keyed by the tokenizer, the environment and the data source selection
+(sources.selection()), and a change of any starts a new one. Splits a worker cannot read
+without TensorFlow (TFDS's, with --source tfds) are read here and handed to each worker
+once, before its first request that needs them (("handed", splits), no reply).
 Protocol: pickles over the worker's stdin/stdout; the worker's own prints go to stderr.
 """
 import atexit
@@ -53,18 +55,24 @@ def num_workers() -> int:
 class _Worker:
   """One worker process and its pipes."""
 
-  def __init__(self, tokenizer: tokens.Tokenizer, chosen: sources.Selection):
+  def __init__(self, tokenizer: tokens.Tokenizer):
     self.process = subprocess.Popen(
         [sys.executable, "-m", "symbol_tuning.data.prompt_workers"], stdin=subprocess.PIPE,
         stdout=subprocess.PIPE)
-    self._send((tokenizer, chosen))
+    self._send(tokenizer)
+    self.handed: set = set()  # (entry, split) keys sent to this worker
 
   def _send(self, message) -> None:
     pickle.dump(message, self.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
     self.process.stdin.flush()
 
-  def call(self, request):
+  def call(self, request, handed: dict | None = None):
+    """The reply to `request`, after sending the `handed` splits this worker lacks."""
     try:
+      new = {key: loaded for key, loaded in (handed or {}).items() if key not in self.handed}
+      if new:
+        self._send(("handed", new))  # a request starts with its PromptSpec
+        self.handed.update(new)
       self._send(request)
       status, value = pickle.load(self.process.stdout)
     except (EOFError, OSError, pickle.UnpicklingError) as e:
@@ -88,9 +96,9 @@ class _Worker:
 class Pool:
   """N workers; a call takes an idle one (tf.data calls from several threads at once)."""
 
-  def __init__(self, n: int, tokenizer: tokens.Tokenizer, chosen: sources.Selection):
-    self._tokenizer, self._chosen = tokenizer, chosen
-    self._workers = [_Worker(tokenizer, chosen) for _ in range(n)]
+  def __init__(self, n: int, tokenizer: tokens.Tokenizer):
+    self._tokenizer = tokenizer
+    self._workers = [_Worker(tokenizer) for _ in range(n)]
     self._idle: queue.Queue = queue.Queue()
     for worker in self._workers:
       self._idle.put(worker)
@@ -99,11 +107,13 @@ class Pool:
                   positions, seeds, model_length=None, eos=None) -> tuple:
     """prompt_builder.build_batch for PromptBuilder(spec, split, budget), in a worker."""
     worker = self._idle.get()
+    splits = (spec.entry.train_split, spec.dataset_split(split))  # exemplars, queries
+    handed = sources.for_workers(spec.entry, splits)
     try:
-      return worker.call((spec, split, budget, positions, seeds, model_length, eos))
+      return worker.call((spec, split, budget, positions, seeds, model_length, eos), handed)
     except PromptWorkerError:
       worker.close()
-      fresh = _Worker(self._tokenizer, self._chosen)  # later calls get a fresh process
+      fresh = _Worker(self._tokenizer)  # later calls get a fresh process
       self._workers[self._workers.index(worker)] = worker = fresh
       raise
     finally:
@@ -124,15 +134,14 @@ _pools_lock = threading.Lock()
 def pool(n: int, tokenizer: tokens.Tokenizer) -> Pool:
   """The pool of `n` workers for this tokenizer, environment and data source selection
   (started on first use)."""
-  chosen = sources.selection()
-  key = (n, tokenizer.digest, settings.environment_fingerprint(), chosen)
+  key = (n, tokenizer.digest, settings.environment_fingerprint(), sources.selection())
   found = _pools.get(key)
   if found is not None:
     return found
   with _pools_lock:
     if key not in _pools:
       close_all()  # another tokenizer or environment: the old workers would build stale data
-      _pools[key] = Pool(n, tokenizer, chosen)
+      _pools[key] = Pool(n, tokenizer)
     return _pools[key]
 
 
@@ -152,23 +161,25 @@ atexit.register(close_all)
 
 
 def _serve() -> None:
-  """The worker's loop: a tokenizer and the data source selection, then build_batch
-  requests until end of input."""
+  """The worker's loop: one tokenizer, then build_batch requests until end of input."""
   protocol_out = os.fdopen(os.dup(1), "wb")
   os.dup2(2, 1)  # anything printed, by Python or a library, goes to stderr
   sys.stdout = sys.stderr
   stdin = sys.stdin.buffer
   try:
-    tokenizer, chosen = pickle.load(stdin)
+    tokenizer = pickle.load(stdin)
   except EOFError:  # the pool closed before sending anything
     return
-  sources.select(chosen.source, chosen.tfds_data_dir)
   builders: dict[tuple, prompt_builder.PromptBuilder] = {}
   while True:
     try:
-      spec, split, budget, positions, seeds, model_length, eos = pickle.load(stdin)
+      message = pickle.load(stdin)
     except EOFError:
       return
+    if message[0] == "handed":  # loaded splits for sources.receive (no reply)
+      sources.receive(message[1])
+      continue
+    spec, split, budget, positions, seeds, model_length, eos = message
     try:
       key = (spec, split, budget)
       if key not in builders:

@@ -37,11 +37,11 @@ class Selection:
 
 
 _chosen = Selection(source=None)  # select()'s values; None: not chosen
+_received: dict = {}  # in a prompt worker: {(entry, split): LoadedSplit} from its main process
 
 
 def select(source: str | None = None, tfds_data_dir: str | None = None) -> bool:
-  """The CLI's --source / --tfds_data_dir (and a prompt worker's, from its pool); None
-  leaves that one to the environment. A change forgets the loaded data and returns True
+  """The CLI's --source / --tfds_data_dir; None leaves that one to the environment. A change forgets the loaded data and returns True
   (then pipeline.clear_caches() forgets the prompt builders that hold some)."""
   global _chosen
   if Selection(source, tfds_data_dir) == _chosen:
@@ -67,8 +67,25 @@ def selection(source: str | None = None, tfds_data_dir: str | None = None) -> Se
   return chosen
 
 
+def for_workers(entry: catalogue.DatasetEntry, splits) -> dict:
+  """{(entry, split): LoadedSplit} of the splits a prompt worker cannot read itself, read
+  here: TFDS needs TensorFlow, which workers do not import (and t5x's --tfds_data_dir lives
+  in this process's seqio). {} where the worker reads the data itself."""
+  if not selection().reads_tfds(entry):
+    return {}
+  return {(entry, split): load_split(entry, split) for split in sorted(set(splits))}
+
+
+def receive(splits: dict) -> None:
+  """In a prompt worker: splits its main process read (for_workers), served by load_split."""
+  _received.update(splits)
+
+
 def load_split(entry: catalogue.DatasetEntry, split: str) -> LoadedSplit:
   """Validated examples of one split of one dataset (cached), from the selected source."""
+  received = _received.get((entry, split))
+  if received is not None:
+    return received
   return _load_split(entry, split, selection())
 
 

@@ -38,6 +38,15 @@ def default_data_dir() -> str:
   return str(constants.DATA_DIR)
 
 
+def data_dir_in_use(data_dir: str | None) -> str:
+  """The folder TFDS reads for `data_dir` in this process: t5x's --tfds_data_dir where t5x
+  gave it to seqio (seqio prefers it), else `data_dir`, else TFDS's default."""
+  import seqio  # pylint: disable=g-import-not-at-top
+
+  probe = seqio.utils.LazyTfdsLoader("any:0.0.0", data_dir=data_dir)  # touches no files
+  return probe.data_dir or default_data_dir()
+
+
 def build_command(entry: catalogue.DatasetEntry, data_dir: str) -> str:
   """The commands that prepare the pinned version: ours (`prepare`, below), or TFDS's CLI
   (which needs apache-beam installed)."""
@@ -154,12 +163,12 @@ def _records(dataset, entry: catalogue.DatasetEntry, spec: catalogue.TfdsSource,
 
 def load_split(entry: catalogue.DatasetEntry, split: str, data_dir: str | None) -> LoadedSplit:
   """Validated examples of one split, read through seqio.TfdsDataSource (read-only: never
-  downloads). `data_dir` None: t5x's --tfds_data_dir (seqio's override), else TFDS's default."""
+  downloads) from `data_dir_in_use(data_dir)`."""
   import seqio  # pylint: disable=g-import-not-at-top
 
   spec = entry.tfds
-  source = seqio.TfdsDataSource(tfds_name=spec.name, tfds_data_dir=data_dir, read_only=True)
-  root = source.tfds_dataset.data_dir or default_data_dir()
+  root = data_dir_in_use(data_dir)
+  source = seqio.TfdsDataSource(tfds_name=spec.name, tfds_data_dir=root, read_only=True)
   origin = f"tfds:{spec.name} ({root})"
   tfds_split = spec.split(split)
   try:
