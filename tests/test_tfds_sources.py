@@ -232,12 +232,22 @@ def test_the_gin_binding_and_the_environment_select_tfds(monkeypatch, clean_gin)
     sources.selection()
 
 
-def test_gin_files_bind_the_data_source():
+def test_gin_files_bind_the_data_source(clean_gin):
+  del clean_gin
   gin_dir = pathlib.Path(__file__).resolve().parent.parent / "gin"
   for path in ("t5x/symbol_tuning.gin", "local/runs/finetune.gin"):
     text = (gin_dir / path).read_text()
     assert "symbol_tuning.data.sources.selection.source = %DATA_SOURCE" in text
     assert "DATA_SOURCE = None" in text
+  # `symbol-tuning train --gin.DATA_SOURCE="'tfds'"`: the macro is used, and selects TFDS.
+  from symbol_tuning.commands import train  # pylint: disable=import-outside-toplevel
+  from symbol_tuning.training import trainer  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+
+  bindings = ["DATA_SOURCE = 'tfds'"]
+  gin.parse_config_files_and_bindings([str(gin_dir / "local/runs/finetune.gin")], bindings,
+                                      finalize_config=False)
+  train.check_macros(bindings)
+  assert sources.selection() == sources.Selection("tfds", None)
 
 
 def test_prompt_workers_are_handed_what_this_process_read_from_tfds(tmp_path, monkeypatch):
