@@ -188,7 +188,7 @@ def rope_tables(arrays, cases, jobs=()):
   """
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
-  from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # pylint: disable=g-import-not-at-top
+  from transformers import modeling_rope_utils  # pylint: disable=g-import-not-at-top
   positions = torch.tensor(arrays["table_positions"].astype(np.int64))
   capability = torch.backends.cpu.get_cpu_capability()
   arm = platform.machine().lower() in ("aarch64", "arm64")
@@ -201,7 +201,7 @@ def rope_tables(arrays, cases, jobs=()):
     rotary_cls = next(getattr(module, n) for n in dir(module) if n.endswith("RotaryEmbedding"))
     rope_type = config.rope_parameters["rope_type"]
     init_fn = (rotary_cls.compute_default_rope_parameters if rope_type == "default"
-               else ROPE_INIT_FUNCTIONS[rope_type])
+               else modeling_rope_utils.ROPE_INIT_FUNCTIONS[rope_type])
     out[f"{case['name']}/inv_freq"] = init_fn(config)[0].numpy()
     cos, sin = rotary_cls(config)(torch.zeros(1, dtype=torch.float32), positions)
     out[f"{case['name']}/cos"], out[f"{case['name']}/sin"] = cos.numpy(), sin.numpy()

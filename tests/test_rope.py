@@ -116,6 +116,22 @@ def test_attention_factor_and_config_entry_point():
       128, 1e6, ROPES["qwen2.5-yarn"][2], MAX_POSITIONS)[0])
   with pytest.raises(ValueError, match="rope_type 'dynamic' is not supported"):
     DecoderConfig(rope_scaling={"rope_type": "dynamic", "factor": 2.0})
+  with pytest.raises(ValueError, match=r"DecoderConfig.rope_scaling: rope_type 'llama3' needs "
+                     r"keys .*missing \['high_freq_factor', 'low_freq_factor'\]"):
+    DecoderConfig(rope_scaling={"rope_type": "llama3", "factor": 8.0,
+                                "original_max_position_embeddings": 8192})
+  with pytest.raises(ValueError, match="DecoderConfig.rope_theta must be a positive number, "
+                     "got -1.0"):
+    DecoderConfig(rope_theta=-1.0)
+  # yarn without a factor takes max_position_embeddings / original_max_position_embeddings.
+  implicit = rope.inverse_frequencies(64, 1e6, {"rope_type": "yarn",
+                                                "original_max_position_embeddings": 32768},
+                                      MAX_POSITIONS)
+  explicit = rope.inverse_frequencies(64, 1e6, {"rope_type": "yarn", "factor": 4.0,
+                                                "original_max_position_embeddings": 32768},
+                                      MAX_POSITIONS)
+  np.testing.assert_array_equal(implicit[0], explicit[0])
+  assert implicit[1] == explicit[1]
 
 
 _apply_rope = jax.jit(decoder_network.apply_rope, static_argnums=3)  # one compile per shape

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import numbers
 import warnings
 from typing import Any, Mapping, Optional
 
@@ -81,10 +83,12 @@ class DecoderConfig:
       object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
     if isinstance(self.rope_scaling, Mapping):  # accept a dict, store it hashable
       object.__setattr__(self, "rope_scaling", _freeze(self.rope_scaling))
-    rope_type = dict(self.rope_scaling).get("rope_type", "default")
-    if rope_type not in ROPE_TYPES:
-      raise ValueError(f"DecoderConfig.rope_scaling: rope_type {rope_type!r} is not supported; "
-                       f"supported: {ROPE_TYPES}")
+    theta = self.rope_theta
+    if isinstance(theta, bool) or not isinstance(theta, numbers.Real) or not 0 < theta < math.inf:
+      raise ValueError(f"DecoderConfig.rope_theta must be a positive number, got {theta!r}")
+    problem = rope.scaling_problem(dict(self.rope_scaling))
+    if problem:
+      raise ValueError(f"DecoderConfig.rope_scaling: {problem}")
 
   @property
   def architecture(self) -> str:

@@ -32,7 +32,16 @@ from typing import Any, Mapping
 
 import numpy as np
 
-ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # transformers' names
+# transformers' names -> the rope_scaling keys each needs (yarn's factor may come from
+# max_position_embeddings / original_max_position_embeddings).
+_REQUIRED_KEYS = {
+    "default": (),
+    "linear": ("factor",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor",
+               "original_max_position_embeddings"),
+    "yarn": ("original_max_position_embeddings",),
+}
+ROPE_TYPES = tuple(_REQUIRED_KEYS)
 TORCH_SIMD_LANES = 16  # float32 lanes of torch's CPU vector kernels with AVX-512
 
 _F = np.float32
@@ -144,6 +153,23 @@ def _sleef_exp(d) -> np.ndarray:
   return np.ldexp(t[0] + t[1], q.astype(np.int32)).astype(_F)
 
 
+def scaling_problem(rope_scaling: Mapping[str, Any]) -> str:
+  """'' when `rope_scaling` is usable, else what is wrong, in one line.
+
+  E.g. {"rope_type": "llama3", "factor": 8.0} -> "rope_type 'llama3' needs keys
+  ['high_freq_factor', 'low_freq_factor', 'original_max_position_embeddings'], missing
+  ['high_freq_factor', 'low_freq_factor', 'original_max_position_embeddings']".
+  """
+  rope_type = rope_scaling.get("rope_type", "default")
+  if rope_type not in _REQUIRED_KEYS:
+    return f"rope_type {rope_type!r} is not supported; supported: {ROPE_TYPES}"
+  missing = sorted(k for k in _REQUIRED_KEYS[rope_type] if rope_scaling.get(k) is None)
+  if missing:
+    return (f"rope_type {rope_type!r} needs keys {sorted(_REQUIRED_KEYS[rope_type])}, "
+            f"missing {missing}")
+  return ""
+
+
 def torch_powf(base: float, exponents: np.ndarray, lanes: int = TORCH_SIMD_LANES) -> np.ndarray:
   """float32 `base ** exponents` as torch computes it on a CPU with `lanes` float lanes.
 
@@ -194,6 +220,9 @@ def inverse_frequencies(head_dim: int, rope_theta: float, rope_scaling: Mapping[
   (float32([0.5, 0.005]), 1.0).
   """
   params = dict(rope_scaling)
+  problem = scaling_problem(params)
+  if problem:
+    raise ValueError(f"RoPE scaling {params}: {problem}")
   rope_type = params.get("rope_type", "default")
   dim, base = head_dim, float(rope_theta)
   inv_freq = default_inv_freq(dim, base, lanes)
@@ -203,9 +232,7 @@ def inverse_frequencies(head_dim: int, rope_theta: float, rope_scaling: Mapping[
     return (inv_freq / _F(params["factor"])).astype(_F), 1.0
   if rope_type == "llama3":
     return _llama3(inv_freq, params), 1.0
-  if rope_type == "yarn":
-    return _yarn(dim, base, params, max_position_embeddings, lanes)
-  raise ValueError(f"RoPE type {rope_type!r} is not supported; supported: {ROPE_TYPES}")
+  return _yarn(dim, base, params, max_position_embeddings, lanes)
 
 
 def _llama3(inv_freq: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
