@@ -10,6 +10,8 @@ A stage whose output exists is not run again, so after Ctrl-C the same command c
 where it stopped (training resumes from its newest checkpoint). Rerunning with more --steps
 continues training; an evaluation reruns when its checkpoint step, --max_examples or --seed
 changed. Another --seed, --init or --vocab needs a new --out (the starting model differs).
+--out may be a gs:// folder: every file goes through etils.epath, and the stages' commands
+(train, eval, compare) take gs:// themselves.
 """
 import json
 import sys
@@ -17,7 +19,7 @@ import time
 
 from etils import epath
 
-from symbol_tuning import paths
+from symbol_tuning import paths, settings
 from symbol_tuning.cli import CliError, positive_int
 
 TRAIN_GIN = "local/symbol_tuning_bigbench_tiny.gin"
@@ -121,8 +123,6 @@ def run(args) -> int:
 
   if args.init is None and not args.vocab:
     vocab.set_vocabulary("local")  # the tiny model's vocabulary; no network needed
-  from symbol_tuning import settings  # pylint: disable=g-import-not-at-top
-
   # A folder or gs://: a missing bucket or no answer (credentials) is one line, in time.
   try:
     out = paths.make_dir(args.out, "demo --out", settings.storage_timeout())
