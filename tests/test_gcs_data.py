@@ -17,7 +17,8 @@ import gcs_support
 import readme_support
 from gcs_support import gcs  # noqa: F401  (the emulator fixture)
 from symbol_tuning import cli, paths
-from symbol_tuning.data import catalogue, pipeline
+from symbol_tuning.data import catalogue, pipeline, sources
+from symbol_tuning.data.sources import hf
 from symbol_tuning.training import summaries
 
 datasets = pytest.importorskip("datasets")
@@ -118,6 +119,31 @@ def test_data_copies_and_bigbench_on_gcs_give_the_local_prompts(gcs, tmp_path, m
   record = json.loads((tmp_path / "sst2.jsonl").read_text().splitlines()[0])
   assert 'sst2 sentence' in record["inputs"] and '"quoted" é' in record["inputs"]
   assert not os.path.exists("gs:")
+
+
+def test_hf_export_to_gcs_is_the_local_export(gcs, tmp_path, monkeypatch):
+  """`python -m symbol_tuning.data.sources.hf export --out gs://...` writes the parquet
+  bytes of a local export, and SYMBOL_TUNING_DATA_DIR pointed at it reads the same rows."""
+  copies = tmp_path / "copies"
+  _write_copies(copies)
+  load = lambda entry, split: datasets.load_from_disk(str(copies / "ag_news"))[split]  # noqa: E731
+  hf.export(tmp_path / "export", keys=["ag_news"], load=load)
+  report = hf.export("gs://bkt/export", keys=["ag_news"], load=load)
+  assert report == [("ag_news", "train", ROWS, "gs://bkt/export/ag_news/train.parquet")]
+  assert paths.path("gs://bkt/export/ag_news/train.parquet").read_bytes() == \
+      (tmp_path / "export" / "ag_news" / "train.parquet").read_bytes()
+  entry = catalogue.get("tune", "ag_news")
+  try:
+    loaded = {}
+    for where in (str(tmp_path / "export"), "gs://bkt/export"):
+      monkeypatch.setenv("SYMBOL_TUNING_DATA_DIR", where)
+      pipeline.clear_caches()
+      loaded[where] = sources.load_split(entry, "train")
+  finally:
+    pipeline.clear_caches()
+  local, remote = loaded.values()
+  assert remote.examples == local.examples and len(local.examples) == ROWS
+  assert remote.origin == "gs://bkt/export/ag_news/train.parquet"
 
 
 def _errors(capsys, command: str = "export") -> list[str]:
