@@ -255,7 +255,7 @@ def test_hints_name_a_readme_section_that_exists(monkeypatch):
   from symbol_tuning import settings  # pylint: disable=g-import-not-at-top
 
   headings = [line[3:].strip() for line in
-              (resources.REPO_DIR / "README.md").read_text().splitlines()
+              (settings.REPO_DIR / "README.md").read_text().splitlines()
               if line.startswith("## ")]
   assert hf.README_SECTION == "README, 'Data sources and local copies'"
   assert "Data sources and local copies" in headings

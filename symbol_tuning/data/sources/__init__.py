@@ -6,6 +6,7 @@ and settings use it.
 """
 import functools
 
+from symbol_tuning import paths
 from symbol_tuning.data import catalogue
 from symbol_tuning.data.sources import bigbench, hf
 from symbol_tuning.data.sources.examples import DataSourceError, LoadedSplit, LocalCopyError
@@ -34,3 +35,4 @@ def clear_caches() -> None:
   load_split.cache_clear()
   bigbench.read_task.cache_clear()
   hf.hub_unreachable.cache_clear()
+  paths.forget_checks()
