@@ -78,18 +78,56 @@ def call_bounded(fn, what: str, timeout: float):
   return outcome["value"]
 
 
+def _check_bucket(p) -> None:
+  """A FileNotFoundError if gs:// path `p`'s bucket is missing (gcsfs would create a missing
+  bucket on write; TF's gfile would not); nothing for a local path."""
+  if is_remote(p):
+    bucket = epath.Path("/".join(os.fspath(p).split("/")[:3]))
+    if not bucket.exists():
+      raise FileNotFoundError(f"bucket {bucket} does not exist or is not visible")
+
+
+# (path, what) -> None (answered) or the one-line error: checked once per process, a failure
+# too, so that N datasets under one unreachable folder do not wait N timeouts.
+_CHECKED: dict[tuple[str, str], str | None] = {}
+
+
+def check_readable(p, what: str, timeout: float) -> None:
+  """A StoragePathError of one line when gs:// folder `p` (what: 'SYMBOL_TUNING_DATA_DIR',
+  ...) lies in a missing bucket, or the storage service does not answer within `timeout`
+  seconds (no credentials, no server); local paths are not checked.
+
+    check_readable("gs://no-such-bucket/data", "SYMBOL_TUNING_DATA_DIR", 60)
+    -> StoragePathError: SYMBOL_TUNING_DATA_DIR gs://no-such-bucket/data: cannot be read
+       (FileNotFoundError: bucket gs://no-such-bucket does not exist or is not visible)
+  """
+  if not is_remote(p):
+    return
+  key = (os.fspath(p), what)
+  if key not in _CHECKED:
+    try:
+      call_bounded(lambda: _check_bucket(p), f"{what} {os.fspath(p)}: cannot be read", timeout)
+      _CHECKED[key] = None
+    except StoragePathError as e:
+      _CHECKED[key] = str(e)
+  if _CHECKED[key]:
+    raise StoragePathError(_CHECKED[key])
+
+
+def forget_checks() -> None:
+  """Forgets check_readable's answers (after the storage service or the paths changed)."""
+  _CHECKED.clear()
+
+
 def make_dir(p, what: str, timeout: float) -> epath.Path:
   """Creates folder `p` (what: 'MODEL_DIR', ...) and checks it can be written; a gs:// path
   to a missing bucket, without credentials or without a server fails within `timeout`
-  seconds (resources.storage_timeout(): the GCS clients would otherwise retry for minutes)
+  seconds (settings.storage_timeout(): the GCS clients would otherwise retry for minutes)
   with one line naming the path."""
   target = path(p)
 
   def touch():
-    if is_remote(p):  # gcsfs would create a missing bucket; TF's gfile would not
-      bucket = epath.Path("/".join(os.fspath(p).split("/")[:3]))
-      if not bucket.exists():
-        raise FileNotFoundError(f"bucket {bucket} does not exist or is not visible")
+    _check_bucket(p)
     target.mkdir(parents=True, exist_ok=True)
     # Writing is what a run needs; a GCS "folder" only exists once it holds an object.
     probe = target / f".write_probe_{socket.gethostname()}_{os.getpid()}"
@@ -109,13 +147,29 @@ def upload_dir(local: str, dest) -> None:
       (target / name).write_bytes(epath.Path(root, name).read_bytes())
 
 
+def list_files(src) -> list[str]:
+  """The files under folder `src`, subfolders too, as sorted relative names ('a/b.txt').
+  (epath's rglob refuses gs://, and its walk drops the gs:// of the folders it yields.)"""
+  names, folders = [], [(path(src), "")]
+  while folders:
+    folder, prefix = folders.pop()
+    for child in folder.iterdir():
+      if child.is_dir():
+        folders.append((child, f"{prefix}{child.name}/"))
+      else:
+        names.append(prefix + child.name)
+  return sorted(names)
+
+
 def download_files(src, names: list[str]) -> str:
-  """A new local temporary folder holding copies of `src`/name for each name; the caller
-  removes it (shutil.rmtree)."""
+  """A new local temporary folder holding copies of `src`/name for each name (relative
+  names, 'train/state.json' included); the caller removes it (shutil.rmtree)."""
   local = tempfile.mkdtemp(prefix="symbol_tuning_")
   try:
     for name in names:
-      epath.Path(local, name).write_bytes((path(src) / name).read_bytes())
+      target = epath.Path(local, name)
+      target.parent.mkdir(parents=True, exist_ok=True)
+      target.write_bytes((path(src) / name).read_bytes())
   except BaseException:
     shutil.rmtree(local, ignore_errors=True)
     raise

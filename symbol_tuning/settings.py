@@ -2,12 +2,14 @@
 
 Environment variables (all optional):
   SYMBOL_TUNING_DATA_DIR  local copies of HF datasets: <dir>/<key>/ (README, "Data sources
-                          and local copies").
+                          and local copies"); a folder or a gs:// URL.
   BIGBENCH_DIR            a directory laid out as BIG-bench's `bigbench/benchmark_tasks`
-                          (else the package's archive, sources/bigbench.py).
+                          (else the package's archive, sources/bigbench.py); a folder or a
+                          gs:// URL.
   SYMBOL_TUNING_CACHE     where extracted and downloaded files go (~/.cache/symbol_tuning).
   SYMBOL_TUNING_SHARED    the workspace's shared/ folder (tests and benchmarks only).
-  SYMBOL_TUNING_STORAGE_TIMEOUT  seconds a gs:// MODEL_DIR may take to answer (default 60).
+  SYMBOL_TUNING_STORAGE_TIMEOUT  seconds a gs:// path (MODEL_DIR, data copies, BIG-bench,
+                          vocabulary, --out) may take to answer (default 60).
   SYMBOL_TUNING_VOCAB     the vocabulary when neither --vocab nor set_vocabulary names one
                           (flan_t5 | local | a path; data/vocab.py).
   SYMBOL_TUNING_PROMPT_WORKERS  prompt worker processes: auto | N (data/prompt_workers.py).
@@ -26,6 +28,10 @@ arguments or calls the functions below (read at call time, so a test's monkeypat
 import dataclasses
 import os
 import pathlib
+
+from etils import epath
+
+from symbol_tuning import paths
 
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
@@ -49,9 +55,16 @@ def assets_dir() -> pathlib.Path:
   return PACKAGE_DIR / "assets"
 
 
-def data_dir() -> pathlib.Path | None:
+def data_dir() -> epath.Path | None:
+  """$SYMBOL_TUNING_DATA_DIR: a local folder (made absolute) or gs://bucket/folder."""
   value = os.environ.get("SYMBOL_TUNING_DATA_DIR")
-  return pathlib.Path(value).expanduser() if value else None
+  return paths.path(value) if value else None
+
+
+def bigbench_dir() -> epath.Path | None:
+  """$BIGBENCH_DIR: a local folder (made absolute) or gs://bucket/folder."""
+  value = os.environ.get("BIGBENCH_DIR")
+  return paths.path(value) if value else None
 
 
 def cache_dir() -> pathlib.Path:

@@ -102,15 +102,15 @@ def gcs(tmp_path, monkeypatch):
   # No object metadata cache in this process: subprocesses rewrite the files it reads, and
   # a cached (stale) size garbles the read.
   monkeypatch.setitem(fsspec.config.conf, "gs", {"cache_timeout": 0})
-  _forget_clients()
+  forget_clients()
   emulator.create_bucket("bkt")
   yield emulator
   emulator.stop()
   monkeypatch.undo()
-  _forget_clients()
+  forget_clients()
 
 
-def _forget_clients():
+def forget_clients():
   # A cached gcsfs client keeps its old endpoint, and etils caches whether to use TF's
   # gfile (EPATH_USE_TF) from the first gs:// path any earlier test in this process made.
   gcsfs.GCSFileSystem.clear_instance_cache()

@@ -21,6 +21,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import platform
 import subprocess
 import sys
 import tempfile
@@ -144,11 +145,14 @@ def decoder_logits(arrays, jobs):
   jobs: [{"name", "dir"}] loads a saved model; with also "model_type", "config"
   (AutoConfig kwargs) and optionally "shard", it first makes a random model with weights
   far from their init (norms, biases, all of it) and saves it to "dir" (sharded into small
-  files if "shard").
+  files if "shard"). Optional arrays: "positions" (position_ids, like "tokens"), and
+  "<name>/inv_freq", a RoPE table that job runs with in place of its own.
   """
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   tokens = torch.tensor(arrays["tokens"].astype(np.int64))
+  positions = ({"position_ids": torch.tensor(arrays["positions"].astype(np.int64))}
+               if "positions" in arrays else {})
   out = {}
   for job in jobs:
     if "config" in job:
@@ -165,8 +169,43 @@ def decoder_logits(arrays, jobs):
                                            else {}))
     model = transformers.AutoModelForCausalLM.from_pretrained(job["dir"]).eval()
     with torch.no_grad():
-      out[job["name"]] = model(input_ids=tokens).logits.float().numpy()
+      if f"{job['name']}/inv_freq" in arrays:  # a given RoPE table in place of HF's own
+        model.model.rotary_emb.inv_freq.copy_(torch.tensor(arrays[f"{job['name']}/inv_freq"]))
+      out[job["name"]] = model(input_ids=tokens, **positions).logits.float().numpy()
   return out
+
+
+def rope_tables(arrays, cases, jobs=()):
+  """transformers' RoPE for each case: {"<name>/inv_freq", "<name>/cos", "<name>/sin"}.
+
+  cases: [{"name", "model_type", "config" (AutoConfig kwargs with head_dim and
+  rope_parameters)}]; arrays["table_positions"] (1, n) int: the positions of the cos/sin
+  rows. `jobs` also run `decoder_logits` in the same process (one torch start-up).
+  inv_freq comes from transformers' init function for the rope type (the default one is
+  the family's own `compute_default_rope_parameters`); cos/sin from the family's
+  `*RotaryEmbedding.forward`. "simd_lanes": the float32 lanes of torch's CPU kernels here
+  (its pow runs SLEEF on whole vectors, libm on the rest: see symbol_tuning/model/rope.py).
+  """
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  from transformers import modeling_rope_utils  # pylint: disable=g-import-not-at-top
+  positions = torch.tensor(arrays["table_positions"].astype(np.int64))
+  capability = torch.backends.cpu.get_cpu_capability()
+  arm = platform.machine().lower() in ("aarch64", "arm64")
+  lanes = {"AVX512": 16, "AVX2": 8, "SVE256": 8}.get(capability, 4 if arm else 1)
+  out = {"simd_lanes": np.array([lanes], np.int32)}
+  for case in cases:
+    config = transformers.AutoConfig.for_model(case["model_type"], **case["config"])
+    module = importlib.import_module(f"transformers.models.{case['model_type']}.modeling_"
+                               f"{case['model_type']}")
+    rotary_cls = next(getattr(module, n) for n in dir(module) if n.endswith("RotaryEmbedding"))
+    rope_type = config.rope_parameters["rope_type"]
+    init_fn = (rotary_cls.compute_default_rope_parameters if rope_type == "default"
+               else modeling_rope_utils.ROPE_INIT_FUNCTIONS[rope_type])
+    out[f"{case['name']}/inv_freq"] = init_fn(config)[0].numpy()
+    cos, sin = rotary_cls(config)(torch.zeros(1, dtype=torch.float32), positions)
+    out[f"{case['name']}/cos"], out[f"{case['name']}/sin"] = cos.numpy(), sin.numpy()
+  return {**out, **(decoder_logits(arrays, jobs) if jobs else {})}
 
 
 if __name__ == "__main__":

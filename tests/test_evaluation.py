@@ -10,7 +10,8 @@ import symbol_tuning.data.tasks  # noqa: F401  (registers the tasks)
 from symbol_tuning import cli
 from symbol_tuning.data import catalogue, pipeline, prompts, sources, symbols
 from symbol_tuning.commands import evaluate
-from symbol_tuning.data import algorithmic, report, scoring, suites
+from symbol_tuning.data import algorithmic
+from symbol_tuning.evaluation import report, scoring, suites
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -53,9 +53,13 @@ def test_train_kill_resume_convert_on_gcs(gcs, tmp_path, bigbench_dir):
   # Killed while a checkpoint is being written, then between checkpoints.
   assert run_and_kill(RUN, lambda d: bool(_steps(gcs, complete=False)), "t5")
   assert run_and_kill(RUN, lambda d: logged_steps(d) >= 8, "t5")
-  done = subprocess.run(train_cmd(RUN), env=subprocess_env(), capture_output=True, text=True,
-                        timeout=300, check=False)
+  # The last run stages its TensorBoard events in its own temporary folder: removed at the end.
+  staging = tmp_path / "tmp"
+  staging.mkdir()
+  done = subprocess.run(train_cmd(RUN), env={**subprocess_env(), "TMPDIR": str(staging)},
+                        capture_output=True, text=True, timeout=300, check=False)
   assert done.returncode == 0, done.stderr[-2000:]
+  assert not list(staging.glob("symbol_tuning_tb_*"))
   _finish(reference)
   trainer_support.assert_same_checkpoint(tmp_path / "ref", RUN)
   assert [r["step"] for r in trainer_support.metrics_rows(RUN)] == list(range(1, STEPS + 1))

@@ -558,7 +558,7 @@ def test_readme_queued_resources_block_runs_against_fake_gcloud(fake_queue):
   """README's queued-resources block as written (its NAME / ZONE / BUCKET from the block
   before it): the request, the wait, setup, the run with --env, delete, then supervise through
   one preemption to the end, each reaching gcloud with the block's names."""
-  block = readme_support.block("Cloud TPU", 2)
+  block = readme_support.block("Cloud TPU", 3)
   # The run under supervise fails once on a slice whose node reads PREEMPTED.
   plan = {"queued_states": ["ACTIVE"], "node_states": ["PREEMPTED"], "run_exits": [0, 1, 0]}
   result, calls = fake_queue.bash(plan, block.text, NAME="st-test", ZONE="us-central2-b",

@@ -1,7 +1,7 @@
 """The library's layout rules, read off the source (README, "Architecture"):
 
 - imports flow one way, down the data flow: cli -> commands -> training / evaluation ->
-  checkpoints -> models -> data -> settings / paths / tf_exit (deferred imports inside
+  checkpoints -> models -> data -> settings -> paths / tf_exit (deferred imports inside
   functions count too);
 - only symbol_tuning/settings.py reads or writes the environment;
 - no module uses another project module's private (_underscore) names;
@@ -16,8 +16,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "symbol_tuning"
 
 # Rank of each top-level part: a module may import its own part or a lower rank. Parts of
 # equal rank (training, evaluation) do not import each other.
-RANKS = {"settings": 0, "paths": 0, "tf_exit": 0, "__init__": 0, "data": 1, "models": 2,
-         "model": 2, "checkpoints": 3, "training": 4, "evaluation": 4, "commands": 5, "cli": 6}
+RANKS = {"paths": 0, "tf_exit": 0, "__init__": 0, "settings": 1, "data": 2, "models": 3,
+         "model": 3, "checkpoints": 4, "training": 5, "evaluation": 5, "commands": 6, "cli": 7}
 
 
 def _modules():

@@ -225,7 +225,7 @@ def test_readme_tiny_twin_commands(tmp_path, bigbench_dir):
   """README's Cloud TPU section: the tiny twins on CPU with the real binaries."""
   del bigbench_dir
   t5x_support.require_t5x()
-  run_readme_t5x("Cloud TPU", 3, tmp_path, TINY_STEPS)
+  run_readme_t5x("Cloud TPU", 4, tmp_path, TINY_STEPS)
   losses = t5x_support.train_metrics(tmp_path / "runs" / "tiny_t5x")
   assert max(losses) == TINY_STEPS and all(math.isfinite(v) for v in losses.values())
   files = sorted((tmp_path / "runs" / "tiny_t5x" / "eval" / "inference_eval").glob(

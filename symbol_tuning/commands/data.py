@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     if name == "inspect":
       p.add_argument("--json", action="store_true", help="one JSON object per line")
     if name == "export":
-      p.add_argument("--out", required=True, help="output .jsonl file")
+      p.add_argument("--out", required=True, help="output .jsonl file (local or gs://)")
     if name == "stats":
       p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     p.set_defaults(func=func)
@@ -205,13 +205,28 @@ def run_inspect(args) -> None:
     print(note, file=sys.stderr)
 
 
+def _out_file(out: str):
+  """--out as an epath.Path (a local file or gs://), its folder created; a gs:// folder in
+  a missing bucket or one that does not answer (no credentials) is one line, within
+  SYMBOL_TUNING_STORAGE_TIMEOUT."""
+  from symbol_tuning import paths, settings  # pylint: disable=g-import-not-at-top
+
+  target = paths.path(out)
+  try:
+    paths.make_dir(target.parent, "--out", settings.storage_timeout())
+  except paths.StoragePathError as e:
+    raise CliError(str(e)) from None
+  return target
+
+
 def run_export(args) -> None:
   before, n = _skipped_counts(), 0
-  with open(args.out, "w", encoding="utf-8") as f, \
+  # Bytes, not text: the file is the same whichever filesystem (local, gcsfs, TF's gfile).
+  with _out_file(args.out).open("wb") as f, \
       _progress(args.num, f"export {args.name}") as update:
     for line in json_lines(args.name, args.split, args.num, args.seed, args.input_length,
                            args.target_length):
-      f.write(line)
+      f.write(line.encode("utf-8"))
       n += 1
       if n % RECORD_BATCH == 0:
         update(n)

@@ -10,14 +10,17 @@ A stage whose output exists is not run again, so after Ctrl-C the same command c
 where it stopped (training resumes from its newest checkpoint). Rerunning with more --steps
 continues training; an evaluation reruns when its checkpoint step, --max_examples or --seed
 changed. Another --seed, --init or --vocab needs a new --out (the starting model differs).
+--out may be a gs:// folder: every file goes through etils.epath, and the stages' commands
+(train, eval, compare) take gs:// themselves.
 """
 import argparse
 import json
-import pathlib
-import shutil
 import sys
 import time
 
+from etils import epath
+
+from symbol_tuning import paths, settings
 from symbol_tuning.commands import CliError, positive_int
 
 TRAIN_GIN = "local/symbol_tuning_bigbench_tiny.gin"
@@ -27,7 +30,8 @@ STAGES = ("data", "init", "before", "train", "after", "report")
 def register(subparsers) -> None:
   p = subparsers.add_parser("demo", help="evaluate, symbol-tune and evaluate again on the "
                                          "offline BIG-bench suite; write a report")
-  p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
+  p.add_argument("--out", default="runs/demo",
+                 help="output directory, local or gs:// (default runs/demo)")
   p.add_argument("--init", default=None,
                  help="checkpoint to start from: HF dir, t5x checkpoint or ours "
                       "(default: a tiny random T5); pass --vocab for its vocabulary")
@@ -45,19 +49,23 @@ def _say(stage: str, text: str) -> None:
 
 
 def _call(argv: list[str]) -> None:
-  """Runs `symbol-tuning eval ARGV...` in this process, through the eval command's own parser
-  (the vocabulary is already chosen: the demo set it)."""
-  from symbol_tuning.commands import evaluate  # pylint: disable=g-import-not-at-top
+  """Runs `symbol-tuning ARGV...` (train, eval or compare) in this process, through those
+  commands' own parsers (the vocabulary is already chosen: the demo set it). An error
+  propagates, for the CLI to print as one line."""
+  from symbol_tuning.commands import evaluate, train  # pylint: disable=g-import-not-at-top
 
   parser = argparse.ArgumentParser(prog="symbol-tuning")
-  evaluate.register(parser.add_subparsers(dest="command", required=True))
-  args = parser.parse_args(argv)
+  group = parser.add_subparsers(dest="command", required=True)
+  evaluate.register(group)
+  train.register(group)
+  args, extra = parser.parse_known_args(argv)
+  args.extra = extra
   code = args.func(args)
   if code:
     raise CliError(f"`symbol-tuning {' '.join(argv[:1])}` failed (exit {code})")
 
 
-def _stage_data(out: pathlib.Path) -> dict:
+def _stage_data(out: epath.Path) -> dict:
   import symbol_tuning.data.tasks  # pylint: disable=g-import-not-at-top,unused-import
   from symbol_tuning.data import catalogue, sources  # pylint: disable=g-import-not-at-top
 
@@ -73,7 +81,7 @@ def _stage_data(out: pathlib.Path) -> dict:
   return counts
 
 
-def _stage_init(out: pathlib.Path, seed: int) -> str:
+def _stage_init(out: epath.Path, seed: int) -> str:
   """A tiny random T5 saved as a checkpoint, so 'before' and training start identical."""
   from symbol_tuning.data import vocab  # pylint: disable=g-import-not-at-top
   from symbol_tuning.checkpoints import native  # pylint: disable=g-import-not-at-top
@@ -87,7 +95,7 @@ def _stage_init(out: pathlib.Path, seed: int) -> str:
   return str(path)
 
 
-def _check_same_start(out: pathlib.Path, args) -> None:
+def _check_same_start(out: epath.Path, args) -> None:
   """An --out holds one starting model: refuse to mix runs from different ones."""
   path = out / "demo_args.json"
   start = {"init": args.init, "seed": args.seed, "vocab": args.vocab}
@@ -100,14 +108,14 @@ def _check_same_start(out: pathlib.Path, args) -> None:
   path.write_text(json.dumps(start, indent=1))
 
 
-def _newest_step(model_dir: pathlib.Path) -> int | None:
+def _newest_step(model_dir: epath.Path) -> int | None:
   from symbol_tuning.checkpoints import native  # pylint: disable=g-import-not-at-top
 
   newest = native.trainer_checkpoint(str(model_dir))
-  return int(pathlib.Path(newest).name.split("_", 1)[1]) if newest else None
+  return int(epath.Path(newest).name.split("_", 1)[1]) if newest else None
 
 
-def _evaluate(checkpoint: str, out: pathlib.Path, args, label: str, step=None) -> None:
+def _evaluate(checkpoint: str, out: epath.Path, args, label: str, step=None) -> None:
   """Evaluates unless results for the same checkpoint step and settings exist."""
   key = {"checkpoint": checkpoint, "step": step, "max_examples": args.max_examples,
          "seed": args.seed}
@@ -125,8 +133,11 @@ def run(args) -> int:
 
   if args.init is None and not args.vocab:
     vocab.set_vocabulary("local")  # the tiny model's vocabulary; no network needed
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
+  # A folder or gs://: a missing bucket or no answer (credentials) is one line, in time.
+  try:
+    out = paths.make_dir(args.out, "demo --out", settings.storage_timeout())
+  except paths.StoragePathError as e:
+    raise CliError(str(e)) from None
   _check_same_start(out, args)
   # Seconds per stage, summed over every invocation of this --out (an interrupted and
   # resumed demo reports what the whole job took, and a rerun of a finished one does not
@@ -172,9 +183,9 @@ def run(args) -> int:
   return 0
 
 
-def write_report(out: pathlib.Path, args, init: str, timings: dict) -> pathlib.Path:
+def write_report(out: epath.Path, args, init: str, timings: dict) -> epath.Path:
   for name in ("settings.png", "tasks.png"):
-    shutil.copy(out / "compare" / name, out / name)
+    (out / "compare" / name).copy(out / name, overwrite=True)
   compare_md = (out / "compare" / "compare.md").read_text()
   metrics = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()
              if line.startswith('{"step"')]

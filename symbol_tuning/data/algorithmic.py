@@ -35,13 +35,13 @@ import ast
 import dataclasses
 import functools
 import json
-import pathlib
 import random
 
 import numpy as np
 import seqio
 import tensorflow as tf
 
+from symbol_tuning import paths
 from symbol_tuning.data import metrics, pipeline, prompts
 from symbol_tuning.data import vocab as vocab_lib
 from symbol_tuning.data.sources import bigbench
@@ -77,7 +77,7 @@ def parse_subset(text: str | None) -> tuple[str, ...]:
   if not text:
     return LIST_FUNCTIONS
   if text.startswith("@"):
-    text = pathlib.Path(text[1:]).read_text(encoding="utf-8").replace("\n", ",")
+    text = paths.path(text[1:]).read_text(encoding="utf-8").replace("\n", ",")  # or gs://
   chosen = []
   for part in (p.strip() for p in text.replace(" ", ",").split(",")):
     if not part:

@@ -9,16 +9,20 @@ tagged with `"architecture": "decoder_only"`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import numbers
 import warnings
 from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from symbol_tuning.model import rope
+
 ARCHITECTURE = "decoder_only"
 FAMILIES = ("llama", "qwen2", "qwen3", "gemma")
 ACTIVATIONS = ("silu", "gelu_tanh", "gelu")
-ROPE_TYPES = ("default", "linear", "llama3", "yarn")
+ROPE_TYPES = rope.ROPE_TYPES
 _DTYPES = ("float32", "bfloat16")
 
 
@@ -79,10 +83,12 @@ class DecoderConfig:
       object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
     if isinstance(self.rope_scaling, Mapping):  # accept a dict, store it hashable
       object.__setattr__(self, "rope_scaling", _freeze(self.rope_scaling))
-    rope_type = dict(self.rope_scaling).get("rope_type", "default")
-    if rope_type not in ROPE_TYPES:
-      raise ValueError(f"DecoderConfig.rope_scaling: rope_type {rope_type!r} is not supported; "
-                       f"supported: {ROPE_TYPES}")
+    theta = self.rope_theta
+    if isinstance(theta, bool) or not isinstance(theta, numbers.Real) or not 0 < theta < math.inf:
+      raise ValueError(f"DecoderConfig.rope_theta must be a positive number, got {theta!r}")
+    problem = rope.scaling_problem(dict(self.rope_scaling))
+    if problem:
+      raise ValueError(f"DecoderConfig.rope_scaling: {problem}")
 
   @property
   def architecture(self) -> str:
@@ -121,56 +127,18 @@ def _freeze(mapping: Mapping[str, Any]) -> tuple:
   return tuple(sorted((str(k), v) for k, v in mapping.items() if v is not None))
 
 
+@functools.lru_cache(maxsize=64)
 def rope_frequencies(config: DecoderConfig) -> tuple[np.ndarray, float]:
   """(inverse frequencies (head_dim // 2,) float32, cos/sin multiplier), as HF computes them.
 
-  Supports HF's 'default', 'linear' (frequencies / factor), 'llama3' (Llama 3.1
-  band-wise scaling) and 'yarn' (NTK-by-parts with an attention factor).
+  Supports HF's 'default', 'linear', 'llama3' and 'yarn'; bit-equal to transformers'
+  (see `rope.py`: float32 pow the way torch evaluates it).
   """
-  dim = config.head_dim
-  base = float(config.rope_theta)
-  inv_freq = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)))
-  inv_freq = inv_freq.astype(np.float32)
-  params = dict(config.rope_scaling)
-  rope_type = params.get("rope_type", "default")
-  if rope_type == "default":
-    return inv_freq, 1.0
-  factor = float(params["factor"])
-  if rope_type == "linear":
-    return (inv_freq / np.float32(factor)).astype(np.float32), 1.0
-  if rope_type == "llama3":
-    low, high = float(params["low_freq_factor"]), float(params["high_freq_factor"])
-    old_len = float(params["original_max_position_embeddings"])
-    wavelen = 2 * math.pi / inv_freq
-    scaled = np.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
-    smooth = (old_len / wavelen - low) / (high - low)
-    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
-    medium = ~(wavelen < old_len / high) & ~(wavelen > old_len / low)
-    return np.where(medium, smoothed, scaled).astype(np.float32), 1.0
-  # yarn
-  old_len = float(params["original_max_position_embeddings"])
-  attention_factor = params.get("attention_factor")
-  if attention_factor is None:
-    mscale, mscale_all = params.get("mscale"), params.get("mscale_all_dim")
-    get = lambda s, m=1.0: 1.0 if s <= 1 else 0.1 * m * math.log(s) + 1.0
-    attention_factor = (get(factor, mscale) / get(factor, mscale_all)
-                        if mscale and mscale_all else get(factor))
-  beta_fast, beta_slow = params.get("beta_fast") or 32, params.get("beta_slow") or 1
-
-  def correction_dim(rotations):
-    return dim * math.log(old_len / (rotations * 2 * math.pi)) / (2 * math.log(base))
-
-  lo, hi = correction_dim(beta_fast), correction_dim(beta_slow)
-  if params.get("truncate", True):
-    lo, hi = math.floor(lo), math.ceil(hi)
-  lo, hi = max(lo, 0), min(hi, dim - 1)
-  if lo == hi:
-    hi += 0.001
-  ramp = np.clip((np.arange(dim // 2, dtype=np.float32) - lo) / (hi - lo), 0, 1)
-  extrapolation = 1 - ramp
-  pos_freqs = base ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim))
-  inv = (1.0 / (factor * pos_freqs)) * (1 - extrapolation) + (1.0 / pos_freqs) * extrapolation
-  return inv.astype(np.float32), float(attention_factor)
+  inv_freq, factor = rope.inverse_frequencies(config.head_dim, config.rope_theta,
+                                              dict(config.rope_scaling),
+                                              config.max_position_embeddings)
+  inv_freq.flags.writeable = False  # shared by every caller through the cache
+  return inv_freq, factor
 
 
 CONFIGS: dict[str, DecoderConfig] = {

@@ -5,6 +5,7 @@ import shutil
 import sys
 import tempfile
 import time
+import weakref
 
 from clu import metric_writers
 
@@ -77,23 +78,34 @@ class JsonlWriter(metric_writers.MetricWriter):
 
 
 class UploadedWriter(metric_writers.MultiWriter):
-  """TensorBoard events written to a local folder and copied to `dest` (gs://) at each
-  flush: the event writer goes through TF's own filesystem, the copy through epath, so
-  every gs:// write uses one client."""
+  """TensorBoard events written to a local staging folder and copied to `dest` (gs://) at
+  each flush: the event writer goes through TF's own filesystem, the copy through epath, so
+  every gs:// write uses one client. The staging folder is removed by close(), and, should
+  a failed run never close the writer, when the writer is collected or the process exits
+  (only a killed process leaves it: nothing runs then)."""
 
   def __init__(self, dest):
     self._local = tempfile.mkdtemp(prefix="symbol_tuning_tb_")
     self._dest = dest
+    # Holds the folder's name, not the writer: a finalizer referring to self never runs.
+    self._remove_staging = weakref.finalize(self, shutil.rmtree, self._local,
+                                            ignore_errors=True)
     super().__init__([metric_writers.create_default_writer(self._local, asynchronous=False)])
+
+  @property
+  def staging_dir(self) -> str:
+    return self._local
 
   def flush(self):
     super().flush()
     paths.upload_dir(self._local, self._dest)
 
   def close(self):
-    super().close()
-    paths.upload_dir(self._local, self._dest)
-    shutil.rmtree(self._local, ignore_errors=True)
+    try:
+      super().close()
+      paths.upload_dir(self._local, self._dest)
+    finally:
+      self._remove_staging()
 
 
 def make_writer(model_dir: str, is_chief: bool, resume_step: int):

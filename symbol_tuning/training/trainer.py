@@ -299,7 +299,7 @@ class Trainer:
       raise
     bar.close()
     mngr.wait_until_finished()
-    writer.flush()
+    writer.close()  # flushes; a gs:// run's TensorBoard staging folder goes
     return last
 
   def _batches(self, mngr, start: int) -> data.HostBatches:

@@ -15,7 +15,7 @@ import functools
 
 import gin
 
-from symbol_tuning import settings
+from symbol_tuning import paths, settings
 from symbol_tuning.data import catalogue
 from symbol_tuning.data.sources import bigbench, hf
 from symbol_tuning.data.sources.examples import DataSourceError, LoadedSplit, LocalCopyError
@@ -127,3 +127,4 @@ def clear_caches() -> None:
   _load_split.cache_clear()
   bigbench.read_task.cache_clear()
   hf.hub_unreachable.cache_clear()
+  paths.forget_checks()

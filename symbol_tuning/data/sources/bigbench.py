@@ -2,7 +2,8 @@
 
 Where the files come from, first match wins:
   1. $BIGBENCH_DIR/<task path>/task.json (a copy of bigbench/benchmark_tasks, e.g. from a
-     clone of BIG-bench's GitHub repository);
+     clone of BIG-bench's GitHub repository; a folder or gs://bucket/folder, read through
+     etils.epath);
   2. the package's own copy: symbol_tuning/assets/bigbench_tasks.tar.xz (4 MB) holds the
      task.json files of every catalogued task and of the algorithmic evaluation tasks
      (Apache-2.0, see assets/BIGBENCH_NOTICE.md). The first use extracts it once, with a
@@ -30,7 +31,9 @@ import sys
 import tarfile
 import tempfile
 
-from symbol_tuning import settings
+from etils import epath
+
+from symbol_tuning import paths, settings
 from symbol_tuning.data import catalogue
 from symbol_tuning.data.sources.examples import DataSourceError, LoadedSplit, stable_seed, to_examples
 
@@ -99,11 +102,14 @@ def shipped_root() -> pathlib.Path:
   return root
 
 
-def task_root(task_path: str) -> pathlib.Path:
+def task_root(task_path: str) -> epath.Path | pathlib.Path:
   """The benchmark_tasks directory that holds `task_path` (see module docstring)."""
-  env = os.environ.get("BIGBENCH_DIR")
-  if env:
-    root = pathlib.Path(env).expanduser()
+  root = settings.bigbench_dir()
+  if root is not None:
+    try:  # a gs:// folder: its bucket answers, within the storage timeout, or one line
+      paths.check_readable(root, "BIGBENCH_DIR", settings.storage_timeout())
+    except paths.StoragePathError as e:
+      raise DataSourceError(f"BIG-bench task {task_path!r}: {e}") from None
     if not (root / task_path / "task.json").is_file():
       raise DataSourceError(f"BIG-bench task {task_path!r}: no {root / task_path / 'task.json'}"
                             " (BIGBENCH_DIR is set, so no other source is tried)")
@@ -145,8 +151,7 @@ def pack(benchmark_tasks: pathlib.Path, out: pathlib.Path) -> int:
 def read_task(task_path: str) -> dict:
   path = task_root(task_path) / task_path / "task.json"
   try:
-    with open(path, encoding="utf-8") as f:
-      task = json.load(f)
+    task = json.loads(path.read_bytes())  # UTF-8 (JSON's encoding); local or gs://
   except json.JSONDecodeError as e:
     raise DataSourceError(f"BIG-bench task {task_path!r}: {path} is not valid JSON: {e}") from None
   task["_origin"] = str(path)

@@ -18,17 +18,19 @@ permutation is remapped by name (and said once), anything else is an error.
 An air-gapped cluster exports once, on a machine with access:
   python -m symbol_tuning.data.sources.hf export --out /data/symbol_tuning
 which writes <out>/K/S.parquet for exactly the splits the tasks read (`used_splits`).
+SYMBOL_TUNING_DATA_DIR and --out may be gs:// URLs (read and written through etils.epath;
+a save_to_disk copy on gs:// is downloaded to a temporary folder to be read).
 """
 import argparse
 import contextlib
 import dataclasses
 import functools
-import pathlib
+import shutil
 import socket
 import sys
 import urllib.parse
 
-from symbol_tuning import settings
+from symbol_tuning import paths, settings
 from symbol_tuning.data import catalogue
 from symbol_tuning.data.sources import local_files
 from symbol_tuning.data.sources.examples import (DataSourceError, LoadedSplit, LocalCopyError,
@@ -87,26 +89,47 @@ def _rows(ds) -> tuple[list[dict], object]:
   return [{name: columns[name][i] for name in fields} for i in range(n)], ds.features
 
 
+@contextlib.contextmanager
+def _local_folder(folder):
+  """A local folder holding save_to_disk copy `folder`: itself, or for gs:// a temporary
+  download (through epath, the client every other gs:// file uses; the rows are read into
+  memory before it is removed)."""
+  if not paths.is_remote(folder):
+    yield str(folder)
+    return
+  local = paths.download_files(folder, paths.list_files(folder))
+  try:
+    yield local
+  finally:
+    shutil.rmtree(local, ignore_errors=True)
+
+
 def _local_dataset(entry: catalogue.DatasetEntry, split: str):
   """(records, features, origin) from $SYMBOL_TUNING_DATA_DIR, or None if there is no local
   copy. Features carry a save_to_disk or parquet copy's class names ({} for text files)."""
   root = settings.data_dir()
-  if root is None or not (root / entry.key).is_dir():
+  if root is None:
     return None
+  try:  # a gs:// folder: its bucket answers, within the storage timeout, or one line
+    paths.check_readable(root, "SYMBOL_TUNING_DATA_DIR", settings.storage_timeout())
+  except paths.StoragePathError as e:
+    raise LocalCopyError(f"dataset {entry.key!r}, split {split!r}: {e}") from None
   folder = root / entry.key
+  if not folder.is_dir():
+    return None
   if (folder / "dataset_dict.json").is_file() or (folder / "dataset_info.json").is_file():
-    with _quiet_datasets() as datasets:
+    with _quiet_datasets() as datasets, _local_folder(folder) as local:
       try:
-        loaded = datasets.load_from_disk(str(folder))
+        loaded = datasets.load_from_disk(local)
       except Exception as e:  # pylint: disable=broad-except
         raise LocalCopyError(f"dataset {entry.key!r}: cannot read the save_to_disk copy "
                              f"{folder} ({error_chain(e)})") from None
-    if isinstance(loaded, datasets.DatasetDict):
-      if split not in loaded:
-        raise LocalCopyError(f"dataset {entry.key!r}: {folder} has splits {list(loaded)}, "
-                             f"not {split!r}")
-      loaded = loaded[split]
-    return (*_rows(loaded), str(folder))
+      if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+          raise LocalCopyError(f"dataset {entry.key!r}: {folder} has splits {list(loaded)}, "
+                               f"not {split!r}")
+        loaded = loaded[split]
+      return (*_rows(loaded), str(folder))
   found = [folder / f"{split}{s}" for s in LOCAL_FORMATS if (folder / f"{split}{s}").is_file()]
   if len(found) > 1:
     raise LocalCopyError(
@@ -255,7 +278,7 @@ def _hub_split(entry: catalogue.DatasetEntry, split: str):
                                revision=entry.hf_revision)
 
 
-def export(out: pathlib.Path, groups=("tune", "eval"), keys=None, load=_hub_split) -> list:
+def export(out, groups=("tune", "eval"), keys=None, load=_hub_split) -> list:
   """Writes each catalogued HF dataset's used splits as <out>/<key>/<split>.parquet.
 
   Parquet keeps the data's types and ClassLabel names, so the copy is checked against the
@@ -263,7 +286,7 @@ def export(out: pathlib.Path, groups=("tune", "eval"), keys=None, load=_hub_spli
   by default). A dataset that fails is reported and the others go on.
   Returns one (key, split, rows or None, path or error) per split tried.
   """
-  report = []
+  report, out = [], paths.path(out)  # a folder or gs://
   for group in groups:
     for entry in catalogue.load(group):
       if entry.source != "hf" or (keys and entry.key not in keys):
@@ -273,7 +296,8 @@ def export(out: pathlib.Path, groups=("tune", "eval"), keys=None, load=_hub_spli
         try:
           ds = load(entry, split)
           path.parent.mkdir(parents=True, exist_ok=True)
-          ds.to_parquet(str(path))
+          with path.open("wb") as f:
+            ds.to_parquet(f)
         except Exception as e:  # pylint: disable=broad-except
           report.append((entry.key, split, None, error_chain(e)))
           print(f"{entry.key}/{split}: FAILED: {error_chain(e)}", file=sys.stderr)
@@ -288,7 +312,7 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
       description="Export the catalogued HF datasets' used splits to <out>/<key>/<split>.parquet")
   parser.add_argument("command", choices=["export"])
-  parser.add_argument("--out", required=True, type=pathlib.Path)
+  parser.add_argument("--out", required=True, help="a folder or gs://bucket/folder")
   parser.add_argument("--keys", default=None, help="comma-separated dataset keys (default: all)")
   args = parser.parse_args(argv)
   keys = [k.strip() for k in args.keys.split(",")] if args.keys else None

@@ -17,6 +17,7 @@ to_examples (sources/examples.py) checks the types: input fields must be text.
   train.parquet                                    -> its columns with their own types and
                                                       ClassLabel names
 Text files are UTF-8, with or without a byte-order mark (spreadsheet programs write one).
+Files are read through etils.epath, so a copy may lie on gs://.
 A file that cannot be read is a FileReadError naming the line (and column) at fault.
 """
 import codecs
@@ -24,7 +25,8 @@ import contextlib
 import csv
 import io
 import json
-import pathlib
+
+from etils import epath
 
 # suffix -> format
 FORMATS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -34,7 +36,7 @@ class FileReadError(ValueError):
   """A file that is not what its suffix says: 'line N, column C: reason'."""
 
 
-def _text(path: pathlib.Path) -> str:
+def _text(path: epath.Path) -> str:
   """The file as text: UTF-8, less a leading byte-order mark."""
   data = path.read_bytes()
   skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
@@ -103,7 +105,7 @@ def _csv_field_limit(limit: int):
     csv.field_size_limit(saved)
 
 
-def _csv(path: pathlib.Path) -> list[dict]:
+def _csv(path: epath.Path) -> list[dict]:
   """Records of a CSV file with a header row; every cell as text; blank lines skipped."""
   records = []
   text = _text(path)  # decoded first, so a byte that is not UTF-8 is found by its line
@@ -131,9 +133,9 @@ def _csv(path: pathlib.Path) -> list[dict]:
   return records
 
 
-def read_records(path: pathlib.Path) -> tuple[list[dict], list | dict]:
-  """(records, features) of a local copy's file; features are the datasets.Features of a
-  parquet file (class names included), {} for the text formats."""
+def read_records(path: epath.Path) -> tuple[list[dict], list | dict]:
+  """(records, features) of a local copy's file (a local or gs:// epath.Path); features are
+  the datasets.Features of a parquet file (class names included), {} for the text formats."""
   fmt = FORMATS[path.suffix]
   if fmt == "csv":
     return _csv(path), {}
@@ -143,7 +145,8 @@ def read_records(path: pathlib.Path) -> tuple[list[dict], list | dict]:
   import datasets  # pylint: disable=g-import-not-at-top
   import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
 
-  table = pq.read_table(path)
+  with path.open("rb") as f:  # a file object: local or gs:// alike
+    table = pq.read_table(f)
   # Our export and datasets' to_parquet keep the features (ClassLabel names) in the schema.
   features = datasets.Features.from_arrow_schema(table.schema)
   columns = table.to_pydict()
