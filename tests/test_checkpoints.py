@@ -19,7 +19,9 @@ from symbol_tuning.checkpoints import (CheckpointError, detect_format, flatten, 
 from symbol_tuning.checkpoints import convert as convert_lib  # noqa: E402
 from symbol_tuning.checkpoints.convert import convert  # noqa: E402
 from symbol_tuning.checkpoints import t5x as t5x_lib  # noqa: E402
-from symbol_tuning.model import T5Config, Transformer, get_config, param_shapes  # noqa: E402
+from symbol_tuning.models.registry import param_shapes  # noqa: E402
+from symbol_tuning.models.t5.config import T5Config, get_config  # noqa: E402
+from symbol_tuning.models.t5.network import Transformer  # noqa: E402
 
 # A small T5 v1.1 with distinct sizes everywhere (3 decoder layers, 4 heads of 8,
 # few buckets and a short max distance so that 30-token inputs use log buckets).
@@ -151,7 +153,8 @@ def test_save_hf_loads_in_transformers(tmp_path):
 
 
 def test_flan_t5_config_json_maps_to_named_config():
-  from symbol_tuning.checkpoints.hf import config_from_hf, config_to_hf
+  from symbol_tuning.models import registry
+  hf = registry.get_family("t5").hf
   # google/flan-t5-small's config.json (task_specific_params left out).
   flan_small = {
       "architectures": ["T5ForConditionalGeneration"], "d_ff": 1024, "d_kv": 64,
@@ -164,8 +167,8 @@ def test_flan_t5_config_json_maps_to_named_config():
       "relative_attention_num_buckets": 32, "tie_word_embeddings": False,
       "torch_dtype": "float32", "transformers_version": "4.23.1", "use_cache": True,
       "vocab_size": 32128}
-  assert config_from_hf(flan_small) == get_config("small")
-  assert config_from_hf(config_to_hf(get_config("xl"))) == get_config("xl")
+  assert hf.config_from_hf(flan_small, "config.json") == get_config("small")
+  assert hf.config_from_hf(hf.config_to_hf(get_config("xl")), "config.json") == get_config("xl")
 
 
 def test_save_hf_sharded_round_trip(tmp_path):
@@ -362,7 +365,7 @@ def _edit_tensors(path, fn):
 def test_error_non_t5_config(tmp_path):
   path = _hf_dir(tmp_path)
   _edit_config(path, model_type="bert")
-  with pytest.raises(CheckpointError, match=r"config\.json: model_type is 'bert'"):
+  with pytest.raises(CheckpointError, match=r"config\.json: model_type 'bert' is not supported"):
     load_hf(path)
 
 
@@ -432,7 +435,7 @@ def test_t5x_optimizer_state_is_what_t5xs_adafactor_starts_with(size):
   t5x_support.require_t5x()
   from t5x import adafactor  # pylint: disable=import-outside-toplevel
 
-  from symbol_tuning.model import get_logical_axes  # pylint: disable=import-outside-toplevel
+  from symbol_tuning.models.registry import get_logical_axes  # pylint: disable=import-outside-toplevel
 
   config = get_config(size)
   shapes = jax.tree.map(lambda s: np.zeros(s.shape, np.float32), param_shapes(config))

@@ -16,9 +16,10 @@ from safetensors.numpy import save_file  # noqa: E402
 import hf_reference  # noqa: E402
 from symbol_tuning.checkpoints import (CheckpointError, flatten, load_any,  # noqa: E402
                                        load_native, save_native)
-from symbol_tuning.checkpoints.hf_decoder import (config_from_hf, load_hf_decoder,  # noqa: E402
-                                                  save_hf_decoder)
-from symbol_tuning.model import decoder_network  # noqa: E402
+from symbol_tuning.checkpoints.hf import load_hf as load_hf_decoder  # noqa: E402
+from symbol_tuning.checkpoints.hf import save_hf as save_hf_decoder  # noqa: E402
+from symbol_tuning.models.decoder import network as decoder_network  # noqa: E402
+from symbol_tuning.models.decoder.hf import config_from_hf  # noqa: E402
 
 _COMMON = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                num_attention_heads=4, num_key_value_heads=2)
@@ -134,7 +135,9 @@ def _write_config(path, **overrides):
 
 def test_errors_name_the_file_and_tensor(tmp_path):
   _write_config(tmp_path / "m", model_type="mistral")
-  with pytest.raises(CheckpointError, match="model_type is 'mistral'"):
+  # A model_type no family reads: one line naming it and the supported ones.
+  with pytest.raises(CheckpointError, match=r"config\.json: model_type 'mistral' is not "
+                     r"supported; supported: t5, mt5, llama, qwen2, qwen3, gemma$"):
     load_hf_decoder(str(tmp_path / "m"))
   _write_config(tmp_path / "sw", use_sliding_window=True)
   with pytest.raises(CheckpointError, match="sliding-window"):

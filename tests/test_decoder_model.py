@@ -8,8 +8,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from symbol_tuning.model import decoder_network, family  # noqa: E402
-from symbol_tuning.model.decoder_config import DecoderConfig, get_config  # noqa: E402
+from symbol_tuning.models import registry as family  # noqa: E402
+from symbol_tuning.models.decoder import inference  # noqa: E402
+from symbol_tuning.models.decoder import network as decoder_network  # noqa: E402
+from symbol_tuning.models.decoder.config import DecoderConfig, get_config  # noqa: E402
 from symbol_tuning.training import partitioning  # noqa: E402
 
 # GQA (4 query heads on 2 kv heads), biases, QK-norm and soft-capping all on.
@@ -19,7 +21,7 @@ CFG = get_config("llama-tiny", qkv_bias=True, out_bias=True, qk_norm=True,
 
 @pytest.fixture(scope="module")
 def params():
-  return decoder_network.init_params(CFG, 0)
+  return family.init_params(CFG, 0)
 
 
 def _apply(params, tokens, **kwargs):
@@ -31,7 +33,7 @@ def test_cached_prefill_then_steps_equals_full_forward(params):
   tokens = np.random.default_rng(0).integers(1, CFG.vocab_size, size=(2, 12))
   full = _apply(params, tokens)
   model = decoder_network.DecoderOnlyTransformer(CFG)
-  cache = decoder_network.init_cache(CFG, batch=2, max_decode_length=12)
+  cache = inference.init_cache(CFG, batch=2, max_decode_length=12)
   pieces = []
   for start, stop in ((0, 7), (7, 8), (8, 9), (9, 12)):  # a prompt, two steps, a chunk
     out, mutated = model.apply({"params": params, "cache": cache}, jnp.asarray(tokens[:, start:stop]),
@@ -99,7 +101,7 @@ def test_every_parameter_has_logical_axes_and_shards_like_t5(params):
 
 def test_family_interface_dispatches_on_the_config():
   t5 = family.get_config("tiny")
-  assert not family.is_decoder_only(t5) and family.is_decoder_only(CFG)
+  assert family.family_of(t5).name == "t5" and family.family_of(CFG).name == "decoder"
   assert family.config_from_dict(CFG.to_dict()) == CFG
   assert family.config_from_dict(t5.to_dict()) == t5
   assert "decoder" in family.param_shapes(CFG) and "encoder" in family.param_shapes(t5)

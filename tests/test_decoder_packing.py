@@ -3,7 +3,8 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from symbol_tuning.data import decoder_packing
+from symbol_tuning.data import packing
+from symbol_tuning.models.decoder import features as decoder_packing
 
 
 def _ds(examples):
@@ -91,4 +92,4 @@ def test_single_length_is_the_row_length():
     single = _rows(converter, examples, {"targets": 15})
     assert single == _rows(converter, examples, {"inputs": 7, "targets": 8})
     assert converter.get_model_feature_lengths({"targets": 15})["decoder_target_tokens"] == 15
-  assert decoder_packing.single_length({"inputs": 7, "targets": 8}) is None
+  assert packing.single_length({"inputs": 7, "targets": 8}) is None

@@ -8,8 +8,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from symbol_tuning.evaluation import decoder_scoring, scoring  # noqa: E402
-from symbol_tuning.model import decoder_network  # noqa: E402
+from symbol_tuning.evaluation import scoring  # noqa: E402
+from symbol_tuning.models import registry  # noqa: E402
+from symbol_tuning.models.decoder import inference as decoder_scoring  # noqa: E402
+from symbol_tuning.models.decoder import network as decoder_network  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -17,11 +19,11 @@ def scorer():
   model = scoring.load_model("random:llama-tiny:3")
   # Biases and QK-norm on too, with non-trivial values: a random init leaves them 0 / 1.
   config = model.config.replace(qkv_bias=True, qk_norm=True)
-  params = decoder_network.init_params(config, 3)
+  params = registry.init_params(config, 3)
   rng = np.random.default_rng(0)
   params = jax_tree_map(lambda p: p + 0.1 * rng.standard_normal(p.shape).astype(np.float32),
                         params)
-  return decoder_scoring.make_scorer(scoring.Model(config, params, "test"), batch_size=4)
+  return scoring.Scorer(scoring.Model(config, params, "test"), batch_size=4)
 
 
 def jax_tree_map(fn, tree):
@@ -40,7 +42,7 @@ def _requests(n, seed):
 
 
 def test_scores_from_the_kv_cache_equal_full_forward_passes(scorer):
-  assert isinstance(scorer, decoder_scoring.DecoderScorer)
+  assert isinstance(scorer.ops, decoder_scoring.DecoderInference)
   requests = _requests(11, 0)  # partial batches, different option counts and lengths
   fast = scorer.run(requests)
   naive = scorer.rank_naive(requests)

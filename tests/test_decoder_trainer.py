@@ -9,7 +9,7 @@ import trainer_support
 from trainer_support import LLAMA_TINY, TASK
 from symbol_tuning import cli
 from symbol_tuning.checkpoints import convert
-from symbol_tuning.model import family
+from symbol_tuning.models import registry
 from symbol_tuning.training import data
 from symbol_tuning.training import trainer as trainer_lib
 
@@ -27,7 +27,7 @@ def test_cli_trains_a_decoder_only_model(tmp_path, capsys, bigbench_dir):
   trainer_support.assert_loss_goes_down(rows, by=0.2)  # 9.47 -> 9.09 here
   assert all(r["target_tokens"] > 0 and r["examples_per_s"] > 0 for r in rows)
   config, params = convert.load_any(str(tmp_path))
-  assert family.is_decoder_only(config) and "decoder" in params and "encoder" not in params
+  assert registry.family_of(config).answer_in_sequence and "decoder" in params and "encoder" not in params
   # `eval` takes the run directory and scores it from the KV cache.
   out = tmp_path / "eval"
   code = cli.main(["eval", "--checkpoint", str(tmp_path), "--suite", "bigbench",
@@ -42,16 +42,16 @@ def test_cli_trains_a_decoder_only_model(tmp_path, capsys, bigbench_dir):
 
 @pytest.mark.parametrize("lengths", [{"inputs": 256, "targets": 16}, {"targets": 272}])
 def test_batches_train_the_answer_only(bigbench_dir, lengths):
-  cfg = data.DataConfig(TASK, lengths, batch_size=4, decoder_only=True)
+  cfg = data.DataConfig(TASK, lengths, batch_size=4, family="decoder")
   batch = next(data.host_batches(cfg))
-  assert set(batch) == set(data.DECODER_ONLY_FEATURES)
+  assert set(batch) == set(registry.get_family("decoder").model_features)
   weights, segments = batch["decoder_loss_weights"], batch["decoder_segment_ids"]
   prefix = batch["decoder_causal_attention"]
   assert weights.shape == (4, 272)
   # Per packed example: prompt (no loss) then answer (loss), nothing weighted in padding.
   assert not weights[segments == 0].any()
   assert not (weights.astype(bool) & prefix.astype(bool) & (np.roll(prefix, -1, 1) > 0)).any()
-  examples, _ = data.batch_counts(batch)
+  examples, _ = registry.get_family("decoder").batch_counts(batch)
   assert examples == int(segments.max(axis=1).sum()) >= 4
 
 

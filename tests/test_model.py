@@ -13,9 +13,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from flax import traverse_util  # noqa: E402
 
-from symbol_tuning.model import (CONFIGS, T5Config, Transformer, get_config,  # noqa: E402
-                                 get_logical_axes, init_cache, init_params, param_shapes)
-from symbol_tuning.model import layers  # noqa: E402
+from symbol_tuning.models.registry import (get_logical_axes, init_params,  # noqa: E402
+                                           param_shapes)
+from symbol_tuning.models.t5 import network  # noqa: E402
+from symbol_tuning.models.t5.config import CONFIGS, T5Config, get_config  # noqa: E402
+from symbol_tuning.models.t5.inference import init_cache  # noqa: E402
+from symbol_tuning.models.t5.network import Transformer  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -120,9 +123,9 @@ def test_logical_axes_match_params(tiny):
 def test_relative_position_buckets():
   # T5's bucketing (32 buckets, max distance 128), as HF transformers computes it.
   rel = np.array([0, -1, -7, -8, -15, -16, -31, -32, -127, -128, -1000, 1, 8, 1000])
-  bi = layers.relative_position_bucket(rel, True, 32, 128)
+  bi = network.relative_position_bucket(rel, True, 32, 128)
   np.testing.assert_array_equal(bi, [0, 1, 7, 8, 9, 10, 11, 12, 15, 15, 15, 17, 24, 31])
-  causal = layers.relative_position_bucket(rel, False, 32, 128)
+  causal = network.relative_position_bucket(rel, False, 32, 128)
   np.testing.assert_array_equal(causal[:11], [0, 1, 7, 8, 15, 16, 21, 21, 31, 31, 31])
   np.testing.assert_array_equal(causal[11:], 0)
 
@@ -284,7 +287,8 @@ def test_sharded_forward_under_set_mesh():
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax, jax.numpy as jnp, numpy as np
     from flax import linen as nn
-    from symbol_tuning.model import Transformer, get_config, get_logical_axes, param_shapes
+    from symbol_tuning.models.registry import get_config, get_logical_axes, param_shapes
+    from symbol_tuning.models.t5.network import Transformer
     cfg = get_config("tiny", dropout_rate=0.0)
     shapes = param_shapes(cfg)  # random params without compiling the initializers
     rng = np.random.default_rng(0)

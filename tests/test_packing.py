@@ -6,6 +6,7 @@ import seqio
 import tensorflow as tf
 
 from symbol_tuning.data import packing
+from symbol_tuning.models.t5 import features as t5_features
 
 
 def examples_ds(examples):
@@ -73,7 +74,7 @@ def test_same_features_as_seqio_when_the_rows_agree():
   examples = [{"inputs": np.array([7, 8, 5, 1], np.int32), "targets": np.array([3, 9, 1], np.int32)},
               {"inputs": np.array([8, 4, 9, 3, 1], np.int32), "targets": np.array([4, 1], np.int32)}]
   lengths = {"inputs": 10, "targets": 7}
-  ours = list(packing.BestFitEncDecFeatureConverter(pack=True)(
+  ours = list(t5_features.BestFitEncDecFeatureConverter(pack=True)(
       examples_ds(examples), lengths).as_numpy_iterator())
   theirs = list(seqio.EncDecFeatureConverter(pack=True)(
       examples_ds(examples), lengths).as_numpy_iterator())
@@ -86,7 +87,7 @@ def test_same_features_as_seqio_when_the_rows_agree():
 def test_unpacked_is_seqio_padding():
   examples = random_examples(5, 0, 12, 4)
   lengths = {"inputs": 12, "targets": 4}
-  ours = list(packing.BestFitEncDecFeatureConverter(pack=False)(
+  ours = list(t5_features.BestFitEncDecFeatureConverter(pack=False)(
       examples_ds(examples), lengths).as_numpy_iterator())
   theirs = list(seqio.EncDecFeatureConverter(pack=False)(
       examples_ds(examples), lengths).as_numpy_iterator())
@@ -102,7 +103,7 @@ def test_every_example_packed_once_and_intact(buffer_size):
   examples.append({"inputs": np.arange(2, 2 + max_inputs, dtype=np.int32),  # a full row
                    "targets": np.arange(2, 2 + max_targets, dtype=np.int32)})
   lengths = {"inputs": max_inputs, "targets": max_targets}
-  rows = list(packing.BestFitEncDecFeatureConverter(pack=True, buffer_size=buffer_size)(
+  rows = list(t5_features.BestFitEncDecFeatureConverter(pack=True, buffer_size=buffer_size)(
       examples_ds(examples), lengths).as_numpy_iterator())
   found = []
   for row in rows:
@@ -130,7 +131,7 @@ def test_deterministic_and_keeps_stream_order_within_rows():
   lengths = {"inputs": 64, "targets": 8}
 
   def first_tokens():
-    rows = packing.BestFitEncDecFeatureConverter(buffer_size=32)(examples_ds(examples), lengths)
+    rows = t5_features.BestFitEncDecFeatureConverter(buffer_size=32)(examples_ds(examples), lengths)
     return [tuple(r["encoder_input_tokens"][r["encoder_positions"] == 0])
             for r in rows.as_numpy_iterator()]
 
@@ -151,7 +152,7 @@ def test_fuller_than_greedy_on_prompt_like_lengths():
     rows = list(converter(examples_ds(examples), lengths).as_numpy_iterator())
     return sum(int((r["encoder_segment_ids"] > 0).sum()) for r in rows) / (2048 * len(rows))
 
-  best_fit = fill(packing.BestFitEncDecFeatureConverter(buffer_size=256))
+  best_fit = fill(t5_features.BestFitEncDecFeatureConverter(buffer_size=256))
   greedy = fill(seqio.EncDecFeatureConverter(pack=True))
   assert best_fit > 0.9 > greedy
 
@@ -175,9 +176,9 @@ def test_input_lengths_are_checked_in_the_packing_call_as_seqio_checks_them():
   too_long = [{"inputs": np.arange(1, 11, dtype=np.int32), "targets": np.array([1], np.int32)}]
   with pytest.raises(tf.errors.InvalidArgumentError, match="'inputs' has 10 tokens, more than "
                                                           "its length 8"):
-    list(packing.BestFitEncDecFeatureConverter(pack=True)(
+    list(t5_features.BestFitEncDecFeatureConverter(pack=True)(
         examples_ds(too_long), {"inputs": 8, "targets": 4}))
   # seqio's own rule: without the check, packing trims.
-  rows = list(packing.BestFitEncDecFeatureConverter(pack=True, apply_length_check=False)(
+  rows = list(t5_features.BestFitEncDecFeatureConverter(pack=True, apply_length_check=False)(
       examples_ds(too_long), {"inputs": 8, "targets": 4}).as_numpy_iterator())
   assert rows[0]["encoder_input_tokens"].tolist() == list(range(1, 9))

@@ -9,7 +9,7 @@ import pytest
 
 from symbol_tuning.data import metrics
 from symbol_tuning.evaluation import scoring
-from symbol_tuning.model import network
+from symbol_tuning.models.t5 import network
 
 VOCAB = 8000  # the shipped local sentencepiece model's size
 

@@ -36,7 +36,8 @@ def test_sharded_step_equals_single_device(tmp_path, bigbench_dir):
 
 
 def test_axes_the_mesh_cannot_split_are_replicated():
-  from symbol_tuning.model import config as model_config, network
+  from symbol_tuning.models import registry as network
+  from symbol_tuning.models.t5 import config as model_config
   from symbol_tuning.training import partitioning
   tiny = model_config.get_config("tiny", vocab_size=8064)
   axes, shapes = network.get_logical_axes(tiny), network.param_shapes(tiny)
@@ -72,7 +73,8 @@ def test_bad_configuration_is_a_one_line_error(tmp_path, capsys, override, messa
 
 def test_mismatched_checkpoint_is_rejected(tmp_path, capsys):
   from symbol_tuning.checkpoints import native
-  from symbol_tuning.model import config as model_config, network
+  from symbol_tuning.models import registry as network
+  from symbol_tuning.models.t5 import config as model_config
   small_vocab = model_config.get_config("tiny", vocab_size=256)
   native.save_native(small_vocab, network.init_params(small_vocab), str(tmp_path / "ckpt"))
   code = cli.main(["train", "--gin_file=local/symbol_tuning_bigbench_tiny.gin",

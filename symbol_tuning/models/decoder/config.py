@@ -1,6 +1,6 @@
 """Hyperparameters of the decoder-only transformer (Llama, Qwen2/3, Gemma by config).
 
-`DecoderConfig` is a frozen, hashable dataclass like `T5Config`, so it can be a
+`DecoderConfig` is a frozen, hashable dataclass like every family's config, so it can be a
 static argument of `jax.jit` and an attribute of a Flax module. The RoPE scaling
 options are kept as a sorted tuple of (key, value) pairs for hashability;
 `to_dict` / `from_dict` give them back as a dict (the `model_config.json` form,
@@ -14,6 +14,8 @@ import warnings
 from typing import Any, Mapping, Optional
 
 import numpy as np
+
+from symbol_tuning.models.base import check_overrides
 
 ARCHITECTURE = "decoder_only"
 FAMILIES = ("llama", "qwen2", "qwen3", "gemma")
@@ -187,4 +189,5 @@ def get_config(name: str, **overrides) -> DecoderConfig:
   """Returns the named config (see `CONFIGS`) with `overrides` applied."""
   if name not in CONFIGS:
     raise ValueError(f"unknown decoder-only config {name!r}; known: {', '.join(CONFIGS)}")
+  check_overrides(DecoderConfig, overrides)
   return CONFIGS[name].replace(**overrides) if overrides else CONFIGS[name]
