@@ -66,10 +66,11 @@ def decoder_requests(n, seed, decode=5):
   return out
 
 
-# family -> (model, requests(n, seed, decode)): T5's prompts end with EOS and its options
-# never hold id 0 (it ends a T5 target).
-CASES = {"t5": (tiny, lambda seed: synthetic_requests(7, seed)),
-         "decoder": (llama, lambda seed: decoder_requests(11, seed))}
+# family -> (model, requests(seed), naive recipe's padded prompt length (None: the longest
+# prompt's bucket)): T5's prompts end with EOS and its options never hold id 0 (it ends a
+# T5 target).
+CASES = {"t5": (tiny, lambda seed: synthetic_requests(7, seed), 128),
+         "decoder": (llama, lambda seed: decoder_requests(11, seed), None)}
 
 
 def test_every_family_has_a_scoring_case():
@@ -80,11 +81,11 @@ def test_every_family_has_a_scoring_case():
 def test_fast_scores_equal_naive_repeated_prompt_scores(family):
   # 7 / 11 prompts with batch size 4: the last batch has an all-padding row; 2- and
   # 3-option prompts go to separate groups; the naive recipe pads every row to one length.
-  model, make = CASES[family]
+  model, make, fixed_length = CASES[family]
   requests = make(0)
   scorer = scoring.Scorer(model(), batch_size=4)
   fast = scorer.rank(requests)
-  naive = scorer.rank_naive(requests, fixed_length=128)
+  naive = scorer.rank_naive(requests, fixed_length=fixed_length)
   assert [len(s) for s in fast] == [len(r.options) for r in requests]
   for a, b in zip(fast, naive):
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
