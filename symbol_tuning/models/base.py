@@ -7,11 +7,13 @@ with the same file names as the others:
 
   config.py     its frozen config dataclass (`architecture` tag, to_dict / from_dict) and
                 named configs (CONFIGS, get_config)
-  network.py    its Flax module over `models/layers.py`, and `init_inputs`
-  features.py   its seqio feature converter over the best-fit core (`data/packing.py`)
-  inference.py  the operations scoring needs (`Inference`)
-  hf.py         its HF name map and config <-> config.json (`HF_MAPPING`)
-  family.py     its `ModelFamily` subclass: the one object the rest of the library calls
+  network.py    its Flax module over `models/layers.py` (MODULE) and `init_inputs`
+  features.py   its seqio feature converter over the best-fit core `data/packing.py`
+                (CONVERTER; SEQIO_CONVERTER, the seqio one it extends; MODEL_FEATURES)
+  inference.py  the operations scoring needs (INFERENCE, an `Inference`)
+  hf.py         its HF name map and config <-> config.json (HF_MAPPING, an `HFMapping`)
+  family.py     its `ModelFamily` subclass (FAMILY): the one object the rest of the
+                library calls; the files above are imported through it on first use
 
 and one line in `models/registry.py`. Trainer, data, evaluation, checkpoints, CLI and
 benchmarks call these methods and never ask which family they hold.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import importlib
 from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence
 
 
@@ -121,19 +124,41 @@ class ModelFamily(abc.ABC):
   """One architecture: config, module, training forward, features, inference, HF, FLOPs."""
 
   name: ClassVar[str]  # the folder under models/ ('t5', 'decoder'); benchmarks' --family
-  architecture: ClassVar[str]  # the tag configs carry in model_config.json
+  package: ClassVar[str]  # its module path, e.g. 'symbol_tuning.models.t5'
   config_cls: ClassVar[type]
-  configs: ClassVar[Mapping[str, Any]]  # named configs
-  hf: ClassVar[HFMapping]
-  model_features: ClassVar[tuple[str, ...]]  # the features a training batch feeds the model
   answer_in_sequence: ClassVar[bool]  # prompt and answer share one sequence: an input
   #   length bounds both (evaluation fits prompt + EOS + answer + EOS to it)
   prefix_lm: ClassVar[bool] = False  # PREFIX_LM (bidirectional attention over the prompt)
   t5x_checkpoints: ClassVar[bool] = False  # reads and writes t5x's checkpoint format
 
+  def file(self, name: str):
+    """The family's `name`.py (network, features, inference, hf), imported on first use:
+    jax, flax and TensorFlow load only when a family's model or data is needed."""
+    return importlib.import_module(f"{self.package}.{name}")
+
+  @property
+  def architecture(self) -> str:
+    """The tag its configs carry in model_config.json (config.py's ARCHITECTURE)."""
+    return self.file("config").ARCHITECTURE
+
+  @property
+  def configs(self) -> Mapping[str, Any]:
+    """Its named configs (config.py's CONFIGS)."""
+    return self.file("config").CONFIGS
+
+  @property
+  def hf(self) -> HFMapping:
+    return self.file("hf").HF_MAPPING
+
+  @property
+  def model_features(self) -> tuple[str, ...]:
+    """The features of a training batch the model reads."""
+    return self.file("features").MODEL_FEATURES
+
   # --- construction ------------------------------------------------------------------
-  @abc.abstractmethod
-  def get_config(self, name: str, **overrides) -> ModelConfig: ...
+  def get_config(self, name: str, **overrides) -> ModelConfig:
+    """A named config (config.py's CONFIGS) with `overrides` applied."""
+    return self.file("config").get_config(name, **overrides)
 
   def knows_config(self, name: str) -> bool:
     return name in self.configs
@@ -141,13 +166,14 @@ class ModelFamily(abc.ABC):
   def config_from_dict(self, data: Mapping[str, Any]) -> ModelConfig:
     return self.config_cls.from_dict(data)
 
-  @abc.abstractmethod
   def module(self, config):
     """The Flax module (its param tree is the t5x-layout tree checkpoints hold)."""
+    return self.file("network").MODULE(config)
 
-  @abc.abstractmethod
   def init_inputs(self, config) -> tuple:
     """Positional inputs `module(config).init` traces the parameter shapes with."""
+    del config  # parameter shapes do not depend on the lengths
+    return self.file("network").init_inputs()
 
   def init_params(self, config, rng=None) -> dict[str, Any]:
     """Randomly initialised, unboxed float32 params (rng: a key, an int seed or None = 0)."""
@@ -175,11 +201,14 @@ class ModelFamily(abc.ABC):
     """TASK_FEATURE_LENGTHS (a dict or a single int) as the data pipeline takes them;
     ValueError on lengths this family cannot train with."""
 
-  @abc.abstractmethod
   def feature_converter(self, pack: bool = True, buffer_size: int = 256,
                         best_fit: bool = True):
     """Its seqio FeatureConverter: best-fit packing of `buffer_size` examples when `pack`;
     `best_fit=False` gives the seqio converter it extends (greedy packing; benchmarks)."""
+    features = self.file("features")
+    if not best_fit:
+      return features.SEQIO_CONVERTER(pack=pack)
+    return features.CONVERTER(pack=pack, buffer_size=buffer_size)
 
   @abc.abstractmethod
   def forward(self, module, params, batch: Mapping[str, Any], *, enable_dropout: bool,
@@ -192,8 +221,8 @@ class ModelFamily(abc.ABC):
     """(examples, non-padding tokens) of a host batch, packed or not."""
 
   # --- inference ---------------------------------------------------------------------
-  @abc.abstractmethod
-  def inference(self, config, params) -> Inference: ...
+  def inference(self, config, params) -> Inference:
+    return self.file("inference").INFERENCE(config, params)
 
   # --- cost ----------------------------------------------------------------------------
   @abc.abstractmethod
@@ -247,6 +276,18 @@ def zero_cache(module, *inputs, **kwargs) -> dict[str, Any]:
 
   shapes = jax.eval_shape(make, jax.random.PRNGKey(0))
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def config_fields(config_cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+  """The fields of `config_cls` in a `to_dict` dict; other keys but the architecture tag
+  are ignored with a warning (a file from a newer version loads in an older one)."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import warnings  # pylint: disable=g-import-not-at-top
+  known = {f.name for f in dataclasses.fields(config_cls)}
+  unknown = sorted(set(data) - known - {"architecture"})
+  if unknown:
+    warnings.warn(f"{config_cls.__name__}.from_dict: ignoring unknown keys {unknown}")
+  return {k: v for k, v in data.items() if k in known}
 
 
 def check_overrides(config_cls: type, overrides: Mapping[str, Any]) -> None:

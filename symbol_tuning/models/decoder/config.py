@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from symbol_tuning.models.base import check_overrides
+from symbol_tuning.models.base import check_overrides, config_fields
 
 ARCHITECTURE = "decoder_only"
 FAMILIES = ("llama", "qwen2", "qwen3", "gemma")
@@ -111,11 +110,7 @@ class DecoderConfig:
   @classmethod
   def from_dict(cls, data: Mapping[str, Any]) -> "DecoderConfig":
     """Builds a config from `to_dict` output; unknown keys are ignored with a warning."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known - {"architecture"})
-    if unknown:
-      warnings.warn(f"DecoderConfig.from_dict: ignoring unknown keys {unknown}")
-    return cls(**{k: v for k, v in data.items() if k in known})
+    return cls(**config_fields(cls, data))
 
 
 def _freeze(mapping: Mapping[str, Any]) -> tuple:

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from symbol_tuning.models import base
-from symbol_tuning.models.decoder import config as config_lib
 from symbol_tuning.models.decoder.config import DecoderConfig
 
 
@@ -12,32 +11,10 @@ class DecoderFamily(base.ModelFamily):
   """Prompt and answer in one sequence (t5x's DecoderOnlyModel)."""
 
   name = "decoder"
-  architecture = config_lib.ARCHITECTURE
+  package = "symbol_tuning.models.decoder"
   config_cls = DecoderConfig
-  configs = config_lib.CONFIGS
   answer_in_sequence = True
   prefix_lm = True
-
-  @property
-  def hf(self):
-    from symbol_tuning.models.decoder import hf  # pylint: disable=g-import-not-at-top
-    return hf.HF_MAPPING
-
-  @property
-  def model_features(self):
-    from symbol_tuning.models.decoder import features  # pylint: disable=g-import-not-at-top
-    return features.MODEL_FEATURES
-
-  def get_config(self, name: str, **overrides) -> DecoderConfig:
-    return config_lib.get_config(name, **overrides)
-
-  def module(self, config: DecoderConfig):
-    from symbol_tuning.models.decoder import network  # pylint: disable=g-import-not-at-top
-    return network.DecoderOnlyTransformer(config)
-
-  def init_inputs(self, config: DecoderConfig) -> tuple:
-    from symbol_tuning.models.decoder import network  # pylint: disable=g-import-not-at-top
-    return network.init_inputs()
 
   def feature_lengths(self, lengths) -> dict:
     """A single length L (or {'targets': L}): prompt + EOS + answer + EOS fit L together;
@@ -46,13 +23,6 @@ class DecoderFamily(base.ModelFamily):
     Example: feature_lengths(544) -> {"targets": 544}
     """
     return {"targets": lengths} if isinstance(lengths, int) else dict(lengths)
-
-  def feature_converter(self, pack: bool = True, buffer_size: int = 256,
-                        best_fit: bool = True):
-    from symbol_tuning.models.decoder import features  # pylint: disable=g-import-not-at-top
-    if not best_fit:
-      return features.seqio.PrefixLMFeatureConverter(pack=pack)
-    return features.BestFitPrefixLMFeatureConverter(pack=pack, buffer_size=buffer_size)
 
   def forward(self, module, params, batch, *, enable_dropout, rngs=None, prefix_lm=False):
     # Per-segment positions restart RoPE in each packed example, as HF sees it alone.
@@ -72,10 +42,6 @@ class DecoderFamily(base.ModelFamily):
     if segments is None:
       return len(targets), int((targets > 0).sum())
     return int(segments.max(axis=1).sum()), int((segments > 0).sum())
-
-  def inference(self, config: DecoderConfig, params) -> base.Inference:
-    from symbol_tuning.models.decoder import inference  # pylint: disable=g-import-not-at-top
-    return inference.DecoderInference(config, params)
 
   def train_flops(self, config: DecoderConfig, batch: int, lengths: Mapping[str, int]) -> float:
     """Attention scores over the whole row (the packed-segment mask does not skip work)."""

@@ -146,3 +146,7 @@ class BestFitPrefixLMFeatureConverter(seqio.PrefixLMFeatureConverter):
       answer = positions >= features["inputs_width"]
       d["decoder_loss_weights"] = tf.cast(in_example & answer, features["targets"].dtype)
     return d
+
+
+CONVERTER = BestFitPrefixLMFeatureConverter  # the family's converter (ModelFamily.feature_converter)
+SEQIO_CONVERTER = seqio.PrefixLMFeatureConverter  # the seqio one it extends (greedy packing)

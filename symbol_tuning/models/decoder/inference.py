@@ -176,3 +176,6 @@ class DecoderInference(base.Inference):
   @classmethod
   def jitted(cls) -> tuple:
     return (_prefill, _score_from_cache, _forward_score, _greedy)
+
+
+INFERENCE = DecoderInference  # the family's inference operations (ModelFamily.inference)

@@ -259,3 +259,6 @@ class DecoderOnlyTransformer(nn.Module):
 def init_inputs(batch: int = 1, length: int = 8) -> tuple:
   """Token array `DecoderOnlyTransformer.init` traces the parameter shapes with."""
   return (jnp.ones((batch, length), jnp.int32),)
+
+
+MODULE = DecoderOnlyTransformer  # the family's module (ModelFamily.module)

@@ -8,10 +8,9 @@ JSON form stored beside checkpoints (`model_config.json`), tagged with
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Any, Mapping
 
-from symbol_tuning.models.base import check_overrides
+from symbol_tuning.models.base import check_overrides, config_fields
 
 ARCHITECTURE = "t5"
 _DTYPES = ("float32", "bfloat16")
@@ -78,11 +77,7 @@ class T5Config:
   @classmethod
   def from_dict(cls, data: Mapping[str, Any]) -> "T5Config":
     """Builds a config from `to_dict` output; unknown keys are ignored with a warning."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known - {"architecture"})
-    if unknown:
-      warnings.warn(f"T5Config.from_dict: ignoring unknown keys {unknown}")
-    return cls(**{k: v for k, v in data.items() if k in known})
+    return cls(**config_fields(cls, data))
 
 
 CONFIGS: dict[str, T5Config] = {

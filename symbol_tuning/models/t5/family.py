@@ -12,35 +12,13 @@ class T5Family(base.ModelFamily):
   """Prompt into the encoder, answer out of the decoder (t5x's EncoderDecoderModel)."""
 
   name = "t5"
-  architecture = config_lib.ARCHITECTURE
+  package = "symbol_tuning.models.t5"
   config_cls = T5Config
-  configs = config_lib.CONFIGS
   answer_in_sequence = False
   t5x_checkpoints = True
 
-  @property
-  def hf(self):
-    from symbol_tuning.models.t5 import hf  # pylint: disable=g-import-not-at-top
-    return hf.HF_MAPPING
-
-  @property
-  def model_features(self):
-    from symbol_tuning.models.t5 import features  # pylint: disable=g-import-not-at-top
-    return features.MODEL_FEATURES
-
-  def get_config(self, name: str, **overrides) -> T5Config:
-    return config_lib.get_config(name, **overrides)
-
   def knows_config(self, name: str) -> bool:
     return config_lib.config_key(name) in self.configs
-
-  def module(self, config: T5Config):
-    from symbol_tuning.models.t5 import network  # pylint: disable=g-import-not-at-top
-    return network.Transformer(config)
-
-  def init_inputs(self, config: T5Config) -> tuple:
-    from symbol_tuning.models.t5 import network  # pylint: disable=g-import-not-at-top
-    return network.init_inputs()
 
   def feature_lengths(self, lengths) -> dict:
     """{'inputs': I, 'targets': T}; a single length is refused (it is a one-sequence
@@ -51,13 +29,6 @@ class T5Family(base.ModelFamily):
                        "for decoder-only models; an encoder-decoder model needs "
                        "{'inputs': ..., 'targets': ...}")
     return lengths
-
-  def feature_converter(self, pack: bool = True, buffer_size: int = 256,
-                        best_fit: bool = True):
-    from symbol_tuning.models.t5 import features  # pylint: disable=g-import-not-at-top
-    if not best_fit:
-      return features.seqio.EncDecFeatureConverter(pack=pack)
-    return features.BestFitEncDecFeatureConverter(pack=pack, buffer_size=buffer_size)
 
   def forward(self, module, params, batch, *, enable_dropout, rngs=None, prefix_lm=False):
     del prefix_lm  # refused by the trainer: `prefix_lm` is False for this family
@@ -76,10 +47,6 @@ class T5Family(base.ModelFamily):
     inputs = batch["encoder_input_tokens"]
     examples = int(segments.max(axis=1).sum()) if segments is not None else len(inputs)
     return examples, int((inputs > 0).sum() + (batch["decoder_target_tokens"] > 0).sum())
-
-  def inference(self, config: T5Config, params) -> base.Inference:
-    from symbol_tuning.models.t5 import inference  # pylint: disable=g-import-not-at-top
-    return inference.T5Inference(config, params)
 
   def train_flops(self, config: T5Config, batch: int, lengths: Mapping[str, int]) -> float:
     enc_len, dec_len = lengths["inputs"], lengths["targets"]

@@ -51,3 +51,7 @@ class BestFitEncDecFeatureConverter(seqio.EncDecFeatureConverter):
       return super()._pack_or_pad(ds, packed_lengths)
     return packing.best_fit_pack_dataset(ds, packed_lengths, self._buffer_size,
                                          check_lengths=self._apply_length_check)
+
+
+CONVERTER = BestFitEncDecFeatureConverter  # the family's converter (ModelFamily.feature_converter)
+SEQIO_CONVERTER = seqio.EncDecFeatureConverter  # the seqio one it extends (greedy packing)

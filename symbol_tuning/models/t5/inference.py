@@ -133,3 +133,6 @@ class T5Inference(base.Inference):
   @classmethod
   def jitted(cls) -> tuple:
     return (_encode, _score, _forward_score, _greedy)
+
+
+INFERENCE = T5Inference  # the family's inference operations (ModelFamily.inference)

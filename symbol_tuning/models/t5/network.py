@@ -433,3 +433,6 @@ def init_inputs(batch: int = 1, input_len: int = 8, target_len: int = 8) -> tupl
   return (jnp.ones((batch, input_len), jnp.int32),
           jnp.ones((batch, target_len), jnp.int32),
           jnp.ones((batch, target_len), jnp.int32))
+
+
+MODULE = Transformer  # the family's module (ModelFamily.module)
