@@ -78,8 +78,25 @@ def print_matmul_peak() -> float:
   return peak
 
 
-def time_train_step(model, init_params, batch: dict, steps: int,
-                    decoder_only: bool = False) -> tuple[float, float, dict]:
+DEFAULT_FAMILY = "t5"
+
+
+def add_family_flag(parser) -> None:
+  """--family: the model family (symbol_tuning.models.registry) a benchmark runs."""
+  from symbol_tuning.models import registry  # pylint: disable=g-import-not-at-top
+
+  parser.add_argument("--family", default=DEFAULT_FAMILY, choices=list(registry.FAMILIES),
+                      help=f"model family (default {DEFAULT_FAMILY})")
+
+
+def result_name(benchmark: str, family: str) -> str:
+  """benchmarks/results/<name>.json: the default family's keeps the historical name
+  (train_step), another family's is prefixed (decoder_train_step)."""
+  return benchmark if family == DEFAULT_FAMILY else f"{family}_{benchmark}"
+
+
+def time_train_step(family, model, init_params, batch: dict, steps: int
+                    ) -> tuple[float, float, dict]:
   """(seconds per step, XLA cost-analysis FLOPs per step, initial params) of the embedded
   trainer's jitted step (forward, backward, Adafactor update) on `batch`, one device:
   compiled and warmed up first, then `steps` steps timed."""
@@ -98,7 +115,7 @@ def time_train_step(model, init_params, batch: dict, steps: int,
     params = init_params()
     state = {"params": params, "opt_state": optimizer.init(params),
              "step": jnp.zeros((), jnp.int32)}
-    step = jax.jit(trainer_lib.make_train_step(model, optimizer, tcfg, decoder_only=decoder_only),
+    step = jax.jit(trainer_lib.make_train_step(model, optimizer, tcfg, family),
                    donate_argnums=(0,))
     data = {k: jnp.asarray(v) for k, v in batch.items()}
     rng = jax.random.PRNGKey(0)
@@ -131,7 +148,7 @@ def add_mfu(row: dict, peak: float) -> dict:
   return row
 
 
-# --- packing efficiency (packing.py, decoder_packing.py) ---------------------------------
+# --- packing efficiency (packing.py) -------------------------------------------------------
 def packed_rows(name: str, lengths: dict, rows: int, feature_converter, seed: int = 0):
   """The first `rows` packed training rows (numpy dicts) of mixture/task `name`."""
   import seqio  # pylint: disable=g-import-not-at-top

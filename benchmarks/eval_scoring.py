@@ -1,16 +1,19 @@
 """Rank-classification speed: the fast scorer vs t5's repeated-prompt recipe, same prompts.
 
-Run: python benchmarks/eval_scoring.py [--configs tiny,small] [--max_examples 4]
-Prints and writes benchmarks/results/eval_scoring.json. For each model config (random
-weights; only the shapes matter for speed), on the held-out BIG-bench suite's prompts
-(--settings, --max_examples queries per task, fitted to 2048 tokens, seed 0):
-  - fast:  scoring.Scorer.rank: one encoder pass per prompt, all label options in one
-           decoder pass over the repeated encoder output, inputs padded to power-of-two
-           length buckets;
+Run: python benchmarks/eval_scoring.py [--family t5|decoder] [--configs tiny,small]
+       [--max_examples 4]
+Prints and writes benchmarks/results/eval_scoring.json (T5) or <family>_eval_scoring.json.
+For each model config of the family (random weights; only the shapes matter for speed), on
+the held-out BIG-bench suite's prompts (--settings, --max_examples queries per task,
+fitted to 2048 tokens, seed 0):
+  - fast:  scoring.Scorer.rank: each prompt run once (T5: one encoder pass; decoder-only:
+           one prefill into the KV cache), all label options in one pass over that
+           repeated state, inputs padded to power-of-two length buckets;
   - naive: scoring.Scorer.rank_naive: the whole prompt repeated once per option, a full
            forward pass per (prompt, option) row, every input padded to one length
-           (2048, the TASK_FEATURE_LENGTHS t5x's eval runs with), as t5's
-           rank_classification preprocessor + score_batch do;
+           (2048, the TASK_FEATURE_LENGTHS t5x's eval runs with; a one-sequence family's
+           rows 2048 + the option bucket), as t5's rank_classification preprocessor +
+           score_batch do;
   - naive_bucketed: the naive recipe with the fast path's length buckets, to separate the
            gain of encoding once from the gain of bucketing.
 Every variant is compiled on a warm-up pass first (the timed pass is checked to compile
@@ -32,25 +35,22 @@ def prompts_for(settings, max_examples, input_length):
   return items
 
 
-def _compiled() -> int:
-  from symbol_tuning.evaluation import scoring  # pylint: disable=g-import-not-at-top
-
-  return sum(f._cache_size() for f in (scoring._encode, scoring._score,  # pylint: disable=protected-access
-                                       scoring._forward_score))
+# family -> (default configs, default queries per task)
+DEFAULTS = {"t5": ("tiny,small", 4), "decoder": ("llama-tiny", 2)}
 
 
-def bench(config: str, items, batch_size: int, naive_length: int, variants,
-          compiled=_compiled) -> dict:
+def bench(config: str, items, batch_size: int, naive_length: int, variants) -> dict:
   """Times each variant (fast, naive, naive_bucketed) on `items` with random weights of
-  `config` and the scorer of its family; `compiled` counts the family's compiled shapes."""
+  `config`; the family's inference operations count their compiled shapes."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   from symbol_tuning.data import vocab  # pylint: disable=g-import-not-at-top
-  from symbol_tuning.evaluation import decoder_scoring, scoring  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.evaluation import scoring  # pylint: disable=g-import-not-at-top
 
   model = scoring.load_model(f"random:{config}", vocab_size=vocab.resolve().vocab_size)
-  scorer = decoder_scoring.make_scorer(model, batch_size=batch_size)
+  scorer = scoring.Scorer(model, batch_size=batch_size)
+  compiled = type(scorer.ops).compiled_count
   requests = [scoring.Request(it.input_ids, it.option_ids) for it in items]
   scorer.min_target_length = scorer.target_length(requests)  # one target shape for all calls
   runs = {
@@ -81,34 +81,40 @@ def bench(config: str, items, batch_size: int, naive_length: int, variants,
   return out
 
 
-def main(name: str = "eval_scoring", doc: str = __doc__, configs: str = "tiny,small",
-         max_examples: int = 4, compiled=_compiled, naive_pads_to_input_length: bool = True
-         ) -> None:
-  """Parses the flags, times every config and writes benchmarks/results/<name>.json (the
-  decoder-only twin passes its own name, defaults and compiled-shape count)."""
-  parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-  parser.add_argument("--configs", default=configs)
+def main() -> None:
+  """Parses the flags, times every config and writes the family's results file."""
+  from symbol_tuning.models import registry  # pylint: disable=g-import-not-at-top
+
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  common.add_family_flag(parser)
+  parser.add_argument("--configs", default=None, help="default: the family's (DEFAULTS)")
   parser.add_argument("--settings", default="symbols")
-  parser.add_argument("--max_examples", type=int, default=max_examples, help="queries per task")
+  parser.add_argument("--max_examples", type=int, default=None,
+                      help="queries per task (default: the family's, DEFAULTS)")
   parser.add_argument("--batch_size", type=int, default=8)
   parser.add_argument("--input_length", type=int, default=2048)
   parser.add_argument("--variants", default="fast,naive,naive_bucketed")
   args = parser.parse_args()
+  family = registry.get_family(args.family)
+  configs, max_examples = DEFAULTS[family.name]
+  args.configs = args.configs or configs
+  args.max_examples = args.max_examples or max_examples
   common.setup_bigbench()
   items = prompts_for(args.settings.split(","), args.max_examples, args.input_length)
   lengths = sorted(len(it.input_ids) for it in items)
   options = sum(len(it.options) for it in items)
   print(f"{len(items)} prompts ({options} options) from the bigbench suite, settings "
         f"{args.settings}; input tokens: median {lengths[len(lengths) // 2]}, max {lengths[-1]}")
-  results = [bench(c, items, args.batch_size, args.input_length, args.variants.split(","),
-                   compiled) for c in args.configs.split(",")]
+  results = [bench(c, items, args.batch_size, args.input_length, args.variants.split(","))
+             for c in args.configs.split(",")]
   for r in results:
     print(f"{r['config']}: fast {r['fast']['examples_per_s']:.2f} examples/s, naive "
           f"{r['naive']['examples_per_s']:.2f} -> speed-up {r['speedup_vs_naive']:.2f}x "
           f"(vs naive with the same buckets: {r.get('speedup_vs_naive_bucketed', 'n/a')}x)")
-  padded = {"naive_padded_length": args.input_length} if naive_pads_to_input_length else {}
-  common.write(name, {
-      "suite": "bigbench", "settings": args.settings.split(","), "vocabulary": "local",
+  # A one-sequence family's naive rows are --input_length + the option bucket long.
+  padded = {} if family.answer_in_sequence else {"naive_padded_length": args.input_length}
+  common.write(common.result_name("eval_scoring", family.name), {
+      "family": family.name, "suite": "bigbench", "settings": args.settings.split(","), "vocabulary": "local",
       "num_prompts": len(items), "num_options": options, "batch_size": args.batch_size,
       "input_length": args.input_length, **padded,
       "input_tokens_median": lengths[len(lengths) // 2], "input_tokens_max": lengths[-1],

@@ -13,6 +13,8 @@ import sys
 
 import common
 
+from symbol_tuning.models import registry
+
 SCRIPTS = {  # name -> (script, quick arguments)
     "prompts": ("prompts.py", ["--num", "10000", "--stats", "2000"]),
     "export": ("export.py", ["--num", "10000", "--repeats", "1"]),
@@ -22,10 +24,15 @@ SCRIPTS = {  # name -> (script, quick arguments)
     "eval_scoring": ("eval_scoring.py", []),
     "trainer_vs_t5x": ("trainer_vs_t5x.py", ["--quick"]),  # needs t5x (.ci/install_t5x.sh)
     "trainer_vs_t5x_hlo": ("trainer_vs_t5x_hlo.py", []),  # needs t5x; compiles, trains nothing
-    "decoder_packing": ("decoder_packing.py", []),
-    "decoder_train_step": ("decoder_train_step.py", []),
-    "decoder_eval_scoring": ("decoder_eval_scoring.py", []),
 }
+# The scripts that take --family run once more per other model family (results
+# <family>_<name>.json, e.g. decoder_train_step.json).
+FAMILY_SCRIPTS = ("packing", "train_step", "eval_scoring")
+for _family in registry.FAMILIES:
+  for _name in FAMILY_SCRIPTS:
+    if _family != common.DEFAULT_FAMILY:
+      _script, _quick = SCRIPTS[_name]
+      SCRIPTS[common.result_name(_name, _family)] = (_script, _quick + ["--family", _family])
 
 
 def main() -> None:
@@ -38,7 +45,8 @@ def main() -> None:
   for name in args.only:
     script, quick = SCRIPTS[name]
     print(f"== {name}", flush=True)
-    cmd = [sys.executable, str(here / script)] + (quick if args.quick else [])
+    family = quick[quick.index("--family"):] if "--family" in quick else []
+    cmd = [sys.executable, str(here / script)] + (quick if args.quick else family)
     subprocess.run(cmd, check=True, cwd=here)
     collected[name] = json.loads((common.RESULTS_DIR / f"{name}.json").read_text())
   path = common.RESULTS_DIR / "all.json"
@@ -98,12 +106,12 @@ def markdown_table() -> str:
   k = packed[("symbol_tuning_bigbench", "best_fit")]
   g = packed[("symbol_tuning_bigbench", "seqio_greedy")]
   rows.append(("packed rows of `symbol_tuning_bigbench` at 2048/512, best-fit (ours) vs "
-               "seqio's greedy packing: input tokens used", f"{k['input_fill']:.1%} vs "
-               f"{g['input_fill']:.1%}", "packing.py"))
+               "seqio's greedy packing: input tokens used", f"{k['encoder_fill']:.1%} vs "
+               f"{g['encoder_fill']:.1%}", "packing.py"))
   rows.append(("same, best-fit: target tokens used; most target tokens any row needed; "
                f"input tokens used at 2048/{k['suggested_target_length']}",
-               f"{k['target_fill']:.1%}; {k['max_target_tokens_in_a_row']}; "
-               f"{k['with_suggested_target_length']['input_fill']:.1%}", "packing.py"))
+               f"{k['decoder_fill']:.1%}; {k['max_target_tokens_in_a_row']}; "
+               f"{k['with_suggested_target_length']['encoder_fill']:.1%}", "packing.py"))
   r = load("resume")
   secs = r["resume_seconds"]
   b, s0, ss, sk = r["resume_breakdown_seconds"], "restore_0", f"restore_{r['step']}", f"skip_{r['step']}"
@@ -117,7 +125,7 @@ def markdown_table() -> str:
   t = load("train_step")
   for case in t["cases"]:
     rows.append((f"training step, {case['config']} ({case['batch']} x "
-                 f"{case['input_length']}/{case['target_length']}): tokens/s; MFU vs the "
+                 f"{'/'.join(map(str, case['lengths'].values()))}): tokens/s; MFU vs the "
                  f"measured matmul peak ({t['matmul_peak_flops_per_s'] / 1e9:.0f} GFLOP/s)",
                  f"{case['tokens_per_s']:,.0f}; {case['mfu']:.0%}", "train_step.py"))
   v = load("trainer_vs_t5x")

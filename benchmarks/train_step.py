@@ -1,78 +1,88 @@
 """Training-step throughput and model FLOPs utilisation (MFU) on this machine.
 
-Run: python benchmarks/train_step.py [--steps 5]
-For the tiny and small configs, times the embedded trainer's jitted step (forward,
-backward, Adafactor update) on full packed rows, and compares the model's FLOPs per
+Run: python benchmarks/train_step.py [--family t5|decoder] [--steps 5] [--configs ...]
+For a model family's configs (T5: tiny and small; decoder: llama-tiny and llama-100m,
+~112M parameters), times the embedded trainer's jitted step (forward, backward, Adafactor
+update) on full packed rows (four examples each), and compares the model's FLOPs per
 second with the float32 matmul peak measured in the same run. Prints and writes
-benchmarks/results/train_step.json.
+benchmarks/results/train_step.json (T5) or <family>_train_step.json.
 
-Model FLOPs are counted analytically (matmuls only, backward = 2x forward), the usual
-MFU convention; the XLA cost-analysis count of the compiled step is reported beside it.
+Model FLOPs are counted analytically by the family (ModelFamily.train_flops: matmuls only,
+backward = 2x forward), the usual MFU convention; the XLA cost-analysis count of the
+compiled step is reported beside it.
 """
 import argparse
 
 import common  # pylint: disable=unused-import  (sets the environment first)
+import jax
 import numpy as np
 
-from symbol_tuning.model import config as model_config
-from symbol_tuning.model import network
+from symbol_tuning.models import registry
 
-# (config, batch, input length, target length): rows as the packed pipeline makes them.
-CASES = (("tiny", 16, 1024, 32), ("small", 4, 512, 128))
-
-
-def model_flops(cfg: model_config.T5Config, batch: int, enc_len: int, dec_len: int) -> float:
-  """Matmul FLOPs of one training step (forward + backward = 3x forward)."""
-  d, inner, mlp, vocab = cfg.d_model, cfg.num_heads * cfg.head_dim, cfg.mlp_dim, cfg.vocab_size
-  enc_token = cfg.num_encoder_layers * (2 * 4 * d * inner + 2 * 3 * d * mlp
-                                        + 2 * 2 * enc_len * inner)
-  dec_token = cfg.num_decoder_layers * (
-      2 * 4 * d * inner + 2 * 2 * dec_len * inner  # self-attention
-      + 2 * 2 * d * inner + 2 * 2 * enc_len * inner  # cross-attention q, o and scores
-      + 2 * 3 * d * mlp) + 2 * d * vocab  # MLP, logits
-  cross_kv = cfg.num_decoder_layers * 2 * 2 * d * inner  # per encoder token
-  forward = batch * (enc_len * (enc_token + cross_kv) + dec_len * dec_token)
-  return 3.0 * forward
+# family -> (config, batch, lengths): rows as the family's packed pipeline makes them.
+CASES = {
+    "t5": (("tiny", 16, {"inputs": 1024, "targets": 32}),
+           ("small", 4, {"inputs": 512, "targets": 128})),
+    "decoder": (("llama-tiny", 16, {"targets": 1024}), ("llama-100m", 2, {"targets": 512})),
+}
 
 
-def packed_batch(cfg, batch, enc_len, dec_len):
+def packed_batch(family, cfg, batch: int, lengths: dict) -> dict:
+  """Random rows of the family's model features, each packed with four examples:
+  encoder_* features are lengths['inputs'] long, decoder_* ones lengths['targets']."""
   rng = np.random.default_rng(0)
-  tokens = lambda n: rng.integers(2, cfg.vocab_size, (batch, n), dtype=np.int32)
-  targets = tokens(dec_len)
-  enc_seg, enc_pos = common.four_segments(batch, enc_len)
-  dec_seg, dec_pos = common.four_segments(batch, dec_len)
-  return {"encoder_input_tokens": tokens(enc_len), "decoder_target_tokens": targets,
-          "decoder_input_tokens": np.roll(targets, 1, axis=1),
-          "decoder_loss_weights": np.ones((batch, dec_len), np.int32),
-          "encoder_segment_ids": enc_seg, "decoder_segment_ids": dec_seg,
-          "encoder_positions": enc_pos, "decoder_positions": dec_pos}
+  out = {}
+  for name in sorted(family.model_features, key=lambda n: n != "decoder_target_tokens"):
+    length = lengths["inputs" if name.startswith("encoder_") else "targets"]
+    segments, positions = common.four_segments(batch, length)
+    if name == "decoder_input_tokens":
+      out[name] = np.roll(out["decoder_target_tokens"], 1, axis=1)
+    elif name.endswith("_tokens"):
+      out[name] = rng.integers(2, cfg.vocab_size, (batch, length), dtype=np.int32)
+    elif name.endswith("_loss_weights"):
+      out[name] = np.ones((batch, length), np.int32)
+    elif name.endswith("_segment_ids"):
+      out[name] = segments
+    elif name.endswith("_positions"):
+      out[name] = positions
+    else:  # e.g. decoder_causal_attention: off (a causal LM)
+      out[name] = np.zeros((batch, length), np.int32)
+  return out
 
 
-def time_step(name, batch, enc_len, dec_len, steps):
-  mcfg = model_config.get_config(name, dropout_rate=0.0)
-  seconds, xla_flops, _ = common.time_train_step(
-      network.Transformer(mcfg), lambda: network.init_params(mcfg, 0),
-      packed_batch(mcfg, batch, enc_len, dec_len), steps)
-  tokens = batch * (enc_len + dec_len)
-  return {"config": name, "batch": batch, "input_length": enc_len, "target_length": dec_len,
-          "seconds_per_step": seconds, "tokens_per_s": tokens / seconds,
-          "model_flops_per_step": model_flops(mcfg, batch, enc_len, dec_len),
+def time_step(family, name, batch, lengths, steps):
+  mcfg = family.get_config(name, dropout_rate=0.0)
+  seconds, xla_flops, params = common.time_train_step(
+      family, family.module(mcfg), lambda: family.init_params(mcfg, 0),
+      packed_batch(family, mcfg, batch, lengths), steps)
+  return {"config": name, "batch": batch, "lengths": lengths,
+          "num_params": int(sum(np.size(x) for x in jax.tree.leaves(params))),
+          "seconds_per_step": seconds, "tokens_per_s": batch * sum(lengths.values()) / seconds,
+          "model_flops_per_step": family.train_flops(mcfg, batch, lengths),
           "xla_flops_per_step": xla_flops}
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  common.add_family_flag(parser)
   parser.add_argument("--steps", type=int, default=5)
+  parser.add_argument("--configs", default=None, help="comma-separated (default: the cases)")
   args = parser.parse_args()
+  family = registry.get_family(args.family)
+  cases = CASES[family.name]
+  if args.configs:
+    cases = [c for c in cases if c[0] in args.configs.split(",")]
   peak = common.print_matmul_peak()
   rows = []
-  for name, batch, enc, dec in CASES:
-    row = common.add_mfu(time_step(name, batch, enc, dec, args.steps), peak)
+  for name, batch, lengths in cases:
+    row = common.add_mfu(time_step(family, name, batch, lengths, args.steps), peak)
     rows.append(row)
-    print(f"{name:6s} batch {batch} x {enc}/{dec}: {row['seconds_per_step']:.3f} s/step, "
+    print(f"{name:10s} ({row['num_params'] / 1e6:.0f}M) batch {batch} x "
+          f"{'/'.join(map(str, lengths.values()))}: {row['seconds_per_step']:.3f} s/step, "
           f"{row['tokens_per_s']:,.0f} tokens/s, {row['model_flops_per_s'] / 1e9:.1f} GFLOP/s "
           f"= {row['mfu']:.0%} of the measured matmul peak")
-  common.write("train_step", {"matmul_peak_flops_per_s": peak, "cases": rows})
+  common.write(common.result_name("train_step", family.name),
+               {"family": family.name, "matmul_peak_flops_per_s": peak, "cases": rows})
 
 
 if __name__ == "__main__":

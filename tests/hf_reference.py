@@ -184,7 +184,7 @@ def rope_tables(arrays, cases, jobs=()):
   inv_freq comes from transformers' init function for the rope type (the default one is
   the family's own `compute_default_rope_parameters`); cos/sin from the family's
   `*RotaryEmbedding.forward`. "simd_lanes": the float32 lanes of torch's CPU kernels here
-  (its pow runs SLEEF on whole vectors, libm on the rest: see symbol_tuning/model/rope.py).
+  (its pow runs SLEEF on whole vectors, libm on the rest: see symbol_tuning/models/rope.py).
   """
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top

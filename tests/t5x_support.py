@@ -130,8 +130,7 @@ def random_hf_checkpoint(path, size: str, vocab_size: int, seed: int = 0):
   import jax  # pylint: disable=import-outside-toplevel
 
   from symbol_tuning.checkpoints import hf  # pylint: disable=import-outside-toplevel
-  from symbol_tuning.model import get_config  # pylint: disable=import-outside-toplevel
-  from symbol_tuning.model.network import init_params  # pylint: disable=import-outside-toplevel
+  from symbol_tuning.models.registry import get_config, init_params  # pylint: disable=import-outside-toplevel
 
   config = get_config(size, vocab_size=vocab_size)
   hf.save_hf(config, jax.device_get(init_params(config, jax.random.PRNGKey(seed))), path)

@@ -1,4 +1,5 @@
-"""Tests of checkpoint IO: HF parity, t5x layout, native, conversion, errors."""
+"""Tests of checkpoint IO for every model family: HF parity (T5 and decoder-only), t5x
+layout, native, conversion, errors."""
 import argparse
 import functools
 import json
@@ -12,6 +13,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from safetensors.numpy import save_file  # noqa: E402
+
 import hf_reference  # noqa: E402  (runs transformers in a process without TensorFlow)
 from symbol_tuning.checkpoints import (CheckpointError, detect_format, flatten,  # noqa: E402
                                        load_any, load_hf, load_native, load_t5x, save_hf,
@@ -19,7 +22,12 @@ from symbol_tuning.checkpoints import (CheckpointError, detect_format, flatten, 
 from symbol_tuning.checkpoints import convert as convert_lib  # noqa: E402
 from symbol_tuning.checkpoints.convert import convert  # noqa: E402
 from symbol_tuning.checkpoints import t5x as t5x_lib  # noqa: E402
-from symbol_tuning.model import T5Config, Transformer, get_config, param_shapes  # noqa: E402
+from symbol_tuning.models import registry  # noqa: E402
+from symbol_tuning.models.decoder import network as decoder_network  # noqa: E402
+from symbol_tuning.models.decoder.hf import config_from_hf  # noqa: E402
+from symbol_tuning.models.registry import param_shapes  # noqa: E402
+from symbol_tuning.models.t5.config import T5Config, get_config  # noqa: E402
+from symbol_tuning.models.t5.network import Transformer  # noqa: E402
 
 # A small T5 v1.1 with distinct sizes everywhere (3 decoder layers, 4 heads of 8,
 # few buckets and a short max distance so that 30-token inputs use log buckets).
@@ -151,7 +159,8 @@ def test_save_hf_loads_in_transformers(tmp_path):
 
 
 def test_flan_t5_config_json_maps_to_named_config():
-  from symbol_tuning.checkpoints.hf import config_from_hf, config_to_hf
+  from symbol_tuning.models import registry
+  hf = registry.get_family("t5").hf
   # google/flan-t5-small's config.json (task_specific_params left out).
   flan_small = {
       "architectures": ["T5ForConditionalGeneration"], "d_ff": 1024, "d_kv": 64,
@@ -164,8 +173,8 @@ def test_flan_t5_config_json_maps_to_named_config():
       "relative_attention_num_buckets": 32, "tie_word_embeddings": False,
       "torch_dtype": "float32", "transformers_version": "4.23.1", "use_cache": True,
       "vocab_size": 32128}
-  assert config_from_hf(flan_small) == get_config("small")
-  assert config_from_hf(config_to_hf(get_config("xl"))) == get_config("xl")
+  assert hf.config_from_hf(flan_small, "config.json") == get_config("small")
+  assert hf.config_from_hf(hf.config_to_hf(get_config("xl")), "config.json") == get_config("xl")
 
 
 def test_save_hf_sharded_round_trip(tmp_path):
@@ -362,7 +371,7 @@ def _edit_tensors(path, fn):
 def test_error_non_t5_config(tmp_path):
   path = _hf_dir(tmp_path)
   _edit_config(path, model_type="bert")
-  with pytest.raises(CheckpointError, match=r"config\.json: model_type is 'bert'"):
+  with pytest.raises(CheckpointError, match=r"config\.json: model_type 'bert' is not supported"):
     load_hf(path)
 
 
@@ -432,7 +441,7 @@ def test_t5x_optimizer_state_is_what_t5xs_adafactor_starts_with(size):
   t5x_support.require_t5x()
   from t5x import adafactor  # pylint: disable=import-outside-toplevel
 
-  from symbol_tuning.model import get_logical_axes  # pylint: disable=import-outside-toplevel
+  from symbol_tuning.models.registry import get_logical_axes  # pylint: disable=import-outside-toplevel
 
   config = get_config(size)
   shapes = jax.tree.map(lambda s: np.zeros(s.shape, np.float32), param_shapes(config))
@@ -448,3 +457,164 @@ def test_t5x_optimizer_state_is_what_t5xs_adafactor_starts_with(size):
   for name, value in theirs.items():
     assert ours[name].shape == tuple(value.shape), name
     assert not np.any(ours[name])
+
+
+@pytest.mark.parametrize("name", sorted(registry.FAMILIES))
+def test_hf_and_native_round_trip_every_family(tmp_path, name):
+  """save_hf / load_hf and save_native / load_native give back the config and params of
+  every family; a checkpoint of another family than the given config is refused."""
+  family = registry.get_family(name)
+  config = family.get_config(next(iter(family.configs)), vocab_size=128)
+  params = jax.tree.map(np.asarray, family.init_params(config, 0))
+  save_hf(config, params, str(tmp_path / "hf"))
+  save_native(config, params, str(tmp_path / "native"))
+  for loaded_config, loaded in (load_hf(str(tmp_path / "hf")),
+                                load_native(str(tmp_path / "native"))):
+    assert registry.family_of(loaded_config) is family
+    _assert_same_params(loaded, params)
+  other = next(f for f in registry.FAMILIES.values() if f is not family)
+  with pytest.raises(CheckpointError, match=f"a {name} model .* the config is a {other.name}"):
+    load_any(str(tmp_path / "hf"), other.get_config(next(iter(other.configs))))
+
+
+# -----------------------------------------------------------------------------
+# Decoder-only HF checkpoints (Llama, Qwen2, Qwen3, Gemma): import parity with transformers,
+# export round trip, errors. transformers/torch run only in a separate process
+# (tests/hf_reference.py): torch segfaults when imported where TensorFlow already is.
+# -----------------------------------------------------------------------------
+_COMMON = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+               num_attention_heads=4, num_key_value_heads=2)
+# One tiny model per family, each exercising that family's options.
+DECODER_HF = {
+    "llama": dict(_COMMON, head_dim=16, attention_bias=True, rope_theta=500000.0,
+                  rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                "high_freq_factor": 4.0,
+                                "original_max_position_embeddings": 16}),
+    "qwen2": dict(_COMMON, head_dim=16, tie_word_embeddings=True, rope_theta=1000000.0,
+                  rope_scaling={"rope_type": "yarn", "factor": 4.0,
+                                "original_max_position_embeddings": 8}),
+    "qwen3": dict(_COMMON, head_dim=16, rope_scaling={"rope_type": "linear", "factor": 2.0}),
+    "gemma": dict(_COMMON, head_dim=32, hidden_act="gelu_pytorch_tanh"),  # heads*head_dim != hidden
+}
+SHARDED = {"qwen2"}  # saved with a small max_shard_size: exercises the index file
+
+def _run_torch(jobs, tokens):
+  """{name: logits} of hf_reference.decoder_logits, run in a torch-only process."""
+  return hf_reference.run("hf_reference:decoder_logits", {"tokens": tokens.astype(np.int32)},
+                          jobs=jobs)
+
+
+def _decoder_logits(config, params, tokens):
+  model = decoder_network.DecoderOnlyTransformer(config)
+  return np.asarray(model.apply({"params": params}, tokens, enable_dropout=False))
+
+
+@pytest.fixture(scope="module")
+def decoder_hf_models(tmp_path_factory):
+  """{family: (dir, reference logits)} of tiny random transformers models, and the tokens."""
+  tmp = tmp_path_factory.mktemp("hf_decoder")
+  tokens = np.random.default_rng(0).integers(0, 128, size=(2, 24))
+  jobs = [{"name": fam, "dir": str(tmp / fam), "model_type": fam, "config": cfg,
+           "shard": fam in SHARDED} for fam, cfg in DECODER_HF.items()]
+  logits = _run_torch(jobs, tokens)
+  return {fam: (tmp / fam, logits[fam]) for fam in DECODER_HF}, tokens
+
+
+@pytest.mark.parametrize("family", sorted(DECODER_HF))
+def test_decoder_import_gives_transformers_logits(decoder_hf_models, family):
+  models, tokens = decoder_hf_models
+  path, reference = models[family]
+  if family in SHARDED:
+    assert (path / "model.safetensors.index.json").is_file()
+  config, params = load_hf(str(path))
+  assert config.family == family
+  ours = _decoder_logits(config, params, tokens)
+  assert ours.shape == reference.shape
+  assert np.abs(ours - reference).max() < 1e-4, np.abs(ours - reference).max()
+  # load_any (the CLI's path) finds the same model from the directory alone.
+  config_any, params_any = load_any(str(path))
+  assert config_any == config
+  assert all(np.array_equal(a, flatten(params_any)[k]) for k, a in flatten(params).items())
+
+
+def test_decoder_export_round_trip_loads_in_transformers(decoder_hf_models, tmp_path):
+  """save_hf -> transformers from_pretrained gives the original logits; our
+  own re-import returns the exact params and config."""
+  models, tokens = decoder_hf_models
+  jobs = []
+  for family, (path, _) in models.items():
+    config, params = load_hf(str(path))
+    out = tmp_path / family
+    save_hf(config, params, str(out), max_shard_bytes=60_000 if family == "llama"
+                    else 5 * 1024 ** 3)
+    again_config, again = load_hf(str(out))
+    assert again_config == config
+    assert all(np.array_equal(a, flatten(again)[k]) for k, a in flatten(params).items())
+    jobs.append({"name": family, "dir": str(out)})
+  assert (tmp_path / "llama" / "model.safetensors.index.json").is_file()
+  reloaded = _run_torch(jobs, tokens)
+  for family, (_, reference) in models.items():
+    assert np.abs(reloaded[family] - reference).max() < 1e-5, family
+
+
+def test_native_round_trip_keeps_the_decoder_config(decoder_hf_models, tmp_path):
+  models, tokens = decoder_hf_models
+  config, params = load_hf(str(models["gemma"][0]))
+  save_native(config, params, str(tmp_path / "native"))
+  again_config, again = load_native(str(tmp_path / "native"))
+  assert again_config == config
+  np.testing.assert_array_equal(_decoder_logits(again_config, again, tokens),
+                                _decoder_logits(config, params, tokens))
+
+
+# -----------------------------------------------------------------------------
+# Config reading and errors (hand-written config.json files, no torch).
+# -----------------------------------------------------------------------------
+def test_decoder_legacy_rope_fields_and_gemma_gelu_are_read():
+  config = config_from_hf({
+      "model_type": "llama", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
+      "num_hidden_layers": 1, "num_attention_heads": 2, "rope_theta": 500000.0,
+      "rope_scaling": {"type": "linear", "factor": 4.0}, "eos_token_id": [1, 2]})
+  assert config.rope_theta == 500000.0
+  assert dict(config.rope_scaling) == {"factor": 4.0, "rope_type": "linear"}
+  assert (config.num_kv_heads, config.head_dim, config.eos_token_id) == (2, 4, (1, 2))
+  gemma = config_from_hf({"model_type": "gemma", "vocab_size": 10, "hidden_size": 8,
+                          "intermediate_size": 16, "num_hidden_layers": 1,
+                          "num_attention_heads": 2, "hidden_act": "gelu"})
+  assert (gemma.activation, gemma.tie_embeddings, gemma.norm_scale_offset) == (
+      "gelu_tanh", True, 1.0)
+
+
+def _write_decoder_config(path, **overrides):
+  path.mkdir(parents=True, exist_ok=True)
+  data = {"model_type": "qwen2", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 16,
+          "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+          **overrides}
+  (path / "config.json").write_text(json.dumps(data))
+  return data
+
+
+def test_decoder_errors_name_the_file_and_tensor(tmp_path):
+  _write_decoder_config(tmp_path / "m", model_type="mistral")
+  # A model_type no family reads: one line naming it and the supported ones.
+  with pytest.raises(CheckpointError, match=r"config\.json: model_type 'mistral' is not "
+                     r"supported; supported: t5, mt5, llama, qwen2, qwen3, gemma$"):
+    load_hf(str(tmp_path / "m"))
+  _write_decoder_config(tmp_path / "sw", use_sliding_window=True)
+  with pytest.raises(CheckpointError, match="sliding-window"):
+    load_hf(str(tmp_path / "sw"))
+  _write_decoder_config(tmp_path / "pickle")
+  (tmp_path / "pickle" / "pytorch_model.bin").write_bytes(b"\x80")
+  with pytest.raises(CheckpointError, match="pickled"):
+    load_hf(str(tmp_path / "pickle"))
+  _write_decoder_config(tmp_path / "missing")
+  save_file({"model.embed_tokens.weight": np.zeros((16, 8), np.float32)},
+            str(tmp_path / "missing" / "model.safetensors"))
+  with pytest.raises(CheckpointError, match=r"model.safetensors: tensor "
+                     r"'model.layers.0.input_layernorm.weight' is missing"):
+    load_hf(str(tmp_path / "missing"))
+  save_file({"model.embed_tokens.weight": np.zeros((17, 8), np.float32)},
+            str(tmp_path / "missing" / "model.safetensors"))
+  with pytest.raises(CheckpointError, match=r"'model.embed_tokens.weight' has shape \(17, 8\), "
+                     r"expected \(16, 8\)"):
+    load_hf(str(tmp_path / "missing"))

@@ -95,7 +95,7 @@ def test_demo_and_compare_take_a_decoder_only_checkpoint(tmp_path, capsys, bigbe
   """--init with a decoder-only checkpoint (a random llama-tiny saved as ours): evaluated
   before from the KV cache, trained, evaluated after, compared (compare.md and plots)."""
   from symbol_tuning.checkpoints import native  # pylint: disable=import-outside-toplevel
-  from symbol_tuning.model import family  # pylint: disable=import-outside-toplevel
+  from symbol_tuning.models import registry as family  # pylint: disable=import-outside-toplevel
 
   config = family.get_config("llama-tiny", vocab_size=8064, dropout_rate=0.0)
   init = tmp_path / "llama_init"

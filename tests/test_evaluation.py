@@ -31,7 +31,7 @@ def test_decoder_only_input_length_bounds_prompt_and_every_option(bigbench_dir):
   each option (with EOS) fit it together, with the same prompts' queries as for T5."""
   kw = dict(settings=["symbols", "labels"], tasks=["anachronisms"], max_examples=6,
             input_length=160)
-  decoder = build("bigbench", decoder_only=True, **kw)
+  decoder = build("bigbench", answer_in_sequence=True, **kw)
   t5 = build("bigbench", **kw)
   assert decoder and all(len(it.input_ids) + max(map(len, it.option_ids)) <= 160
                          for it in decoder)

@@ -19,7 +19,7 @@ from symbol_tuning import cli, paths, settings
 from symbol_tuning.data import vocab
 from symbol_tuning.checkpoints import convert
 from symbol_tuning.evaluation import report
-from symbol_tuning.model import family
+from symbol_tuning.models import registry as family
 from trainer_support import STEPS, logged_steps, run_and_kill, subprocess_env, train_cmd
 
 pytestmark = pytest.mark.usefixtures("clean_gin")

@@ -252,7 +252,7 @@ def test_training_file_finalizes_to_the_paper_setup(probe, size):
   assert model["optimizer"] == "t5x.adafactor.Adafactor"
   assert (model["dropout_rate"], model["emb_dim"]) == (0.05, EMB_DIM[size])
   # t5x builds its feature converter from the model's FEATURE_CONVERTER_CLS: best-fit packing.
-  assert model["converter"] == "symbol_tuning.data.packing.BestFitEncDecFeatureConverter"
+  assert model["converter"] == "symbol_tuning.models.t5.features.BestFitEncDecFeatureConverter"
   # The model's vocabulary is the tasks' (VOCABULARY_NAME='local': 8000 pieces).
   assert model["vocabulary_size"] == 8000 and model["same_vocabulary"]
 
@@ -356,7 +356,7 @@ def test_decoder_only_twins_match_the_local_one(probe):
   train = _ok(probe, "train_decoder_only_tiny")
   model = train["model"]
   assert model["model_class"] == "DecoderOnlyModel"
-  assert model["converter"] == "symbol_tuning.data.decoder_packing.BestFitPrefixLMFeatureConverter"
+  assert model["converter"] == "symbol_tuning.models.decoder.features.BestFitPrefixLMFeatureConverter"
   assert (model["emb_dim"], model["num_layers"], model["dropout_rate"]) == (64, 2, 0.0)
   assert model["vocab_size"] == 8064 and model["vocabulary_size"] == 8000
   assert model["optimizer"] == "t5x.adafactor.Adafactor"

@@ -76,12 +76,12 @@ def test_from_an_hf_directory_to_the_report(tmp_path, monkeypatch, tokenizer_dir
   `path/to/Qwen2-0.5B` trains with the tasks tokenized by its own tokenizer, and the run is
   evaluated with it. (This 300-piece tokenizer spends ~1 token per 3 characters: prompts
   need 1024 tokens.)"""
-  from symbol_tuning.checkpoints import save_hf_decoder  # pylint: disable=g-import-not-at-top
-  from symbol_tuning.model import decoder_config, decoder_network  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.checkpoints import save_hf  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.models import registry  # pylint: disable=g-import-not-at-top
   monkeypatch.chdir(tmp_path)
   hf_dir = pathlib.Path("path/to/Qwen2-0.5B")
-  config = decoder_config.get_config("llama-tiny", vocab_size=384, eos_token_id=1)
-  save_hf_decoder(config, decoder_network.init_params(config, 0), str(hf_dir))
+  config = registry.get_config("llama-tiny", vocab_size=384, eos_token_id=1)
+  save_hf(config, registry.init_params(config, 0), str(hf_dir))
   for name in ("tokenizer.json", "tokenizer_config.json"):
     shutil.copy(tokenizer_dir / name, hf_dir / name)
   tiny = {"train": ["--gin.MIXTURE_OR_TASK_NAME='symbol_tuning.bigbench.navigate'",

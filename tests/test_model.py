@@ -1,4 +1,6 @@
-"""Tests of the T5 v1.1 network: t5x layout, packing, decode cache, dtypes."""
+"""The model families: the interface over every family (config tags, registry, shapes and
+logical axes), then each network: T5 v1.1 (t5x layout, packing, decode cache, dtypes) and
+decoder-only (KV cache, packing, prefix attention, sharding)."""
 import functools
 import os
 import subprocess
@@ -13,11 +15,58 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from flax import traverse_util  # noqa: E402
 
-from symbol_tuning.model import (CONFIGS, T5Config, Transformer, get_config,  # noqa: E402
-                                 get_logical_axes, init_cache, init_params, param_shapes)
-from symbol_tuning.model import layers  # noqa: E402
+from symbol_tuning.training import partitioning  # noqa: E402
+
+from symbol_tuning.models import registry  # noqa: E402
+from symbol_tuning.models.decoder import inference as decoder_inference  # noqa: E402
+from symbol_tuning.models.decoder import network as decoder_network  # noqa: E402
+from symbol_tuning.models.decoder.config import DecoderConfig  # noqa: E402
+from symbol_tuning.models.registry import (get_logical_axes, init_params,  # noqa: E402
+                                           param_shapes)
+from symbol_tuning.models.t5 import network  # noqa: E402
+from symbol_tuning.models.t5.config import CONFIGS, T5Config, get_config  # noqa: E402
+from symbol_tuning.models.t5.inference import init_cache  # noqa: E402
+from symbol_tuning.models.t5.network import Transformer  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ------------------------------------------------------------------------------------------
+# The family interface, for every registered family.
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(registry.FAMILIES))
+def test_family_interface(name):
+  """Configs carry their tag and round-trip through the registry; every parameter has one
+  logical axis name per dimension; shapes are traced without computing."""
+  family = registry.get_family(name)
+  config = family.get_config(next(iter(family.configs)))
+  assert registry.family_of(config) is family and config.to_dict()["architecture"] == \
+      family.architecture
+  assert registry.config_from_dict(config.to_dict()) == config
+  assert registry.get_config(next(iter(family.configs))) == config
+  axes, shapes = family.get_logical_axes(config), family.param_shapes(config)
+  is_spec = lambda x: isinstance(x, jax.sharding.PartitionSpec)
+  assert jax.tree.structure(axes, is_leaf=is_spec) == jax.tree.structure(shapes)
+  for spec, shape in zip(jax.tree.leaves(axes, is_leaf=is_spec), jax.tree.leaves(shapes)):
+    assert len(spec) == len(shape.shape) and all(n is not None for n in spec), spec
+  hash(config)  # usable as a jit static argument
+
+
+def test_registry_dispatch_and_errors():
+  t5, decoder = registry.get_config("tiny"), registry.get_config("llama-tiny")
+  assert "encoder" in param_shapes(t5) and "encoder" not in param_shapes(decoder)
+  assert "decoder" in param_shapes(decoder)
+  # model_config.json written before configs carried their tag: T5.
+  untagged = {k: v for k, v in t5.to_dict().items() if k != "architecture"}
+  assert registry.config_from_dict(untagged) == t5
+  with pytest.raises(ValueError, match="architecture 'mamba' is not supported"):
+    registry.config_from_dict({"architecture": "mamba"})
+  with pytest.raises(ValueError, match="t5: tiny, small.*decoder: llama-tiny"):
+    registry.get_config("no-such-model")
+  with pytest.raises(ValueError, match="model_type 'gemma2' is not supported; supported: t5"):
+    registry.for_hf_model_type("gemma2")
+  with pytest.raises(ValueError, match="unknown DecoderConfig field"):
+    registry.get_config("llama-tiny", no_such_field=1)
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +169,9 @@ def test_logical_axes_match_params(tiny):
 def test_relative_position_buckets():
   # T5's bucketing (32 buckets, max distance 128), as HF transformers computes it.
   rel = np.array([0, -1, -7, -8, -15, -16, -31, -32, -127, -128, -1000, 1, 8, 1000])
-  bi = layers.relative_position_bucket(rel, True, 32, 128)
+  bi = network.relative_position_bucket(rel, True, 32, 128)
   np.testing.assert_array_equal(bi, [0, 1, 7, 8, 9, 10, 11, 12, 15, 15, 15, 17, 24, 31])
-  causal = layers.relative_position_bucket(rel, False, 32, 128)
+  causal = network.relative_position_bucket(rel, False, 32, 128)
   np.testing.assert_array_equal(causal[:11], [0, 1, 7, 8, 15, 16, 21, 21, 31, 31, 31])
   np.testing.assert_array_equal(causal[11:], 0)
 
@@ -284,7 +333,8 @@ def test_sharded_forward_under_set_mesh():
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax, jax.numpy as jnp, numpy as np
     from flax import linen as nn
-    from symbol_tuning.model import Transformer, get_config, get_logical_axes, param_shapes
+    from symbol_tuning.models.registry import get_config, get_logical_axes, param_shapes
+    from symbol_tuning.models.t5.network import Transformer
     cfg = get_config("tiny", dropout_rate=0.0)
     shapes = param_shapes(cfg)  # random params without compiling the initializers
     rng = np.random.default_rng(0)
@@ -315,3 +365,101 @@ def test_sharded_forward_under_set_mesh():
   proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                         env=env, timeout=300, cwd=REPO)
   assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+
+
+# ------------------------------------------------------------------------------------------
+# The decoder-only network.
+# ------------------------------------------------------------------------------------------
+# GQA (4 query heads on 2 kv heads), biases, QK-norm and soft-capping all on.
+CFG = registry.get_config("llama-tiny", qkv_bias=True, out_bias=True, qk_norm=True,
+                          attn_logit_softcap=30.0, final_logit_softcap=20.0)
+
+
+@pytest.fixture(scope="module")
+def decoder_params():
+  return init_params(CFG, 0)
+
+
+def _decoder_apply(params, tokens, **kwargs):
+  model = decoder_network.DecoderOnlyTransformer(CFG)
+  return model.apply({"params": params}, jnp.asarray(tokens), enable_dropout=False, **kwargs)
+
+
+def test_decoder_cached_prefill_then_steps_equals_full_forward(decoder_params):
+  tokens = np.random.default_rng(0).integers(1, CFG.vocab_size, size=(2, 12))
+  full = _decoder_apply(decoder_params, tokens)
+  model = decoder_network.DecoderOnlyTransformer(CFG)
+  cache = decoder_inference.init_cache(CFG, batch=2, max_decode_length=12)
+  pieces = []
+  for start, stop in ((0, 7), (7, 8), (8, 9), (9, 12)):  # a prompt, two steps, a chunk
+    out, mutated = model.apply({"params": decoder_params, "cache": cache},
+                               jnp.asarray(tokens[:, start:stop]), enable_dropout=False,
+                               decode=True, mutable=["cache"])
+    cache = mutated["cache"]
+    pieces.append(out)
+  np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, atol=1e-5)
+
+
+def test_decoder_packed_segments_equal_separate_examples(decoder_params):
+  """Two examples packed in one row (segment ids, positions restarting) give each
+  example's own logits; the trailing padding (segment 0) changes nothing."""
+  rng = np.random.default_rng(1)
+  a, b = rng.integers(1, CFG.vocab_size, size=5), rng.integers(1, CFG.vocab_size, size=4)
+  row = np.concatenate([a, b, [0, 0]])[None]
+  segments = np.array([[1] * 5 + [2] * 4 + [0, 0]])
+  positions = np.array([list(range(5)) + list(range(4)) + [0, 0]])
+  packed = _decoder_apply(decoder_params, row, decoder_segment_ids=jnp.asarray(segments),
+                          decoder_positions=jnp.asarray(positions))
+  for part, example in ((slice(0, 5), a), (slice(5, 9), b)):
+    np.testing.assert_allclose(packed[0, part], _decoder_apply(decoder_params, example[None])[0],
+                               atol=1e-5)
+
+
+def test_decoder_prefix_attention_is_bidirectional_over_the_prefix_only(decoder_params):
+  tokens = np.random.default_rng(2).integers(1, CFG.vocab_size, size=(1, 8))
+  changed = tokens.copy()
+  changed[0, 3] = (changed[0, 3] % (CFG.vocab_size - 1)) + 1  # a later prefix token
+  prefix = jnp.asarray([[1, 1, 1, 1, 0, 0, 0, 0]])
+  causal = [np.asarray(_decoder_apply(decoder_params, t)) for t in (tokens, changed)]
+  prefix_lm = [np.asarray(_decoder_apply(decoder_params, t, decoder_causal_attention=prefix))
+               for t in (tokens, changed)]
+  np.testing.assert_array_equal(causal[0][0, :3], causal[1][0, :3])  # causal: no look-ahead
+  assert np.abs(prefix_lm[0][0, :3] - prefix_lm[1][0, :3]).max() > 1e-3  # prefix sees ahead
+
+
+def test_decoder_every_parameter_has_logical_axes_and_shards_like_t5(decoder_params):
+  """Every dimension carries a logical name; on a (data 2, model 4) mesh with the
+  T5 path's rules the sharded forward pass equals the single-device one."""
+  axes = get_logical_axes(CFG)
+  shapes = param_shapes(CFG)
+  is_spec = lambda x: isinstance(x, jax.sharding.PartitionSpec)
+  for spec, shape in zip(jax.tree.leaves(axes, is_leaf=is_spec), jax.tree.leaves(shapes)):
+    assert len(spec) == len(shape.shape) and all(name is not None for name in spec), spec
+  if len(jax.devices()) < 8:
+    pytest.skip("needs 8 (fake) devices")
+  mesh = partitioning.make_mesh(data=2, model=4)
+  rules, _ = partitioning.fit_rules(mesh, axes, shapes)
+  shardings = partitioning.logical_to_shardings(mesh, axes, rules)
+  sharded_params = jax.device_put(decoder_params, shardings)
+  wi_0 = sharded_params["decoder"]["layers_0"]["mlp"]["wi_0"]["kernel"]
+  assert tuple(wi_0.sharding.spec) == (None, "model")
+  tokens = jnp.asarray(np.random.default_rng(3).integers(1, CFG.vocab_size, size=(4, 6)))
+  model = decoder_network.DecoderOnlyTransformer(CFG)
+
+  @jax.jit
+  def forward(p, t):
+    from flax import linen as nn  # pylint: disable=g-import-not-at-top
+    with nn.logical_axis_rules(rules):
+      return model.apply({"params": p}, t, enable_dropout=False)
+
+  with jax.set_mesh(mesh):
+    sharded = forward(sharded_params, jax.device_put(tokens, partitioning.batch_sharding(mesh)))
+  np.testing.assert_allclose(np.asarray(sharded),
+                             np.asarray(_decoder_apply(decoder_params, tokens)), atol=1e-5)
+
+
+def test_decoder_config_rejects_impossible_shapes():
+  with pytest.raises(ValueError, match="multiple of num_kv_heads"):
+    DecoderConfig(num_heads=6, num_kv_heads=4)
+  with pytest.raises(ValueError, match="rope_type 'dynamic' is not supported"):
+    DecoderConfig(rope_scaling={"rope_type": "dynamic", "factor": 2.0})

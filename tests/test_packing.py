@@ -1,11 +1,17 @@
-"""Best-fit packing: every example lands in exactly one row, intact, in seqio's packed format,
-and rows are much fuller than with seqio's greedy packing."""
+"""Best-fit packing, for every model family's converter: every example lands in exactly one
+row, intact, in seqio's packed format (EncDec for T5, PrefixLM for decoder-only), and rows
+are much fuller than with seqio's greedy packing."""
 import numpy as np
 import pytest
 import seqio
 import tensorflow as tf
 
 from symbol_tuning.data import packing
+from symbol_tuning.models import registry
+from symbol_tuning.models.decoder import features as decoder_features
+from symbol_tuning.models.t5 import features as t5_features
+
+FAMILIES = sorted(registry.FAMILIES)
 
 
 def examples_ds(examples):
@@ -26,6 +32,12 @@ def random_examples(n, seed, max_inputs, max_targets):
 
 def test_docstring_example():
   assert packing.best_fit_rows([6, 3, 5, 2, 4], [1] * 5, 10, 4) == [[0, 4], [1, 2, 3]]
+
+
+def test_fill_rows_docstring_example():
+  packed, segments, positions = packing.fill_rows([[0, 1]], [7, 8, 9], [0, 2], [2, 1], 4)
+  assert packed.tolist() == [[7, 8, 9, 0]] and segments.tolist() == [[1, 1, 2, 0]]
+  assert positions.tolist() == [[0, 1, 0, 0]]
 
 
 def test_targets_limit_rows_too():
@@ -68,14 +80,15 @@ def test_rows_are_best_fit_decreasing(seed):
                                               max_targets)
 
 
-def test_same_features_as_seqio_when_the_rows_agree():
+@pytest.mark.parametrize("family", FAMILIES)
+def test_same_features_as_seqio_when_the_rows_agree(family):
   # seqio's own docstring example: both packers put the two examples in one row.
   examples = [{"inputs": np.array([7, 8, 5, 1], np.int32), "targets": np.array([3, 9, 1], np.int32)},
               {"inputs": np.array([8, 4, 9, 3, 1], np.int32), "targets": np.array([4, 1], np.int32)}]
   lengths = {"inputs": 10, "targets": 7}
-  ours = list(packing.BestFitEncDecFeatureConverter(pack=True)(
-      examples_ds(examples), lengths).as_numpy_iterator())
-  theirs = list(seqio.EncDecFeatureConverter(pack=True)(
+  fam = registry.get_family(family)
+  ours = list(fam.feature_converter(pack=True)(examples_ds(examples), lengths).as_numpy_iterator())
+  theirs = list(fam.feature_converter(pack=True, best_fit=False)(
       examples_ds(examples), lengths).as_numpy_iterator())
   assert len(ours) == len(theirs) == 1
   assert sorted(ours[0]) == sorted(theirs[0])
@@ -83,14 +96,17 @@ def test_same_features_as_seqio_when_the_rows_agree():
     np.testing.assert_array_equal(ours[0][key], theirs[0][key], err_msg=key)
 
 
-def test_unpacked_is_seqio_padding():
+@pytest.mark.parametrize("family", FAMILIES)
+def test_unpacked_is_seqio_padding(family):
   examples = random_examples(5, 0, 12, 4)
   lengths = {"inputs": 12, "targets": 4}
-  ours = list(packing.BestFitEncDecFeatureConverter(pack=False)(
-      examples_ds(examples), lengths).as_numpy_iterator())
-  theirs = list(seqio.EncDecFeatureConverter(pack=False)(
+  fam = registry.get_family(family)
+  ours = list(fam.feature_converter(pack=False)(examples_ds(examples), lengths)
+              .as_numpy_iterator())
+  theirs = list(fam.feature_converter(pack=False, best_fit=False)(
       examples_ds(examples), lengths).as_numpy_iterator())
   for a, b in zip(ours, theirs, strict=True):
+    assert sorted(a) == sorted(b)
     for key in b:
       np.testing.assert_array_equal(a[key], b[key])
 
@@ -102,7 +118,7 @@ def test_every_example_packed_once_and_intact(buffer_size):
   examples.append({"inputs": np.arange(2, 2 + max_inputs, dtype=np.int32),  # a full row
                    "targets": np.arange(2, 2 + max_targets, dtype=np.int32)})
   lengths = {"inputs": max_inputs, "targets": max_targets}
-  rows = list(packing.BestFitEncDecFeatureConverter(pack=True, buffer_size=buffer_size)(
+  rows = list(t5_features.BestFitEncDecFeatureConverter(pack=True, buffer_size=buffer_size)(
       examples_ds(examples), lengths).as_numpy_iterator())
   found = []
   for row in rows:
@@ -130,7 +146,7 @@ def test_deterministic_and_keeps_stream_order_within_rows():
   lengths = {"inputs": 64, "targets": 8}
 
   def first_tokens():
-    rows = packing.BestFitEncDecFeatureConverter(buffer_size=32)(examples_ds(examples), lengths)
+    rows = t5_features.BestFitEncDecFeatureConverter(buffer_size=32)(examples_ds(examples), lengths)
     return [tuple(r["encoder_input_tokens"][r["encoder_positions"] == 0])
             for r in rows.as_numpy_iterator()]
 
@@ -151,7 +167,7 @@ def test_fuller_than_greedy_on_prompt_like_lengths():
     rows = list(converter(examples_ds(examples), lengths).as_numpy_iterator())
     return sum(int((r["encoder_segment_ids"] > 0).sum()) for r in rows) / (2048 * len(rows))
 
-  best_fit = fill(packing.BestFitEncDecFeatureConverter(buffer_size=256))
+  best_fit = fill(t5_features.BestFitEncDecFeatureConverter(buffer_size=256))
   greedy = fill(seqio.EncDecFeatureConverter(pack=True))
   assert best_fit > 0.9 > greedy
 
@@ -175,9 +191,92 @@ def test_input_lengths_are_checked_in_the_packing_call_as_seqio_checks_them():
   too_long = [{"inputs": np.arange(1, 11, dtype=np.int32), "targets": np.array([1], np.int32)}]
   with pytest.raises(tf.errors.InvalidArgumentError, match="'inputs' has 10 tokens, more than "
                                                           "its length 8"):
-    list(packing.BestFitEncDecFeatureConverter(pack=True)(
+    list(t5_features.BestFitEncDecFeatureConverter(pack=True)(
         examples_ds(too_long), {"inputs": 8, "targets": 4}))
   # seqio's own rule: without the check, packing trims.
-  rows = list(packing.BestFitEncDecFeatureConverter(pack=True, apply_length_check=False)(
+  rows = list(t5_features.BestFitEncDecFeatureConverter(pack=True, apply_length_check=False)(
       examples_ds(too_long), {"inputs": 8, "targets": 4}).as_numpy_iterator())
   assert rows[0]["encoder_input_tokens"].tolist() == list(range(1, 9))
+
+
+# Decoder-only specifics: one sequence per example, answer-only loss weights.
+def _ex(inputs, targets):
+  return {"inputs": np.array(inputs, np.int32), "targets": np.array(targets, np.int32)}
+
+
+def _rows(converter, examples, lengths):
+  return [{k: v.tolist() for k, v in row.items()}
+          for row in converter(examples_ds(examples), lengths).as_numpy_iterator()]
+
+
+def test_decoder_packed_row_matches_seqio_docstring_example():
+  # seqio's PrefixLMFeatureConverter docstring, example 1: both examples share one row.
+  examples = [_ex([7, 8, 5, 1], [3, 9, 1]), _ex([8, 4, 9, 3, 1], [4, 1])]
+  lengths = {"inputs": 7, "targets": 8}
+  ours = _rows(decoder_features.BestFitPrefixLMFeatureConverter(pack=True), examples, lengths)
+  assert ours == [{
+      "decoder_target_tokens": [7, 8, 5, 1, 3, 9, 1, 8, 4, 9, 3, 1, 4, 1, 0],
+      "decoder_input_tokens": [0, 7, 8, 5, 1, 3, 9, 0, 8, 4, 9, 3, 1, 4, 0],
+      "decoder_loss_weights": [0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 0],
+      "decoder_positions": [0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 4, 5, 6, 0],
+      "decoder_segment_ids": [1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 0],
+      "decoder_causal_attention": [1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0],
+  }]
+  assert ours == _rows(seqio.PrefixLMFeatureConverter(pack=True), examples, lengths)
+
+
+def test_decoder_unpacked_weights_the_answer_only():
+  examples = [_ex([9, 4, 6, 1], [3, 9, 1]), _ex([5], [2, 2, 1])]
+  lengths = {"inputs": 10, "targets": 4}
+  ours = _rows(decoder_features.BestFitPrefixLMFeatureConverter(pack=False), examples, lengths)
+  assert ours == _rows(seqio.PrefixLMFeatureConverter(pack=False), examples, lengths)
+  assert ours[0]["decoder_loss_weights"] == [0, 0, 0, 0, 1, 1, 1] + [0] * 7
+
+
+def test_decoder_token_id_zero_keeps_its_loss_weight():
+  """Id 0 is a real token in e.g. Qwen's vocabulary: the answer's 0 is trained on and the
+  prompt's 0 is not (seqio, reading 0 as padding, does the opposite)."""
+  examples = [_ex([5, 0, 6], [7, 8]), _ex([4], [0, 3])]
+  lengths = {"inputs": 5, "targets": 3}  # rows of 8: both examples fit one packed row
+  expected = [[0, 0, 0, 1, 1, 0, 0, 0], [0, 1, 1, 0, 0, 0, 0, 0]]
+  unpacked = _rows(decoder_features.BestFitPrefixLMFeatureConverter(pack=False), examples, lengths)
+  assert [r["decoder_loss_weights"] for r in unpacked] == expected
+  seqio_rows = _rows(seqio.PrefixLMFeatureConverter(pack=False), examples, lengths)
+  assert [r["decoder_loss_weights"] for r in seqio_rows] != expected
+  packed = _rows(decoder_features.BestFitPrefixLMFeatureConverter(pack=True), examples, lengths)
+  assert [r["decoder_loss_weights"] for r in packed] == [[0, 0, 0, 1, 1, 0, 1, 1]]
+
+
+def test_decoder_every_example_lands_intact_once_and_rows_are_fuller_than_seqio():
+  rng = np.random.default_rng(0)
+  examples = [_ex(rng.integers(2, 500, int(rng.integers(1, 60))),
+                  rng.integers(2, 500, int(rng.integers(1, 8)))) for _ in range(200)]
+  lengths = {"inputs": 60, "targets": 8}
+  rows = _rows(decoder_features.BestFitPrefixLMFeatureConverter(pack=True, buffer_size=100),
+               examples, lengths)
+  found = []
+  for row in rows:
+    segments = np.array(row["decoder_segment_ids"])
+    tokens, weights = np.array(row["decoder_target_tokens"]), np.array(row["decoder_loss_weights"])
+    for s in range(1, segments.max() + 1):
+      seq, w = tokens[segments == s], weights[segments == s]
+      cut = int(np.argmax(w))  # the answer starts at the first weighted token
+      assert w[cut:].all() and not w[:cut].any()
+      found.append((tuple(seq[:cut]), tuple(seq[cut:])))
+  expected = [(tuple(e["inputs"]), tuple(e["targets"])) for e in examples]
+  assert sorted(found) == sorted(expected)
+  greedy = _rows(seqio.PrefixLMFeatureConverter(pack=True), examples, lengths)
+  fill = lambda rs: np.mean([np.mean(np.array(r["decoder_segment_ids"]) > 0) for r in rs])
+  assert len(rows) < len(greedy) and fill(rows) > fill(greedy)
+
+
+def test_decoder_single_length_is_the_row_length():
+  """Decoder-only lengths {'targets': L}: rows of L (the tasks fit prompt + answer to L),
+  the same rows as seqio's {'inputs': I, 'targets': L - I}."""
+  examples = [_ex([7, 8, 5, 1], [3, 9, 1]), _ex([8, 4, 9, 3, 1], [4, 1])]
+  for pack in (True, False):
+    converter = decoder_features.BestFitPrefixLMFeatureConverter(pack=pack)
+    single = _rows(converter, examples, {"targets": 15})
+    assert single == _rows(converter, examples, {"inputs": 7, "targets": 8})
+    assert converter.get_model_feature_lengths({"targets": 15})["decoder_target_tokens"] == 15
+  assert packing.single_length({"inputs": 7, "targets": 8}) is None

@@ -60,12 +60,12 @@ def test_decoder_only_block(tmp_path, monkeypatch, bigbench_dir):
   """Convert an HF directory both ways, train the tiny decoder-only model, evaluate it; the
   README's `path/to/Qwen2-0.5B` is a tiny llama-family HF directory made at that path."""
   del bigbench_dir
-  from symbol_tuning.checkpoints import save_hf_decoder  # pylint: disable=import-outside-toplevel
-  from symbol_tuning.model import decoder_config, decoder_network  # pylint: disable=import-outside-toplevel
+  from symbol_tuning.checkpoints import save_hf  # pylint: disable=import-outside-toplevel
+  from symbol_tuning.models import registry  # pylint: disable=import-outside-toplevel
 
   monkeypatch.chdir(tmp_path)
-  config = decoder_config.get_config("llama-tiny", vocab_size=256)
-  save_hf_decoder(config, decoder_network.init_params(config, 0), "path/to/Qwen2-0.5B")
+  config = registry.get_config("llama-tiny", vocab_size=256)
+  save_hf(config, registry.init_params(config, 0), "path/to/Qwen2-0.5B")
   tiny = {"convert": [], "train": ["--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=8", "--no_progress"],
           "eval": ["--max_examples", "1", "--settings", "symbols", "--no_progress"]}
   commands = readme_support.block("Decoder-only models", 0).commands

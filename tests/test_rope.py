@@ -18,8 +18,9 @@ import pytest  # noqa: E402
 
 import hf_reference  # noqa: E402
 from symbol_tuning.checkpoints.hf_decoder import load_hf_decoder  # noqa: E402
-from symbol_tuning.model import decoder_network, rope  # noqa: E402
-from symbol_tuning.model.decoder_config import DecoderConfig  # noqa: E402
+from symbol_tuning.models import rope  # noqa: E402
+from symbol_tuning.models.decoder import network as decoder_network  # noqa: E402
+from symbol_tuning.models.decoder.config import DecoderConfig  # noqa: E402
 
 MAX_POSITIONS = 131072
 HEAD_SIZES = (64, 80, 96, 128, 256)

@@ -1,5 +1,6 @@
-"""Scoring: fast rank classification == t5's repeated-prompt recipe, greedy decoding,
-exact-match normalisation, seqio metric functions, checkpoints of every format."""
+"""Scoring, for every model family: fast rank classification (T5: encoder once; decoder-only:
+the prompt's KV cache) == the repeated-prompt recipe, greedy decoding == step-by-step full
+passes, exact-match normalisation, seqio metric functions, checkpoints of every format."""
 import functools
 
 import jax
@@ -9,7 +10,9 @@ import pytest
 
 from symbol_tuning.data import metrics
 from symbol_tuning.evaluation import scoring
-from symbol_tuning.model import network
+from symbol_tuning.models import registry
+from symbol_tuning.models.decoder import inference as decoder_inference
+from symbol_tuning.models.t5 import network
 
 VOCAB = 8000  # the shipped local sentencepiece model's size
 
@@ -37,15 +40,57 @@ def test_bucket_rounds_up_to_powers_of_two():
   assert scoring.bucket(0, 4) == 4 and scoring.bucket(5) == 8
 
 
-def test_fast_scores_equal_naive_repeated_prompt_scores():
-  # 7 prompts with batch size 4: the last batch has an all-padding row; 2- and 3-option
-  # prompts go to separate groups; the naive recipe pads every row to one length.
-  requests = synthetic_requests()
-  scorer = scoring.Scorer(tiny(), batch_size=4)
+@functools.lru_cache(maxsize=None)
+def llama() -> scoring.Model:
+  """llama-tiny with biases and QK-norm on, all weights perturbed (a random init leaves the
+  biases 0 and the norms 1)."""
+  config = scoring.load_model("random:llama-tiny:3").config.replace(qkv_bias=True,
+                                                                     qk_norm=True)
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(
+      lambda p: jnp.asarray(np.asarray(p) + 0.1 * rng.standard_normal(p.shape).astype(np.float32)),
+      registry.init_params(config, 3))
+  return scoring.Model(config, params, "test")
+
+
+def decoder_requests(n, seed, decode=5):
+  """Prompts of 3..59 tokens (two length buckets), 2 or 3 options of 1..5 tokens, id 0 (a
+  real token in some decoder vocabularies) included."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for _ in range(n):
+    prompt = rng.integers(1, 512, int(rng.integers(3, 60))).tolist()
+    options = [rng.integers(0, 512, int(rng.integers(1, 6))).tolist()
+               for _ in range(int(rng.integers(2, 4)))]
+    out.append(scoring.Request(prompt, options, max_decode_len=decode))
+  return out
+
+
+# family -> (model, requests(seed), naive recipe's padded prompt length (None: the longest
+# prompt's bucket)): T5's prompts end with EOS and its options never hold id 0 (it ends a
+# T5 target).
+CASES = {"t5": (tiny, lambda seed: synthetic_requests(7, seed), 128),
+         "decoder": (llama, lambda seed: decoder_requests(11, seed), None)}
+
+
+def test_every_family_has_a_scoring_case():
+  assert sorted(CASES) == sorted(registry.FAMILIES)
+
+
+@pytest.mark.parametrize("family", sorted(CASES))
+def test_fast_scores_equal_naive_repeated_prompt_scores(family):
+  # 7 / 11 prompts with batch size 4: the last batch has an all-padding row; 2- and
+  # 3-option prompts go to separate groups; the naive recipe pads every row to one length.
+  model, make, fixed_length = CASES[family]
+  requests = make(0)
+  scorer = scoring.Scorer(model(), batch_size=4)
   fast = scorer.rank(requests)
-  naive = scorer.rank_naive(requests, fixed_length=128)
+  naive = scorer.rank_naive(requests, fixed_length=fixed_length)
   assert [len(s) for s in fast] == [len(r.options) for r in requests]
   for a, b in zip(fast, naive):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+  # The bucketed naive path agrees too (other paddings and batch compositions).
+  for a, b in zip(fast, scorer.rank_naive(requests, bucketed=True)):
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
   # Real log-likelihoods: negative, and they differ between options.
   assert all((s < 0).all() and len(set(np.round(s, 3))) == len(s) for s in fast)
@@ -83,6 +128,36 @@ def test_greedy_decoding_with_cache_matches_full_forward_passes():
     assert out.tokens.tolist() == expected
     assert out.scores is not None and len(out.scores) == len(request.options)
     assert all(t < VOCAB for t in out.tokens)
+
+
+def test_decoder_greedy_decoding_from_the_cache_equals_step_by_step_full_passes():
+  scorer = scoring.Scorer(llama(), batch_size=4)
+  assert isinstance(scorer.ops, decoder_inference.DecoderInference)
+  requests = decoder_requests(5, 1)
+  fast = scorer.run(requests)
+  model = registry.family_of(scorer.config).module(scorer.config)
+  # One compiled full pass over a right-padded row (causal: the padding changes nothing).
+  forward = jax.jit(lambda tokens: model.apply({"params": scorer.params}, tokens,
+                                               enable_dropout=False))
+  for request, out in zip(requests, fast):
+    sequence = list(request.input_ids)
+    expected = []
+    for _ in range(request.max_decode_len):
+      row = np.zeros((1, 72), np.int32)
+      row[0, :len(sequence)] = sequence
+      token = int(jnp.argmax(forward(jnp.asarray(row))[0, len(sequence) - 1]))
+      if token == scorer.eos_id:
+        break
+      expected.append(token)
+      sequence.append(token)
+    assert out.tokens.tolist() == expected
+
+
+def test_left_padding_docstring_example():
+  tokens, positions, valid = decoder_inference.left_pad([[5, 6], [7]], 3, 3)
+  assert tokens.tolist() == [[0, 5, 6], [0, 0, 7], [0, 0, 0]]
+  assert positions.tolist() == [[0, 0, 1], [0, 0, 0], [0, 0, 0]]
+  assert valid.astype(int).tolist() == [[0, 1, 1], [0, 0, 1], [0, 0, 0]]
 
 
 def test_exact_match_normalisation_strips_whitespace_and_keeps_case():

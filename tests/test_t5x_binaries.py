@@ -78,7 +78,7 @@ def test_converted_checkpoint_trains_with_t5x(tiny_run):
   assert all(math.isfinite(v) and v > 0 for v in losses.values())
   # Best-fit packing is what t5x's train binary used (models.EncoderDecoderModel's hook).
   config = " ".join((model_dir / "config.gin").read_text().replace("\\\n", " ").split())
-  assert "feature_converter_cls = @packing.BestFitEncDecFeatureConverter" in config
+  assert "feature_converter_cls = @features.BestFitEncDecFeatureConverter" in config
 
 
 def test_a_second_run_resumes_from_the_newest_checkpoint(tiny_run):
@@ -211,7 +211,7 @@ def test_decoder_only_twin_trains_and_evaluates_with_t5x(tmp_path, bigbench_dir)
   assert max(losses) == TINY_STEPS
   assert all(math.isfinite(v) and v > 0 for v in losses.values())
   config = " ".join((model_dir / "config.gin").read_text().replace("\\\n", " ").split())
-  assert "feature_converter_cls = @decoder_packing.BestFitPrefixLMFeatureConverter" in config
+  assert "feature_converter_cls = @features.BestFitPrefixLMFeatureConverter" in config
   out_dir = model_dir / "eval"
   files = sorted((out_dir / "inference_eval").glob("*-metrics.jsonl"))
   assert len(files) == 11  # the 11 held-out BIG-bench tasks, symbols setting

@@ -1,9 +1,10 @@
 """Model checkpoints: HuggingFace safetensors, t5x (msgpack + zarr), native (orbax).
 
 All loaders return `(config, params)` where params is the nested dict of
-float32 numpy arrays laid out as the config's network (t5x names):
-`symbol_tuning.model.network` for a T5Config, `decoder_network` for a
-DecoderConfig (HF Llama / Qwen2 / Qwen3 / Gemma, see `hf_decoder`).
+float32 numpy arrays laid out as the config's family network (t5x names; see
+`symbol_tuning.models`). The HF loader and saver serve every family through its
+name map (`models/<family>/hf.py`); t5x's format is read and written for the families
+that have one (`ModelFamily.t5x_checkpoints`).
 """
 from __future__ import annotations
 
@@ -47,8 +48,8 @@ def unflatten(flat: Mapping[str, Any], sep: str = "/") -> ParamTree:
 
 def check_params(config, params: Mapping[str, Any], source: str = "checkpoint") -> None:
   """Raises CheckpointError naming the first parameter that does not fit `config`."""
-  from symbol_tuning.model import family  # pylint: disable=g-import-not-at-top
-  expected = flatten(family.param_shapes(config))
+  from symbol_tuning.models import registry  # pylint: disable=g-import-not-at-top
+  expected = flatten(registry.param_shapes(config))
   found = flatten(params)
   for name, spec in expected.items():
     if name not in found:
@@ -74,7 +75,6 @@ def to_numpy(params: Mapping[str, Any]) -> ParamTree:
 
 # Submodules import CheckpointError & co. from here, so import them last.
 from symbol_tuning.checkpoints.hf import load_hf, save_hf  # noqa: E402
-from symbol_tuning.checkpoints.hf_decoder import load_hf_decoder, save_hf_decoder  # noqa: E402
 from symbol_tuning.checkpoints.native import load_native, save_native  # noqa: E402
 from symbol_tuning.checkpoints.t5x import load_t5x, save_t5x  # noqa: E402
 # `convert` stays the submodule (CLI: `convert.register`, `convert.convert(...)`).
@@ -83,6 +83,6 @@ from symbol_tuning.checkpoints.convert import detect_format, load_any  # noqa: E
 
 __all__ = [
     "CheckpointError", "check_params", "flatten", "unflatten", "to_numpy",
-    "load_hf", "save_hf", "load_hf_decoder", "save_hf_decoder", "load_t5x", "save_t5x", "load_native", "save_native",
+    "load_hf", "save_hf", "load_t5x", "save_t5x", "load_native", "save_native",
     "detect_format", "load_any", "convert",
 ]

@@ -14,11 +14,10 @@ from typing import Optional, Sequence
 from symbol_tuning import paths
 from symbol_tuning.checkpoints import CheckpointError, check_params
 from symbol_tuning.checkpoints import hf as hf_lib
-from symbol_tuning.checkpoints import hf_decoder as hf_decoder_lib
 from symbol_tuning.checkpoints import native as native_lib
 from symbol_tuning.checkpoints import t5x as t5x_lib
-from symbol_tuning.model import family
-from symbol_tuning.model.family import ModelConfig
+from symbol_tuning.models import registry
+from symbol_tuning.models.base import ModelConfig
 
 FORMATS = ("hf", "t5x", "native")
 
@@ -58,15 +57,10 @@ def load_any(path: str, config: Optional[ModelConfig] = None,
     finally:
       shutil.rmtree(local, ignore_errors=True)
   if fmt == "hf":
-    if hf_decoder_lib.is_decoder_only_hf(hf_lib._read_config(path)):
-      if config is not None and not family.is_decoder_only(config):
-        raise CheckpointError(f"{path}: a decoder-only model, but the config is T5")
-      return hf_decoder_lib.load_hf_decoder(path, config)
-    if config is not None and family.is_decoder_only(config):
-      raise CheckpointError(f"{path}: not a decoder-only model, but the config is decoder-only")
     return hf_lib.load_hf(path, config)
-  if fmt == "t5x" and config is not None and family.is_decoder_only(config):
-    raise CheckpointError(f"{path}: t5x checkpoints of decoder-only models are not supported")
+  if fmt == "t5x" and config is not None and not registry.family_of(config).t5x_checkpoints:
+    raise CheckpointError(f"{path}: t5x checkpoints of {registry.family_of(config).name} "
+                          f"models are not supported")
   if fmt == "t5x":
     return t5x_lib.load_t5x(path, config, step=step)
   return native_lib.load_native(path, config)
@@ -81,13 +75,11 @@ def save_any(config: ModelConfig, params, path: str, fmt: str, step: int = 0) ->
     rel = os.path.relpath(written, local)
     return os.fspath(paths.path(path) if rel == "." else paths.path(path) / rel)
   if fmt == "hf":
-    if family.is_decoder_only(config):
-      hf_decoder_lib.save_hf_decoder(config, params, path)
-    else:
-      hf_lib.save_hf(config, params, path)
+    hf_lib.save_hf(config, params, path)
     return os.fspath(path)
-  if fmt == "t5x" and family.is_decoder_only(config):
-    raise ValueError("writing t5x checkpoints of decoder-only models is not supported")
+  if fmt == "t5x" and not registry.family_of(config).t5x_checkpoints:
+    raise ValueError(f"writing t5x checkpoints of {registry.family_of(config).name} models "
+                     f"is not supported")
   if fmt == "t5x":
     check_params(config, params, "save_t5x")
     return t5x_lib.save_t5x(params, path, step)
@@ -141,7 +133,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
   try:
-    config = family.get_config(args.config) if getattr(args, "config", None) else None
+    config = registry.get_config(args.config) if getattr(args, "config", None) else None
     out = convert(args.src, args.dst, args.to_format, config=config,
                   step=getattr(args, "step", None))
   except (CheckpointError, ValueError) as e:

@@ -1,32 +1,13 @@
-"""HuggingFace T5 checkpoints (config.json + safetensors) <-> t5x-layout params.
+"""HuggingFace checkpoints (config.json + safetensors) <-> our params, for every family.
+
+One loader and one saver; what differs between families (the tensor name map, which
+tensors are transposed, config.json <-> our config, tied heads) is the family's
+`hf.py` (`ModelFamily.hf`), chosen by config.json's `model_type` through
+`models.registry` (a model_type no family reads is one line naming the supported ones).
 
 Reading uses the `safetensors` numpy API (and, for bfloat16 tensors, which
 numpy cannot name, a direct read of the documented safetensors layout). Pickled
 weights (pytorch_model.bin) are never loaded.
-
-Name mapping (HF Linear weights are (out, in) and get transposed; the
-embedding is (vocab, embed) in both):
-  shared.weight                                   token_embedder/embedding
-  {enc,dec}.block.0.layer.0.SelfAttention.relative_attention_bias.weight (buckets, heads)
-                                                  {enc,dec}/relpos_bias/rel_embedding (heads, buckets)
-  encoder.block.i.layer.0.SelfAttention.{q,k,v,o} encoder/layers_i/attention/{query,key,value,out}
-  encoder.block.i.layer.0.layer_norm              encoder/layers_i/pre_attention_layer_norm
-  encoder.block.i.layer.1.DenseReluDense.{wi_0,wi_1,wo}  encoder/layers_i/mlp/...
-  encoder.block.i.layer.1.layer_norm              encoder/layers_i/pre_mlp_layer_norm
-  decoder.block.i.layer.0.SelfAttention / layer_norm     self_attention / pre_self_attention_layer_norm
-  decoder.block.i.layer.1.EncDecAttention / layer_norm   encoder_decoder_attention / pre_cross_attention_layer_norm
-  decoder.block.i.layer.2.DenseReluDense / layer_norm    mlp / pre_mlp_layer_norm
-  {encoder,decoder}.final_layer_norm              {encoder,decoder}/{encoder,decoder}_norm
-  lm_head.weight (vocab, embed)                   decoder/logits_dense/kernel (embed, vocab)
-
-Output head. HF scales the decoder output by d_model**-0.5 when the config
-says so (`scale_decoder_outputs`, written by transformers >= 5; older configs:
-`tie_word_embeddings`, default true) and takes logits from `lm_head.weight`,
-which is the shared embedding when tied. We map:
-  tied + scaled   -> logits_via_embedding=True (t5x: embed^T / sqrt(d_model))
-  untied, unscaled (Flan-T5, T5 v1.1) -> logits_dense = lm_head^T
-  untied + scaled -> logits_dense = lm_head^T * d_model**-0.5 (same logits)
-  tied, unscaled  -> logits_dense = shared^T (same logits; untied from here on)
 """
 from __future__ import annotations
 
@@ -34,69 +15,24 @@ import json
 import os
 import re
 import struct
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
 from symbol_tuning.checkpoints import CheckpointError, check_params, flatten, unflatten
-from symbol_tuning.model.config import T5Config
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 _PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5",
                  "flax_model.msgpack")
-_SUPPORTED_MODEL_TYPES = ("t5", "mt5")  # mT5 is the same v1.1 architecture
-_IGNORED = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight",
-            # Present (unused) in some old checkpoints.
-            "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight")
-
-_ATTN = (("q", "query"), ("k", "key"), ("v", "value"), ("o", "out"))
-_MLP = ("wi_0", "wi_1", "wo")
-
-
-def name_map(config: T5Config) -> list[tuple[str, str]]:
-  """(HF tensor name, t5x param path) pairs, in a stable order.
-
-  Every 2-D pair except the embedding is transposed between the two
-  layouts (see `transposed`); 1-D ones are copied.
-  """
-  pairs = [("shared.weight", "token_embedder/embedding")]
-  for stack, n_layers in (("encoder", config.num_encoder_layers),
-                          ("decoder", config.num_decoder_layers)):
-    pairs.append((f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-                  f"{stack}/relpos_bias/rel_embedding"))
-    for i in range(n_layers):
-      hf, ours = f"{stack}.block.{i}.layer", f"{stack}/layers_{i}"
-      if stack == "encoder":
-        attns = [(f"{hf}.0.SelfAttention", f"{ours}/attention")]
-        norms = [(f"{hf}.0.layer_norm", f"{ours}/pre_attention_layer_norm"),
-                 (f"{hf}.1.layer_norm", f"{ours}/pre_mlp_layer_norm")]
-        mlp = f"{hf}.1.DenseReluDense"
-      else:
-        attns = [(f"{hf}.0.SelfAttention", f"{ours}/self_attention"),
-                 (f"{hf}.1.EncDecAttention", f"{ours}/encoder_decoder_attention")]
-        norms = [(f"{hf}.0.layer_norm", f"{ours}/pre_self_attention_layer_norm"),
-                 (f"{hf}.1.layer_norm", f"{ours}/pre_cross_attention_layer_norm"),
-                 (f"{hf}.2.layer_norm", f"{ours}/pre_mlp_layer_norm")]
-        mlp = f"{hf}.2.DenseReluDense"
-      for hf_attn, our_attn in attns:
-        for short, long in _ATTN:
-          pairs.append((f"{hf_attn}.{short}.weight", f"{our_attn}/{long}/kernel"))
-      for hf_norm, our_norm in norms:
-        pairs.append((f"{hf_norm}.weight", f"{our_norm}/scale"))
-      for w in _MLP:
-        pairs.append((f"{mlp}.{w}.weight", f"{ours}/mlp/{w}/kernel"))
-    pairs.append((f"{stack}.final_layer_norm.weight", f"{stack}/{stack}_norm/scale"))
-  if not config.logits_via_embedding:
-    pairs.append(("lm_head.weight", "decoder/logits_dense/kernel"))
-  return pairs
 
 
 # -----------------------------------------------------------------------------
 # Config.
 # -----------------------------------------------------------------------------
-def _read_config(path: str) -> dict[str, Any]:
+def read_config(path: str) -> dict[str, Any]:
+  """The config.json dict of a HF model directory (CheckpointError naming the file)."""
   cfg_path = os.path.join(path, CONFIG_FILE)
   if not os.path.isfile(cfg_path):
     raise CheckpointError(f"{path}: no {CONFIG_FILE}; not a HuggingFace model directory")
@@ -108,77 +44,6 @@ def _read_config(path: str) -> dict[str, Any]:
   if not isinstance(data, dict):
     raise CheckpointError(f"{cfg_path}: expected a JSON object")
   return data
-
-
-def config_from_hf(data: dict[str, Any], source: str = CONFIG_FILE,
-                   logits_via_embedding: bool = False) -> T5Config:
-  """T5Config from a HF T5 config.json dict (validated: T5 v1.1, gated-gelu)."""
-  model_type = data.get("model_type")
-  if model_type not in _SUPPORTED_MODEL_TYPES:
-    raise CheckpointError(
-        f"{source}: model_type is {model_type!r}; only T5 v1.1 / Flan-T5 "
-        f"('t5', gated-gelu) checkpoints are supported")
-  ff = data.get("feed_forward_proj", "relu")
-  if ff != "gated-gelu":
-    raise CheckpointError(
-        f"{source}: feed_forward_proj is {ff!r}"
-        + (" (T5 v1.0)" if ff == "relu" else "")
-        + "; only 'gated-gelu' (T5 v1.1 / Flan-T5) is supported")
-  try:
-    num_layers = int(data["num_layers"])
-    return T5Config(
-        vocab_size=int(data["vocab_size"]),
-        d_model=int(data["d_model"]),
-        num_heads=int(data["num_heads"]),
-        head_dim=int(data["d_kv"]),
-        mlp_dim=int(data["d_ff"]),
-        num_encoder_layers=num_layers,
-        num_decoder_layers=int(data.get("num_decoder_layers") or num_layers),
-        dropout_rate=float(data.get("dropout_rate", 0.1)),
-        relative_attention_num_buckets=int(data.get("relative_attention_num_buckets", 32)),
-        relative_attention_max_distance=int(data.get("relative_attention_max_distance", 128)),
-        layer_norm_epsilon=float(data.get("layer_norm_epsilon", 1e-6)),
-        logits_via_embedding=logits_via_embedding,
-    )
-  except KeyError as e:
-    raise CheckpointError(f"{source}: missing field {e.args[0]!r}") from e
-  except (TypeError, ValueError) as e:
-    raise CheckpointError(f"{source}: invalid value ({e})") from e
-
-
-def config_to_hf(config: T5Config) -> dict[str, Any]:
-  """config.json contents that transformers 4.x and 5.x load as this model."""
-  tied = config.logits_via_embedding
-  return {
-      "architectures": ["T5ForConditionalGeneration"],
-      "model_type": "t5",
-      "vocab_size": config.vocab_size,
-      "d_model": config.d_model,
-      "d_kv": config.head_dim,
-      "d_ff": config.mlp_dim,
-      "num_heads": config.num_heads,
-      "num_layers": config.num_encoder_layers,
-      "num_decoder_layers": config.num_decoder_layers,
-      "relative_attention_num_buckets": config.relative_attention_num_buckets,
-      "relative_attention_max_distance": config.relative_attention_max_distance,
-      "dropout_rate": config.dropout_rate,
-      "layer_norm_epsilon": config.layer_norm_epsilon,
-      "initializer_factor": 1.0,
-      "feed_forward_proj": "gated-gelu",
-      "dense_act_fn": "gelu_new",
-      "is_gated_act": True,
-      "is_encoder_decoder": True,
-      "use_cache": True,
-      "pad_token_id": 0,
-      "eos_token_id": 1,
-      "decoder_start_token_id": 0,
-      # transformers 4.x reads tie_word_embeddings (and scales iff tied);
-      # 5.x always ties unless lm_head.weight differs from shared.weight in
-      # the file, and reads the scaling from scale_decoder_outputs.
-      "tie_word_embeddings": tied,
-      "scale_decoder_outputs": tied,
-      "torch_dtype": "float32",
-  }
 
 
 # -----------------------------------------------------------------------------
@@ -204,7 +69,7 @@ def _read_raw(filename: str, name: str) -> np.ndarray:
   return arr.reshape(info["shape"]).astype(np.float32)
 
 
-class _TensorSource:
+class TensorSource:
   """Lazy access to the tensors of one HF model directory (single or sharded)."""
 
   def __init__(self, path: str):
@@ -267,13 +132,7 @@ class _TensorSource:
     return np.asarray(arr, dtype=np.float32)
 
 
-def transposed(our_name: str) -> bool:
-  """Whether the HF tensor is the transpose of our param `our_name`."""
-  return our_name != "token_embedder/embedding" and not our_name.endswith("/scale")
-
-
-# Shared with hf_decoder: the file-level steps of both loaders and savers.
-def read_tensor(source: _TensorSource, name: str, our_shape, transpose: bool,
+def read_tensor(source: TensorSource, name: str, our_shape, transpose: bool,
                 hint: str = "") -> np.ndarray:
   """Tensor `name` in our layout, checked against our param shape `our_shape` (a missing
   or misshapen tensor raises CheckpointError naming it and its file; `hint` follows a
@@ -291,115 +150,71 @@ def read_tensor(source: _TensorSource, name: str, our_shape, transpose: bool,
   return np.ascontiguousarray(arr.T) if transpose else arr
 
 
-def finish_load(source: _TensorSource, flat: dict[str, np.ndarray], unexpected,
-                model: str, config, path: str) -> dict:
-  """The params tree of `flat`, checked against `config`; a tensor of `unexpected` (the
-  first, sorted) raises CheckpointError as not part of `model`."""
-  if unexpected:
-    first = sorted(unexpected)[0]
-    raise CheckpointError(
-        f"{source.file_of(first)}: unexpected tensor '{first}' (not part of {model})")
-  params = unflatten(flat)
-  check_params(config, params, path)
-  return params
+def family_of_hf(data: dict[str, Any], source: str):
+  """The model family that reads config.json `data` (registry.for_hf_model_type)."""
+  from symbol_tuning.models import registry  # pylint: disable=g-import-not-at-top
+  try:
+    return registry.for_hf_model_type(data.get("model_type"))
+  except ValueError as e:
+    raise CheckpointError(f"{source}: {e}") from None
 
 
-def hf_tensors(config, params, pairs, transposed_fn) -> dict[str, np.ndarray]:
-  """{HF name: float32 tensor} of checked params, by (HF name, our path) `pairs`."""
-  check_params(config, params, "save_hf")
-  flat = flatten(params)
-  tensors = {}
-  for hf_name, ours in pairs:
-    arr = np.asarray(flat[ours], dtype=np.float32)
-    tensors[hf_name] = np.ascontiguousarray(arr.T) if transposed_fn(ours) else arr
-  return tensors
+def load_hf(path: str, config=None) -> tuple[Any, dict]:
+  """Loads a HF model directory as (our config, float32 numpy params), for any family.
 
-
-def write_model_dir(path: str, config_json: dict[str, Any], generation: dict[str, Any],
-                    tensors: dict[str, np.ndarray], max_shard_bytes: int) -> None:
-  """config.json, generation_config.json and the safetensors of a HF model directory."""
-  os.makedirs(path, exist_ok=True)
-  with open(os.path.join(path, CONFIG_FILE), "w", encoding="utf-8") as f:
-    json.dump(config_json, f, indent=2, sort_keys=True)
-  with open(os.path.join(path, "generation_config.json"), "w", encoding="utf-8") as f:
-    json.dump(generation, f, indent=2)
-  write_safetensors(tensors, path, max_shard_bytes)
-
-
-def load_hf(path: str, config: Optional[T5Config] = None) -> tuple[T5Config, dict]:
-  """Loads a HF T5 v1.1 / Flan-T5 directory as (T5Config, float32 numpy params).
-
-  `config`, if given, is checked against the checkpoint (a tensor that does
-  not fit it raises CheckpointError naming the tensor); its dropout_rate,
-  dtype, etc. are kept.
+  `config`, if given, decides the expected shapes (a tensor that does not fit it raises
+  CheckpointError naming the tensor; its dtype, dropout, remat are kept) and must be of
+  the checkpoint's family.
   """
+  from symbol_tuning.models import registry  # pylint: disable=g-import-not-at-top
   path = os.fspath(path)
   if not os.path.isdir(path):
     raise CheckpointError(f"{path}: not a directory")
-  data = _read_config(path)
+  data = read_config(path)
   cfg_file = os.path.join(path, CONFIG_FILE)
-  hf_config = config_from_hf(data, cfg_file)  # validates before touching weights
-  source = _TensorSource(path)
+  family = family_of_hf(data, cfg_file)
+  if config is not None and registry.family_of(config) is not family:
+    raise CheckpointError(f"{path}: a {family.name} model ({data.get('model_type')}), but the "
+                          f"config is a {registry.family_of(config).name} one")
+  mapping = family.hf
+  mapping.config_from_hf(data, cfg_file)  # validates before touching weights
+  source = TensorSource(path)
+  hf_config = mapping.config_from_hf(data, cfg_file, source, config)
+  expected = flatten(family.param_shapes(hf_config))
 
-  if "shared.weight" not in source and "encoder.embed_tokens.weight" in source:
-    shared_name = "encoder.embed_tokens.weight"
-  else:
-    shared_name = "shared.weight"
-  scale = data.get("scale_decoder_outputs", data.get("tie_word_embeddings", True))
-  # transformers >= 5 writes tie_word_embeddings=true even for untied models;
-  # the head is untied whenever lm_head.weight is stored and differs.
-  untied = "lm_head.weight" in source and (
-      data.get("tie_word_embeddings") is False
-      or shared_name not in source
-      or source.shape("lm_head.weight") != source.shape(shared_name)
-      or not np.array_equal(source.get("lm_head.weight"), source.get(shared_name)))
-  if "lm_head.weight" not in source and data.get("tie_word_embeddings") is False:
-    raise CheckpointError(
-        f"{source.file_of('lm_head.weight')}: tensor 'lm_head.weight' is missing "
-        f"(config.json has tie_word_embeddings=false)")
-  via_embedding = bool(scale) and not untied
-  hf_config = config_from_hf(data, cfg_file, logits_via_embedding=via_embedding)
-  if config is not None:
-    # The given config decides the expected shapes (so a mismatch names the
-    # tensor); numerics the file knows better are taken from it.
-    hf_config = config.replace(
-        logits_via_embedding=via_embedding,
-        relative_attention_max_distance=hf_config.relative_attention_max_distance,
-        layer_norm_epsilon=hf_config.layer_norm_epsilon)
+  def read(hf_name, ours, hint):
+    return read_tensor(source, hf_name, expected[ours].shape, mapping.transposed(ours), hint)
 
-  from symbol_tuning.model.network import param_shapes  # pylint: disable=g-import-not-at-top
-  expected = flatten(param_shapes(hf_config))
-  flat: dict[str, np.ndarray] = {}
-  for hf_name, ours in name_map(hf_config):
-    if hf_name == "lm_head.weight" and not untied:
-      continue  # tied: filled from the shared embedding below
-    name = shared_name if hf_name == "shared.weight" else hf_name
-    flat[ours] = read_tensor(source, name, expected[ours].shape, transposed(ours))
-
-  if not untied and not via_embedding:
-    # Tied but unscaled: logits = y @ shared^T; keep it as an untied head.
-    flat["decoder/logits_dense/kernel"] = np.ascontiguousarray(source.get(shared_name).T)
-  elif untied and scale:
-    # Untied but scaled: fold d_model**-0.5 into the head.
-    flat["decoder/logits_dense/kernel"] = (
-        flat["decoder/logits_dense/kernel"] * np.float32(hf_config.d_model ** -0.5))
-
-  known = {n for n, _ in name_map(hf_config)} | set(_IGNORED) | {shared_name}
-  model = (f"a {hf_config.num_encoder_layers}+{hf_config.num_decoder_layers}-layer "
-           f"T5 v1.1 model")
-  unexpected = source.keys() - known - {"lm_head.weight"}
-  return hf_config, finish_load(source, flat, unexpected, model, hf_config, path)
+  flat = mapping.read_params(source, hf_config, data, read)
+  known = {n for n, _ in mapping.name_map(hf_config)}
+  unexpected = sorted(k for k in source.keys() - known if not mapping.ignored(k, hf_config))
+  if unexpected:
+    raise CheckpointError(f"{source.file_of(unexpected[0])}: unexpected tensor "
+                          f"'{unexpected[0]}' (not part of {mapping.describe(hf_config)})")
+  params = unflatten(flat)
+  check_params(hf_config, params, path)
+  return hf_config, params
 
 
-def save_hf(config: T5Config, params, path: str,
-            max_shard_bytes: int = 5 * 1024 ** 3) -> None:
-  """Writes config.json + model.safetensors (sharded with an index past
-  `max_shard_bytes`) that transformers' T5ForConditionalGeneration loads."""
+def save_hf(config, params, path: str, max_shard_bytes: int = 5 * 1024 ** 3) -> None:
+  """Writes config.json, generation_config.json and model.safetensors (sharded with an
+  index past `max_shard_bytes`) that transformers loads as the config's model."""
+  from symbol_tuning.models import registry  # pylint: disable=g-import-not-at-top
   path = os.fspath(path)
-  tensors = hf_tensors(config, params, name_map(config), transposed)
-  write_model_dir(path, config_to_hf(config),
-                  {"decoder_start_token_id": 0, "eos_token_id": 1, "pad_token_id": 0},
-                  tensors, max_shard_bytes)
+  mapping = registry.family_of(config).hf
+  check_params(config, params, "save_hf")
+  hf_json = mapping.config_to_hf(config)  # validates before writing anything
+  flat = flatten(params)
+  tensors = {}
+  for hf_name, ours in mapping.name_map(config):
+    arr = np.asarray(flat[ours], dtype=np.float32)
+    tensors[hf_name] = np.ascontiguousarray(arr.T) if mapping.transposed(ours) else arr
+  os.makedirs(path, exist_ok=True)
+  with open(os.path.join(path, CONFIG_FILE), "w", encoding="utf-8") as f:
+    json.dump(hf_json, f, indent=2, sort_keys=True)
+  with open(os.path.join(path, "generation_config.json"), "w", encoding="utf-8") as f:
+    json.dump(mapping.generation_config(config), f, indent=2)
+  write_safetensors(tensors, path, max_shard_bytes)
 
 
 def write_safetensors(tensors: dict[str, np.ndarray], path: str,
@@ -434,4 +249,4 @@ def write_safetensors(tensors: dict[str, np.ndarray], path: str,
     json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
 
 
-__all__ = ["load_hf", "save_hf", "name_map", "config_from_hf", "config_to_hf"]
+__all__ = ["load_hf", "save_hf", "read_config", "TensorSource", "family_of_hf"]

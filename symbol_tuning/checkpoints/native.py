@@ -1,7 +1,7 @@
 """Our own params format: an orbax checkpoint of the params dict + model_config.json.
 
 Layout of `path/`:
-  model_config.json   T5Config.to_dict() or DecoderConfig.to_dict()
+  model_config.json   the config's to_dict(), tagged with its architecture
   params/             orbax StandardCheckpointer directory of the params dict
 
 The params dict is exactly the model's 'params' collection (t5x names), so the
@@ -17,8 +17,8 @@ import numpy as np
 
 from symbol_tuning import paths
 from symbol_tuning.checkpoints import CheckpointError, check_params, flatten, unflatten
-from symbol_tuning.model import family
-from symbol_tuning.model.config import T5Config
+from symbol_tuning.models import registry
+from symbol_tuning.models.base import ModelConfig
 
 CONFIG_FILE = "model_config.json"
 PARAMS_DIR = "params"
@@ -50,7 +50,7 @@ def trainer_checkpoint(path: str, step: Optional[int] = None) -> Optional[str]:
   return os.fspath(p / f"checkpoint_{steps[-1]}") if steps else None
 
 
-def save_native(config: T5Config, params, path: str, overwrite: bool = True) -> None:
+def save_native(config: ModelConfig, params, path: str, overwrite: bool = True) -> None:
   """Writes `path/model_config.json` and `path/params/` (float32)."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   path = paths.path(path)
@@ -68,18 +68,18 @@ def save_native(config: T5Config, params, path: str, overwrite: bool = True) -> 
   (path / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
 
 
-def load_config(path: str) -> T5Config:
+def load_config(path: str) -> ModelConfig:
   cfg_path = paths.path(path) / CONFIG_FILE
   try:
-    return family.config_from_dict(json.loads(cfg_path.read_text()))
+    return registry.config_from_dict(json.loads(cfg_path.read_text()))
   except FileNotFoundError as e:
     raise CheckpointError(f"{path}: no {CONFIG_FILE}; not a native checkpoint") from e
   except (json.JSONDecodeError, TypeError, ValueError) as e:
     raise CheckpointError(f"{cfg_path}: invalid model config ({e})") from e
 
 
-def load_native(path: str, config: Optional[T5Config] = None) -> tuple[T5Config, dict]:
-  """Loads (T5Config, float32 numpy params); checks them against `config` if given."""
+def load_native(path: str, config: Optional[ModelConfig] = None) -> tuple[ModelConfig, dict]:
+  """Loads (ModelConfig, float32 numpy params); checks them against `config` if given."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   path = os.fspath(paths.path(path))
   run_dir = None if (paths.path(path) / CONFIG_FILE).is_file() else trainer_checkpoint(path)
@@ -104,12 +104,12 @@ def load_native(path: str, config: Optional[T5Config] = None) -> tuple[T5Config,
   return use, params
 
 
-def _load_trainer(step_dir: str, config: Optional[T5Config]) -> tuple[T5Config, dict]:
+def _load_trainer(step_dir: str, config: Optional[ModelConfig]) -> tuple[ModelConfig, dict]:
   """Params of an embedded-trainer checkpoint (the optimizer state is read and dropped)."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   meta_file = paths.path(step_dir) / "meta" / "metadata"
   try:
-    stored = family.config_from_dict(json.loads(meta_file.read_text())["model_config"])
+    stored = registry.config_from_dict(json.loads(meta_file.read_text())["model_config"])
   except (OSError, KeyError, ValueError) as e:
     raise CheckpointError(f"{step_dir}: unreadable trainer metadata ({e})") from e
   target = paths.path(step_dir) / "state"

@@ -28,7 +28,7 @@ from etils import epath
 
 from symbol_tuning import paths
 from symbol_tuning.checkpoints import CheckpointError, check_params, flatten, unflatten
-from symbol_tuning.model.config import T5Config
+from symbol_tuning.models.t5.config import T5Config
 
 VERSION = 3
 MSGPACK_FILE = "checkpoint"

@@ -85,13 +85,13 @@ def _stage_init(out: epath.Path, seed: int) -> str:
   """A tiny random T5 saved as a checkpoint, so 'before' and training start identical."""
   from symbol_tuning.data import vocab  # pylint: disable=g-import-not-at-top
   from symbol_tuning.checkpoints import native  # pylint: disable=g-import-not-at-top
-  from symbol_tuning.model import config as model_config, network  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.models import registry  # pylint: disable=g-import-not-at-top
 
   path = out / "init"
   if not native.is_native(str(path)):
     vocab_size = -(-vocab.resolve().vocab_size // 128) * 128
-    cfg = model_config.get_config("tiny", vocab_size=vocab_size, dropout_rate=0.0)
-    native.save_native(cfg, network.init_params(cfg, seed), str(path))
+    cfg = registry.get_config("tiny", vocab_size=vocab_size, dropout_rate=0.0)
+    native.save_native(cfg, registry.init_params(cfg, seed), str(path))
   return str(path)
 
 

@@ -101,22 +101,21 @@ def run_suite(model, suite: str, *, settings=None, tasks_filter=None, subset=Non
               on_skip=None):
   """Evaluates `model` (scoring.Model) on a suite; returns (records, results)."""
   from symbol_tuning.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-  from symbol_tuning.evaluation import decoder_scoring, report, scoring, suites  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.evaluation import report, scoring, suites  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.models import registry  # pylint: disable=g-import-not-at-top
 
   settings = suites.check_suite(suite, settings)
   vocabulary = vocab_lib.resolve()  # fails fast (e.g. GCS unreachable) before any data work
-  from symbol_tuning.model import family  # pylint: disable=g-import-not-at-top
-
   unit_list = suites.units(suite, settings, subset=subset, tasks_filter=tasks_filter,
                            input_length=input_length, max_instructions=max_instructions,
-                           decoder_only=family.is_decoder_only(model.config))
+                           answer_in_sequence=registry.family_of(model.config).answer_in_sequence)
   items, skipped, unfit = suites.build_all(unit_list, seed, max_examples, on_skip)
   generative = suites.is_generative(suite)
   requests = [scoring.Request(it.input_ids, it.option_ids,
                               it.max_decode_len if (greedy or generative) else None)
               for it in items]
-  scorer = decoder_scoring.make_scorer(model, batch_size=batch_size, eos_id=vocabulary.eos_id,
-                                       vocab_limit=vocabulary.vocab_size)
+  scorer = scoring.Scorer(model, batch_size=batch_size, eos_id=vocabulary.eos_id,
+                          vocab_limit=vocabulary.vocab_size)
   start = time.perf_counter()
   with _Progress(len(requests), f"{suite} ({len(unit_list)} task settings)", progress) as bar:
     outputs = scorer.run(requests, progress=bar) if requests else []

@@ -1,4 +1,4 @@
-"""Best-fit packing of seq2seq examples into fixed-length rows, as a seqio feature converter.
+"""Best-fit packing into fixed-length rows: the core every family's feature converter uses.
 
 seqio's packing (EncDecFeatureConverter(pack=True)) fills one row at a time with the next
 examples in stream order, and closes the row as soon as one does not fit. Symbol-tuning
@@ -8,11 +8,12 @@ on symbol_tuning_bigbench, benchmarks/packing.py). Here a buffer of prompts is p
 best-fit decreasing instead: longest first, each into the open row it fills most tightly
 (inputs and targets both have to fit). That uses ~97% of the input tokens.
 
-The output is exactly what EncDecFeatureConverter(pack=True) produces (same features,
-segment ids, positions, shifted decoder inputs), so the model and the loss see nothing
-new and a t5x run can use it too:
-
-  models.EncoderDecoderModel.feature_converter_cls = @packing.BestFitEncDecFeatureConverter
+The converters are the families' (`symbol_tuning/models/<family>/features.py`): T5's
+gives exactly what seqio's EncDecFeatureConverter(pack=True) produces, the decoder
+family's what PrefixLMFeatureConverter does, so the model and the loss see nothing new
+and a t5x run can use them too. Here: `best_fit_rows` (which examples share a row),
+`fill_rows` (the packed arrays), `pack_buffer` / `best_fit_pack_dataset` (inputs and
+targets rows, a tf.data stage) and `single_length` (the one-sequence lengths convention).
 
 Packing is a pure function of the buffer's contents: the same example stream gives the
 same rows, so a resumed run (which replays the stream) sees the same batches.
@@ -20,7 +21,6 @@ same rows, so a resumed run (which replays the stream) sees the same batches.
 import bisect
 
 import numpy as np
-import seqio
 import tensorflow as tf
 
 from symbol_tuning import tf_exit
@@ -95,18 +95,40 @@ def pack_buffer(input_values, input_lengths, target_values, target_lengths,
   rows = best_fit_rows(features["inputs"][2], features["targets"][2], max_inputs, max_targets)
   out = {}
   for name, (values, starts, lengths, max_length) in features.items():
-    packed, segments, positions = np.zeros((3, len(rows), max_length), np.int32)
-    counting = np.arange(max_length, dtype=np.int32)
-    for r, members in enumerate(rows):  # slice copies: cheaper than per-token indexing
-      at = 0
-      for segment, i in enumerate(members, start=1):
-        start, length = starts[i], lengths[i]
-        packed[r, at:at + length] = values[start:start + length]
-        segments[r, at:at + length] = segment
-        positions[r, at:at + length] = counting[:length]
-        at += length
-    out[name], out[f"{name}_segment_ids"], out[f"{name}_positions"] = packed, segments, positions
+    out[name], out[f"{name}_segment_ids"], out[f"{name}_positions"] = fill_rows(
+        rows, values, starts, lengths, max_length)
   return tuple(out[k] for k in PACKED)
+
+
+def fill_rows(rows, values, starts, lengths, width: int):
+  """(packed, segment ids, positions), each [len(rows), width] int32: row r holds the
+  examples `rows[r]` one after another; example i is values[starts[i]:][:lengths[i]].
+
+  Example: rows [[0, 1]], values [7, 8, 9], starts [0, 2], lengths [2, 1], width 4
+    -> [[7, 8, 9, 0]], [[1, 1, 2, 0]], [[0, 1, 0, 0]]
+  """
+  packed, segments, positions = np.zeros((3, len(rows), width), np.int32)
+  counting = np.arange(width, dtype=np.int32)
+  for r, members in enumerate(rows):  # slice copies: cheaper than per-token indexing
+    at = 0
+    for segment, i in enumerate(members, start=1):
+      start, length = starts[i], lengths[i]
+      packed[r, at:at + length] = values[start:start + length]
+      segments[r, at:at + length] = segment
+      positions[r, at:at + length] = counting[:length]
+      at += length
+  return packed, segments, positions
+
+
+def single_length(task_feature_lengths) -> int | None:
+  """The model length L of one-sequence lengths given as {"targets": L}, else None (the
+  tasks then fit prompt + EOS + answer + EOS to L; see the decoder family's features).
+
+  single_length({"targets": 544}) -> 544;  single_length({"inputs": 512, "targets": 32}) -> None
+  """
+  if task_feature_lengths is None or "inputs" in task_feature_lengths:
+    return None
+  return task_feature_lengths.get("targets")
 
 
 def best_fit_pack_dataset(ds: tf.data.Dataset, feature_lengths: dict,
@@ -179,35 +201,3 @@ def with_pipeline_options(ds: tf.data.Dataset) -> tf.data.Dataset:
   options.threading.max_intra_op_parallelism = 1
   options.experimental_optimization.map_fusion = True
   return ds.with_options(options)
-
-
-class BestFitEncDecFeatureConverter(seqio.EncDecFeatureConverter):
-  """seqio's EncDecFeatureConverter with best-fit packing over a buffer of examples.
-
-  With pack=False it pads exactly as its parent does (t5x's eval and infer use that).
-  `use_custom_packing_ops` is accepted for t5x's call and has no effect here.
-  """
-
-  def __init__(self, pack: bool = True, buffer_size: int = 256, **kwargs):
-    super().__init__(pack=pack, **kwargs)
-    self._buffer_size = buffer_size  # examples packed together; 128+ reach ~97% fill
-
-  def _validate_dataset(self, ds, expected_features, expected_lengths, strict, error_label):
-    if not self.pack or strict:
-      return super()._validate_dataset(ds, expected_features, expected_lengths, strict,
-                                       error_label)
-    # Input lengths are checked by the packing call, a buffer at a time, instead of by
-    # seqio's per-example map (its "Length validation is skipped" log line is about that
-    # map only).
-    check, self._apply_length_check = self._apply_length_check, False
-    try:
-      return super()._validate_dataset(ds, expected_features, expected_lengths, strict,
-                                       error_label)
-    finally:
-      self._apply_length_check = check
-
-  def _pack_or_pad(self, ds, packed_lengths):
-    if not self.pack:
-      return super()._pack_or_pad(ds, packed_lengths)
-    return best_fit_pack_dataset(ds, packed_lengths, self._buffer_size,
-                                 check_lengths=self._apply_length_check)

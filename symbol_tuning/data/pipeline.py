@@ -27,7 +27,7 @@ from seqio import utils as seqio_utils
 import tensorflow as tf
 
 from symbol_tuning import tf_exit
-from symbol_tuning.data import decoder_packing, mixing, prompt_builder, prompt_workers
+from symbol_tuning.data import mixing, packing, prompt_builder, prompt_workers
 from symbol_tuning.data import vocab as vocab_lib
 # The builder's names, for the callers that know them from here.
 from symbol_tuning.data.prompt_builder import (  # pylint: disable=unused-import
@@ -152,9 +152,9 @@ def build_prompts(dataset: tf.data.Dataset, sequence_length=None, output_feature
   whichever process builds them and in batches of any size. Inside a
   PromptMixture only the features the mixture keeps are built.
   """
-  # Decoder-only lengths {"targets": L}: prompt + EOS + answer + EOS fit L together
-  # (decoder_packing.single_length); else the prompt + EOS fits "inputs".
-  model_length = decoder_packing.single_length(sequence_length)
+  # One-sequence lengths {"targets": L}: prompt + EOS + answer + EOS fit L together
+  # (packing.single_length); else the prompt + EOS fits "inputs".
+  model_length = packing.single_length(sequence_length)
   length = model_length or (sequence_length or {}).get("inputs") or DEFAULT_INPUT_LENGTH
   budget = length - 1  # room for EOS
   eos = None

@@ -2,7 +2,9 @@
 
   suites.py       what to evaluate: the paper's 11 held-out datasets, the 11 held-out
                   BIG-bench tasks, List Functions, Simple Turing Concepts -> prompts
-  scoring.py      rank classification (one encoder pass per prompt) and greedy decoding
+  scoring.py      rank classification and greedy decoding for every model family, over the
+                  family's inference operations (T5: one encoder pass per prompt;
+                  decoder-only: one prefill into the KV cache)
   report.py       per-example JSONL, per-task/per-setting JSON, Table-1 Markdown, compare
   algorithmic.py  List Functions / Turing Concepts prompts and the evaluation-only seqio
                   tasks (algorithmic tasks, rank-classification twins of the eval tasks)

@@ -4,12 +4,14 @@ Rank classification scores option j of a prompt as sum_t log p(y_jt | prompt, y_
 the option's tokens plus EOS, and predicts the argmax (log-softmax over the model's whole
 vocabulary, as t5x's score_batch does).
 
-`Scorer.run` (the fast path) runs the encoder ONCE per prompt and scores all of its options
-in one decoder pass whose batch is the encoder output repeated per option; greedy decoding
-reuses the same encoder output. `Scorer.rank_naive` is t5's rank_classification recipe: the
-whole prompt repeated once per option, each (prompt, option) row a full encoder-decoder
-forward pass, every input padded to one fixed length. Both give the same scores (tested to
-1e-5); the benchmark compares their speed.
+One Scorer for every model family: it batches and buckets, and the family's inference
+operations (`ModelFamily.inference`, models/<family>/inference.py) run the model.
+`Scorer.run` (the fast path) runs each prompt ONCE (T5: one encoder pass; decoder-only:
+one prefill into the KV cache) and scores all of its options in one pass over that state;
+greedy decoding continues from the same state. `Scorer.rank_naive` is t5's
+rank_classification recipe: the whole prompt repeated once per option, each (prompt,
+option) row a full forward pass, every input padded to one fixed length. Both give the
+same scores (tested to 1e-5); the benchmark compares their speed.
 
 Shapes are bucketed so `jax.jit` compiles once per bucket: prompts are grouped by input
 length rounded up to a power of two (and by number of options), longest first; a group's
@@ -21,15 +23,13 @@ compiled code (set JAX_COMPILATION_CACHE_DIR to keep it across processes).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Callable, Iterable, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from symbol_tuning.model import family, network
-from symbol_tuning.model.config import T5Config
+from symbol_tuning.models import registry
+from symbol_tuning.models.base import ModelConfig
 
 MIN_INPUT_BUCKET = 32
 MIN_TARGET_BUCKET = 4
@@ -59,7 +59,7 @@ class Output:
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-  config: T5Config
+  config: ModelConfig
   params: dict
   description: str  # where it came from, for reports
 
@@ -73,8 +73,8 @@ def load_model(checkpoint: str, vocab_size: int | None = None, step: int | None 
     overrides = {"dropout_rate": 0.0}
     if vocab_size:
       overrides["vocab_size"] = -(-vocab_size // 128) * 128
-    config = family.get_config(name, **overrides)
-    params = family.init_params(config, int(seed or 0))
+    config = registry.get_config(name, **overrides)
+    params = registry.init_params(config, int(seed or 0))
     return Model(config, params, checkpoint)
   from symbol_tuning.checkpoints import convert  # pylint: disable=g-import-not-at-top
 
@@ -85,83 +85,18 @@ def load_model(checkpoint: str, vocab_size: int | None = None, step: int | None 
   return Model(config, params, checkpoint)
 
 
-# Jitted pieces, module-level with the config static: every Scorer of the same model shape
-# shares the compiled executables (a second run in one process compiles nothing).
-def _module(config: T5Config) -> network.Transformer:
-  return network.Transformer(config)
-
-
-def _token_logprobs(logits, targets):
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  picked = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-  return jnp.sum(jnp.where(targets > 0, picked, 0.0), axis=-1)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _encode(config, params, tokens):
-  return _module(config).apply({"params": params}, tokens, enable_dropout=False,
-                               method=network.Transformer.encode)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _score(config, params, encoded, enc_tokens, targets):
-  """encoded (B, L, D), targets (B, O, T) -> (B, O): the encoder output is repeated per
-  option, never the prompt."""
-  b, o, t = targets.shape
-  rows_encoded = jnp.repeat(encoded, o, axis=0)
-  rows_tokens = jnp.repeat(enc_tokens, o, axis=0)
-  flat = targets.reshape(b * o, t)
-  dec_in = jnp.pad(flat[:, :-1], ((0, 0), (1, 0)))  # the decoder starts from id 0
-  logits = _module(config).apply({"params": params}, rows_encoded, rows_tokens, dec_in, flat,
-                                 enable_dropout=False, method=network.Transformer.decode)
-  return _token_logprobs(logits, flat).reshape(b, o)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _forward_score(config, params, enc_tokens, targets):
-  """The naive recipe: a full encoder-decoder pass per (prompt, option) row."""
-  dec_in = jnp.pad(targets[:, :-1], ((0, 0), (1, 0)))
-  logits = _module(config).apply({"params": params}, enc_tokens, dec_in, targets,
-                                 enable_dropout=False)
-  return _token_logprobs(logits, targets)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))
-def _greedy(config, params, encoded, enc_tokens, length, eos_id, vocab_limit):
-  """Greedy decoding with the decode cache; stops when every row has emitted EOS."""
-  model = _module(config)
-  batch = encoded.shape[0]
-  cache = network.init_cache(config, batch, length)
-  allowed = jnp.arange(config.vocab_size) < vocab_limit
-  done = ~jnp.any(enc_tokens > 0, axis=-1)  # all-padding rows: nothing to decode
-
-  def cond(state):
-    step, _, _, _, done = state
-    return (step < length) & ~jnp.all(done)
-
-  def body(state):
-    step, cache, prev, out, done = state
-    logits, mutated = model.apply(
-        {"params": params, "cache": cache}, encoded, enc_tokens, prev[:, None],
-        enable_dropout=False, decode=True, method=network.Transformer.decode,
-        mutable=["cache"])
-    logits = jnp.where(allowed, logits[:, -1], -jnp.inf)
-    token = jnp.where(done, 0, jnp.argmax(logits, axis=-1).astype(jnp.int32))
-    out = out.at[:, step].set(token)
-    return step + 1, mutated["cache"], token, out, done | (token == eos_id)
-
-  state = (jnp.int32(0), cache, jnp.zeros((batch,), jnp.int32),
-           jnp.zeros((batch, length), jnp.int32), done)
-  return jax.lax.while_loop(cond, body, state)[3]
-
-
 class Scorer:
-  """Scores and decodes Requests with one model."""
+  """Scores and decodes Requests with one model of any family.
+
+  A Request's `input_ids` are the prompt exactly as the model reads it (decoder-only: e.g.
+  starting with the tokenizer's BOS; options are appended to it directly).
+  """
 
   def __init__(self, model: Model, *, batch_size: int = 8, max_batch_tokens: int = 32768,
                eos_id: int = 1, vocab_limit: int | None = None):
     self.config = model.config
     self.params = jax.device_put(model.params)
+    self.ops = registry.family_of(model.config).inference(self.config, self.params)
     self.batch_size = batch_size
     self.max_batch_tokens = max_batch_tokens  # long buckets get smaller batches
     self.eos_id = eos_id
@@ -185,53 +120,14 @@ class Scorer:
         batch = members[start:start + size]
         yield k, size if full_batches else min(size, bucket(len(batch))), batch
 
-  @staticmethod
-  def _pad_inputs(requests, members, size, length) -> np.ndarray:
-    tokens = np.zeros((size, length), np.int32)
-    for row, i in enumerate(members):
-      ids = requests[i].input_ids
-      if len(ids) > length:
-        raise ValueError(f"prompt of {len(ids)} tokens does not fit length {length}")
-      tokens[row, :len(ids)] = ids
-    return tokens
-
   def target_length(self, requests: Iterable[Request]) -> int:
     longest = max((len(o) for r in requests for o in (r.options or ())), default=1)
     return bucket(longest, max(MIN_TARGET_BUCKET, self.min_target_length))
 
-  # --- the model's side of a batch (DecoderScorer overrides these) -----------------
-  def _start_batch(self, requests, members, size, length, extra_length):
-    """Per batch of prompts, the state `_score_batch` and `_decode_batch` read: here the
-    padded inputs and their encoder output (`extra_length`, the target/decode positions
-    to come, matters only to a decoder-only cache)."""
-    del extra_length
-    tokens = jnp.asarray(self._pad_inputs(requests, members, size, length))
-    return tokens, _encode(self.config, self.params, tokens)
-
-  def _score_batch(self, state, options, option_lengths):
-    """options (B, O, T) right-padded (id 0 ends a T5 target) -> (B, O) scores."""
-    del option_lengths
-    tokens, encoded = state
-    return _score(self.config, self.params, encoded, tokens, jnp.asarray(options))
-
-  def _decode_batch(self, state, length):
-    tokens, encoded = state
-    return _greedy(self.config, self.params, encoded, tokens, length, self.eos_id,
-                   self.vocab_limit)
-
-  def _naive_batch(self, row_requests, members, size, length, t_len):
-    """(B,) scores of single-option rows, a full encoder-decoder pass each."""
-    tokens = self._pad_inputs(row_requests, members, size, length)
-    targets = np.zeros((size, t_len), np.int32)
-    for row, m in enumerate(members):
-      ids = row_requests[m].options[0]
-      targets[row, :len(ids)] = ids
-    return _forward_score(self.config, self.params, jnp.asarray(tokens), jnp.asarray(targets))
-
   # --- public API --------------------------------------------------------------------
   def run(self, requests: Sequence[Request],
           progress: Callable[[int], None] | None = None) -> list[Output]:
-    """Fast path: per batch, the prompts run once (T5: one encoder pass); all options in
+    """Fast path: per batch, the prompts run once (the family's `start`); all options in
     one pass over that state; greedy decoding from the same state."""
     outputs = [Output() for _ in requests]
     t_len = self.target_length(requests)
@@ -244,8 +140,8 @@ class Scorer:
               d_len if r.max_decode_len else 0)
 
     for (length, n_opt, dec_len), size, members in self._batches(requests, key):
-      state = self._start_batch(requests, members, size, length,
-                                max(t_len if n_opt else 0, dec_len))
+      state = self.ops.start([requests[i].input_ids for i in members], size, length,
+                             max(t_len if n_opt else 0, dec_len))
       if n_opt:
         options = np.zeros((size, n_opt, t_len), np.int32)
         option_lengths = np.zeros((size, n_opt), np.int32)
@@ -253,11 +149,11 @@ class Scorer:
           for j, ids in enumerate(requests[i].options):
             options[row, j, :len(ids)] = ids
             option_lengths[row, j] = len(ids)
-        scores = np.asarray(self._score_batch(state, options, option_lengths))
+        scores = np.asarray(self.ops.score(state, options, option_lengths))
         for row, i in enumerate(members):
           outputs[i].scores = scores[row]
       if dec_len:
-        decoded = np.asarray(self._decode_batch(state, dec_len))
+        decoded = np.asarray(self.ops.decode(state, dec_len, self.eos_id, self.vocab_limit))
         for row, i in enumerate(members):
           outputs[i].tokens = self._cut(decoded[row], requests[i].max_decode_len)
       if progress:
@@ -282,7 +178,9 @@ class Scorer:
 
     scores = [np.zeros(len(r.options or ()), np.float32) for r in requests]
     for (length,), size, members in self._batches(row_requests, key, not bucketed):
-      out = np.asarray(self._naive_batch(row_requests, members, size, length, t_len))
+      out = np.asarray(self.ops.score_naive([row_requests[m].input_ids for m in members],
+                                            [row_requests[m].options[0] for m in members],
+                                            size, length, t_len))
       for row, m in enumerate(members):
         i, j = rows[m]
         scores[i][j] = out[row]

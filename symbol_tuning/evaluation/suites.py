@@ -123,17 +123,18 @@ def query_positions(num_queries: int, max_examples: int | None, key: str,
 
 
 def _classification_items(task_name: str, key: str, setting: str, input_length: int,
-                          seed: int, max_examples: int | None, decoder_only: bool = False):
-  """Decoder-only: prompt + EOS + the longest option + EOS fit `input_length` (the model's
-  whole sequence, as in training); else prompt + EOS fit it."""
+                          seed: int, max_examples: int | None,
+                          answer_in_sequence: bool = False):
+  """`answer_in_sequence` (decoder-only): prompt + EOS + the longest option + EOS fit
+  `input_length` (the model's whole sequence, as in training); else prompt + EOS fit it."""
   spec = seqio.get_mixture_or_task(task_name).source.spec
   builder = pipeline.PromptBuilder(spec, "validation", input_length - 1)  # room for EOS
   eos = vocab_lib.resolve().eos_id
   items, unfit = [], 0
   for pos in query_positions(len(builder.queries), max_examples, key, seed):
     try:
-      p = (builder.build_sequence(pos, seed, input_length, all_options=True) if decoder_only
-           else builder.build(pos, seed))
+      p = (builder.build_sequence(pos, seed, input_length, all_options=True)
+           if answer_in_sequence else builder.build(pos, seed))
     except prompts.PromptError:
       unfit += 1  # cannot fit input_length even with one exemplar per class (as the pipeline)
       continue
@@ -146,13 +147,13 @@ def _classification_items(task_name: str, key: str, setting: str, input_length: 
   return items, unfit
 
 
-def _generative_items(made: list, input_length: int, decoder_only: bool = False):
+def _generative_items(made: list, input_length: int, answer_in_sequence: bool = False):
   vocabulary = vocab_lib.resolve()
   items, unfit = [], 0
   for p in made:
     ids = list(vocabulary.encode(p.inputs)) + [vocabulary.eos_id]
     target_len = len(vocabulary.encode(p.target)) + 1
-    if len(ids) + (target_len if decoder_only else 0) > input_length:
+    if len(ids) + (target_len if answer_in_sequence else 0) > input_length:
       unfit += 1  # never cut: the query sits at the end
     items.append(Item(p.task, GENERATIVE, p.position, p.inputs, ids, p.target,
                       max_decode_len=target_len + DECODE_MARGIN, meta=dict(p.meta)))
@@ -162,12 +163,13 @@ def _generative_items(made: list, input_length: int, decoder_only: bool = False)
 def units(suite: str, settings=None, *, subset: str | None = None, tasks_filter=None,
           input_length: int = pipeline.DEFAULT_INPUT_LENGTH,
           max_instructions: int = algorithmic.MAX_INSTRUCTIONS,
-          decoder_only: bool = False) -> list[Unit]:
+          answer_in_sequence: bool = False) -> list[Unit]:
   """The suite's (task, setting) units. Nothing is read until a unit is built, except the
   Turing Concepts task file (to list its concepts).
 
   `tasks_filter`: keep only these task keys / subtasks / concepts (None: all).
-  `decoder_only`: `input_length` bounds the whole sequence, prompt and answer together.
+  `answer_in_sequence` (the model family's, e.g. decoder-only): `input_length` bounds the
+  whole sequence, prompt and answer together.
   """
   settings = check_suite(suite, settings)
   keep = (lambda name: True) if not tasks_filter else (lambda name: name in tasks_filter)
@@ -184,7 +186,7 @@ def units(suite: str, settings=None, *, subset: str | None = None, tasks_filter=
         name = tasks.task_name(family, entry, setting)
         build = (lambda seed, max_examples, _n=name, _k=entry.task_key, _s=setting:
                  _classification_items(_n, _k, _s, input_length, seed, max_examples,
-                                       decoder_only))
+                                       answer_in_sequence))
         out.append(Unit(entry.task_key, entry.name, setting, source, hint, entry.num_classes,
                         build))
   elif suite == "list_functions":
@@ -192,7 +194,7 @@ def units(suite: str, settings=None, *, subset: str | None = None, tasks_filter=
       if keep(sub):
         build = (lambda seed, max_examples, _s=sub: _generative_items(
             algorithmic.list_function_prompts(_s, seed, max_examples), input_length,
-            decoder_only))
+            answer_in_sequence))
         out.append(Unit(sub, sub, GENERATIVE, f"BIG-bench list_functions/{sub}",
                         BIGBENCH_HINT, None, build))
   else:
@@ -209,7 +211,7 @@ def units(suite: str, settings=None, *, subset: str | None = None, tasks_filter=
       if keep(concept):
         build = (lambda seed, max_examples, _c=concept: _generative_items(
             algorithmic.turing_concept_prompts(_c, max_examples, max_instructions),
-            input_length, decoder_only))
+            input_length, answer_in_sequence))
         out.append(Unit(concept, concept, GENERATIVE, f"BIG-bench {algorithmic.TURING_SET}",
                         BIGBENCH_HINT, None, build))
   return out

@@ -1,4 +1,5 @@
-"""Training batches: seqio mixture -> best-fit packing (symbol_tuning.data.packing) -> host batches.
+"""Training batches: seqio mixture -> the model family's feature converter (best-fit packing,
+symbol_tuning.data.packing) -> host batches.
 
 The stream is a pure function of (mixture, lengths, seed, host). Its position is saved with
 every checkpoint (tf.data saves the iterator: shuffle orders, seeds, mixing and packing
@@ -18,15 +19,8 @@ import seqio
 import tensorflow as tf
 
 from symbol_tuning import paths
-from symbol_tuning.data import decoder_packing, packing, pipeline
-
-FEATURES = ("encoder_input_tokens", "decoder_target_tokens", "decoder_input_tokens",
-            "decoder_loss_weights", "encoder_segment_ids", "decoder_segment_ids",
-            "encoder_positions", "decoder_positions")
-# Decoder-only rows: prompt + answer in one sequence (seqio PrefixLM features).
-DECODER_ONLY_FEATURES = ("decoder_target_tokens", "decoder_input_tokens",
-                         "decoder_loss_weights", "decoder_segment_ids", "decoder_positions",
-                         "decoder_causal_attention")
+from symbol_tuning.data import pipeline
+from symbol_tuning.models import registry
 
 
 class DataError(ValueError):
@@ -38,15 +32,15 @@ class DataConfig:
   """What t5x calls a DatasetConfig, for training."""
 
   mixture_or_task_name: str  # a registered seqio task or mixture
-  task_feature_lengths: dict  # {"inputs": 2048, "targets": 512}; decoder-only also
-  #   {"targets": L}: prompt + answer + EOSs fit L (decoder_packing.single_length)
+  task_feature_lengths: dict  # {"inputs": 2048, "targets": 512}; one-sequence families
+  #   also {"targets": L}: prompt + answer + EOSs fit L (packing.single_length)
   batch_size: int  # global batch (all hosts)
   split: str = "train"
   seed: int = 0  # fixes the stream (prompts, order, mixing); resume needs it fixed
   pack: bool = True  # pack several examples into each 2048/512 row, as t5x does
   pack_buffer: int = 256  # examples best-fit packed together (symbol_tuning.data.packing)
   shuffle: bool = True
-  decoder_only: bool = False  # one sequence per example (decoder_packing) instead of enc/dec
+  family: str = "t5"  # the model family (models.registry) whose converter and features apply
 
 
 def check_name(name: str) -> None:
@@ -103,7 +97,7 @@ class HostBatches:
             "task_feature_lengths": dict(sorted(self.cfg.task_feature_lengths.items())),
             "batch_size": self.cfg.batch_size, "split": self.cfg.split, "seed": self.cfg.seed,
             "pack": self.cfg.pack, "pack_buffer": self.cfg.pack_buffer,
-            "shuffle": self.cfg.shuffle, "decoder_only": self.cfg.decoder_only,
+            "shuffle": self.cfg.shuffle, "family": self.cfg.family,
             "hosts": self.hosts}
 
   def save(self, directory) -> None:
@@ -150,7 +144,7 @@ def _dataset(cfg: DataConfig, host: int, hosts: int) -> tf.data.Dataset:
       dataset_split=cfg.split, shuffle=cfg.shuffle, num_epochs=None, seed=cfg.seed,
       shard_info=seqio.ShardInfo(index=host, num_shards=hosts) if hosts > 1 else None,
       feature_converter=feature_converter(cfg))
-  features = DECODER_ONLY_FEATURES if cfg.decoder_only else FEATURES
+  features = registry.get_family(cfg.family).model_features
   ds = ds.map(lambda ex: {k: ex[k] for k in features if k in ex})
   return ds.batch(cfg.batch_size // hosts, drop_remainder=True)
 
@@ -163,26 +157,5 @@ def host_batches(cfg: DataConfig, start_step: int = 0, host: int | None = None,
 
 
 def feature_converter(cfg: DataConfig) -> seqio.FeatureConverter:
-  if cfg.decoder_only:
-    return decoder_packing.BestFitPrefixLMFeatureConverter(pack=cfg.pack,
-                                                           buffer_size=cfg.pack_buffer)
-  return packing.BestFitEncDecFeatureConverter(pack=cfg.pack, buffer_size=cfg.pack_buffer)
-
-
-def batch_counts(batch) -> tuple[int, int]:
-  """(examples, non-padding tokens) of a host batch, packed or not, either layout.
-
-  Example: a packed decoder-only batch with segment ids [[1, 1, 2, 0], [1, 1, 1, 0]]
-    -> (3, 6)
-  """
-  segments = batch.get("encoder_segment_ids", batch.get("decoder_segment_ids"))
-  first = batch.get("encoder_input_tokens", batch["decoder_target_tokens"])
-  examples = int(segments.max(axis=1).sum()) if segments is not None else len(first)
-  if "encoder_input_tokens" in batch:
-    tokens = int((batch["encoder_input_tokens"] > 0).sum()
-                 + (batch["decoder_target_tokens"] > 0).sum())
-  elif segments is not None:
-    tokens = int((segments > 0).sum())
-  else:
-    tokens = int((batch["decoder_target_tokens"] > 0).sum())
-  return examples, tokens
+  return registry.get_family(cfg.family).feature_converter(pack=cfg.pack,
+                                                            buffer_size=cfg.pack_buffer)

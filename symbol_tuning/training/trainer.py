@@ -1,7 +1,8 @@
 """The embedded trainer: t5x-style finetuning on a device mesh, resumable bit for bit.
 
 One gin-configured `TrainConfig` (macros named as in t5x's finetune.gin) -> `train()`:
-seqio batches (packed), T5 v1.1 or decoder-only forward pass, t5x's loss (cross-entropy + z-loss on
+seqio batches (packed by the model family's feature converter), the family's forward
+pass (models.registry: T5 v1.1 or decoder-only), t5x's loss (cross-entropy + z-loss on
 target tokens), optax's Adafactor with t5x's settings, orbax checkpoints every
 CHECKPOINT_PERIOD steps. The dropout key of step s is fold_in(seed, s) and the data stream
 is a pure function of the seed, so a run killed at any moment and restarted ends with the
@@ -19,7 +20,7 @@ import optax
 from flax import linen as nn
 
 from symbol_tuning import paths, settings
-from symbol_tuning.model import family
+from symbol_tuning.models import registry
 from symbol_tuning.training import checkpointing, data, losses, summaries, partitioning
 
 
@@ -33,8 +34,9 @@ class TrainConfig:
   train_steps: int  # TRAIN_STEPS: optimizer steps of this run, counted from 0 (= t5x's
   #   TRAIN_STEPS_RELATIVE: our step counter starts at 0 from the initial checkpoint)
   task_feature_lengths: dict | int = dataclasses.field(  # TASK_FEATURE_LENGTHS
-      default_factory=lambda: {"inputs": 2048, "targets": 512})  # decoder-only also takes
-  #   one length L ({"targets": L} or L): prompt + EOS + answer + EOS fit L together
+      default_factory=lambda: {"inputs": 2048, "targets": 512})  # one-sequence families
+  #   (decoder-only) also take one length L ({"targets": L} or L): prompt + EOS + answer +
+  #   EOS fit L together (ModelFamily.feature_lengths)
   batch_size: int = 32  # BATCH_SIZE: global batch of packed rows (the paper's 32)
   initial_checkpoint_path: str | None = None  # INITIAL_CHECKPOINT_PATH: HF, t5x or ours
   model_size: str = "small"  # MODEL_SIZE: named config used when there is no checkpoint
@@ -55,8 +57,9 @@ class TrainConfig:
   step_offset: int = 0  # Adafactor decay step offset (t5x's step_offset)
   vocabulary: str | None = None  # VOCABULARY: flan_t5 | local | path (else env/default)
   pack: bool = True  # pack examples into rows (t5x's train DatasetConfig.pack)
-  prefix_lm: bool = False  # PREFIX_LM: decoder-only only; bidirectional attention over the
-  #   prompt (seqio's decoder_causal_attention). False = causal LM, as HF models are trained
+  prefix_lm: bool = False  # PREFIX_LM: families with ModelFamily.prefix_lm (decoder-only);
+  #   bidirectional attention over the prompt (seqio's decoder_causal_attention). False =
+  #   causal LM, as HF models are trained
 
 
 class TrainError(ValueError):
@@ -76,7 +79,7 @@ def _model_config_and_params(cfg: TrainConfig, vocab_size: int):
     config = config.replace(**overrides)
   else:
     rounded = -(-vocab_size // 128) * 128  # t5x pads the vocabulary to a multiple of 128
-    config = family.get_config(cfg.model_size, vocab_size=rounded, **overrides)
+    config = registry.get_config(cfg.model_size, vocab_size=rounded, **overrides)
     params = None
   if config.vocab_size < vocab_size:
     raise TrainError(f"the model's vocabulary ({config.vocab_size}) is smaller than the "
@@ -84,17 +87,13 @@ def _model_config_and_params(cfg: TrainConfig, vocab_size: int):
   return config, params
 
 
-def feature_lengths(lengths, decoder_only: bool) -> dict:
-  """TASK_FEATURE_LENGTHS as the data pipeline takes them; a single length is decoder-only.
-
-  Example: feature_lengths(544, True) -> {"targets": 544}
-  """
-  lengths = {"targets": lengths} if isinstance(lengths, int) else dict(lengths)
-  if not decoder_only and "inputs" not in lengths:
-    raise TrainError(f"TASK_FEATURE_LENGTHS {lengths} has no 'inputs': a single length is for "
-                     "decoder-only models; an encoder-decoder model needs "
-                     "{'inputs': ..., 'targets': ...}")
-  return lengths
+def feature_lengths(family, lengths) -> dict:
+  """TASK_FEATURE_LENGTHS as the data pipeline takes them (the family decides what it
+  accepts: ModelFamily.feature_lengths); TrainError otherwise."""
+  try:
+    return family.feature_lengths(lengths)
+  except ValueError as e:
+    raise TrainError(str(e)) from None
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
@@ -106,26 +105,14 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
       factored=True, min_dim_size_to_factor=128, eps=1e-30)
 
 
-def make_train_step(model, optimizer, cfg: TrainConfig, decoder_only: bool = False):
-  """(state, batch, rng) -> (state, metrics), with gradient accumulation over microbatches."""
+def make_train_step(model, optimizer, cfg: TrainConfig, family):
+  """(state, batch, rng) -> (state, metrics), with gradient accumulation over microbatches;
+  `family` (a ModelFamily) runs `model`'s training forward pass on a batch."""
   enable_dropout = cfg.dropout_rate > 0
 
   def forward(params, batch, rng):
-    if decoder_only:
-      # Per-segment positions restart RoPE in each packed example, as HF sees it alone.
-      return model.apply(
-          {"params": params}, batch["decoder_input_tokens"], batch["decoder_target_tokens"],
-          batch.get("decoder_segment_ids"), batch.get("decoder_positions"),
-          batch.get("decoder_causal_attention") if cfg.prefix_lm else None,
-          enable_dropout=enable_dropout, rngs={"dropout": rng})
-    # Positions are not passed, as in t5x's T5 network: relative-position buckets from
-    # token indices equal those from per-segment positions wherever attention is allowed
-    # (segments are masked off from each other), and cost a (1, heads, q, k) bias instead
-    # of a per-example (batch, heads, q, k) one.
-    return model.apply(
-        {"params": params}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
-        batch["decoder_target_tokens"], batch.get("encoder_segment_ids"),
-        batch.get("decoder_segment_ids"), enable_dropout=enable_dropout, rngs={"dropout": rng})
+    return family.forward(model, params, batch, enable_dropout=enable_dropout,
+                          rngs={"dropout": rng}, prefix_lm=cfg.prefix_lm)
 
   def loss_sums(params, batch, rng):
     logits = forward(params, batch, rng)
@@ -183,28 +170,29 @@ class Trainer:
     partitioning.check_batch(cfg.batch_size, self.mesh, cfg.num_microbatches)
     self.model_config, host_params = _model_config_and_params(
         cfg, vocab_lib.resolve().vocab_size)
-    self.decoder_only = family.is_decoder_only(self.model_config)
-    if cfg.prefix_lm and not self.decoder_only:
-      raise TrainError("PREFIX_LM applies to decoder-only models only")
-    self.model = family.module(self.model_config)
+    self.family = registry.family_of(self.model_config)
+    if cfg.prefix_lm and not self.family.prefix_lm:
+      raise TrainError(f"PREFIX_LM applies to decoder-only models only, not "
+                       f"{self.family.name}")
+    self.model = self.family.module(self.model_config)
     self.optimizer = make_optimizer(cfg)
-    logical_axes = family.get_logical_axes(self.model_config)
+    logical_axes = self.family.get_logical_axes(self.model_config)
     # Axes the mesh cannot split evenly (the tiny model's 4 heads on MESH_MODEL=8) are
     # replicated rather than failing in jax with an uneven-sharding error.
     self.rules, replicated = partitioning.fit_rules(
-        self.mesh, logical_axes, family.param_shapes(self.model_config))
+        self.mesh, logical_axes, self.family.param_shapes(self.model_config))
     if replicated and jax.process_index() == 0:
       print(f"mesh: {'; '.join(replicated)}", file=sys.stderr)
     self.param_shardings = partitioning.logical_to_shardings(self.mesh, logical_axes,
                                                              self.rules)
     self.state = self._initial_state(host_params)
     self.data_cfg = data.DataConfig(cfg.mixture_or_task_name,
-                                    feature_lengths(cfg.task_feature_lengths, self.decoder_only),
+                                    feature_lengths(self.family, cfg.task_feature_lengths),
                                     cfg.batch_size, seed=cfg.random_seed, pack=cfg.pack,
-                                    decoder_only=self.decoder_only)
+                                    family=self.family.name)
     rep = partitioning.replicated(self.mesh)
     state_shardings = jax.tree.map(lambda x: x.sharding, self.state)
-    self._step = jax.jit(make_train_step(self.model, self.optimizer, cfg, self.decoder_only),
+    self._step = jax.jit(make_train_step(self.model, self.optimizer, cfg, self.family),
                          in_shardings=(state_shardings, partitioning.batch_sharding(self.mesh),
                                        rep),
                          out_shardings=(state_shardings, rep), donate_argnums=(0,))
@@ -217,7 +205,7 @@ class Trainer:
     rep = partitioning.replicated(self.mesh)
     with self.context():
       if host_params is None:
-        init = jax.jit(lambda r: family.init_params(self.model_config, r),
+        init = jax.jit(lambda r: self.family.init_params(self.model_config, r),
                        out_shardings=self.param_shardings)
         params = init(jax.random.PRNGKey(self.cfg.random_seed))
       else:
@@ -276,7 +264,7 @@ class Trainer:
         batch = next(batches)
         metrics = self.step(batch)
         window["steps"] += 1
-        examples, tokens = data.batch_counts(batch)
+        examples, tokens = self.family.batch_counts(batch)
         window["examples"] += examples
         window["tokens"] += tokens
         if step % cfg.log_period == 0 or step == cfg.train_steps:

@@ -2,14 +2,17 @@
 
 `T5Config` is a frozen dataclass: hashable, so it can be a static argument of
 `jax.jit` and an attribute of a Flax module. `to_dict`/`from_dict` give the
-JSON form stored beside checkpoints (`model_config.json`).
+JSON form stored beside checkpoints (`model_config.json`), tagged with
+`"architecture": "t5"` (files written before the tag existed are T5 ones).
 """
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Any, Mapping
 
+from symbol_tuning.models.base import check_overrides, config_fields
+
+ARCHITECTURE = "t5"
 _DTYPES = ("float32", "bfloat16")
 
 
@@ -52,6 +55,10 @@ class T5Config:
           f"T5Config.dropout_rate must be in [0, 1), got {self.dropout_rate!r}")
 
   @property
+  def architecture(self) -> str:
+    return ARCHITECTURE
+
+  @property
   def inner_dim(self) -> int:
     """Width of the joined heads*kv axis."""
     return self.num_heads * self.head_dim
@@ -65,16 +72,12 @@ class T5Config:
     return dataclasses.replace(self, **overrides)
 
   def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
+    return {**dataclasses.asdict(self), "architecture": ARCHITECTURE}
 
   @classmethod
   def from_dict(cls, data: Mapping[str, Any]) -> "T5Config":
     """Builds a config from `to_dict` output; unknown keys are ignored with a warning."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-      warnings.warn(f"T5Config.from_dict: ignoring unknown keys {unknown}")
-    return cls(**{k: v for k, v in data.items() if k in known})
+    return cls(**config_fields(cls, data))
 
 
 CONFIGS: dict[str, T5Config] = {
@@ -95,17 +98,19 @@ CONFIGS: dict[str, T5Config] = {
 }
 
 
+def config_key(name: str) -> str:
+  """'flan-t5-base' / 'flan_t5_base' / 'base' -> 'base'."""
+  return name.lower().removeprefix("flan-t5-").removeprefix("flan_t5_")
+
+
 def get_config(name: str, **overrides) -> T5Config:
   """Returns the named config (see `CONFIGS`) with `overrides` applied."""
-  key = name.lower().removeprefix("flan-t5-").removeprefix("flan_t5_")
+  key = config_key(name)
   if key not in CONFIGS:
     raise ValueError(
         f"unknown model config {name!r}; known: {', '.join(CONFIGS)}")
   config = CONFIGS[key]
   if overrides:
-    known = {f.name for f in dataclasses.fields(T5Config)}
-    bad = sorted(set(overrides) - known)
-    if bad:
-      raise ValueError(f"unknown T5Config field(s) {bad}; known: {sorted(known)}")
+    check_overrides(T5Config, overrides)
     config = dataclasses.replace(config, **overrides)
   return config

@@ -32,36 +32,206 @@ from typing import Any, Optional
 
 from flax import linen as nn
 import jax
+from jax import lax
 import jax.numpy as jnp
+import numpy as np
 
-from symbol_tuning.model import layers
-from symbol_tuning.model.config import T5Config
+from symbol_tuning.models import layers
+from symbol_tuning.models.t5.config import T5Config
 
 Array = jax.Array
+
+
+# -----------------------------------------------------------------------------
+# Relative position buckets.
+# -----------------------------------------------------------------------------
+def relative_position_bucket(relative_position, bidirectional: bool,
+                             num_buckets: int, max_distance: int) -> np.ndarray:
+  """T5's bucketing of `memory_position - query_position` (numpy, float32 logs).
+
+  Small distances get their own bucket; larger ones share log-spaced buckets;
+  everything at or beyond `max_distance` falls into the last bucket. With
+  `bidirectional` half of the buckets are for keys after the query; otherwise
+  keys after the query all map to bucket 0.
+  """
+  rel = np.asarray(relative_position, dtype=np.int64)
+  distance = -rel  # how far back the key is
+  offset = np.zeros_like(distance)
+  if bidirectional:
+    num_buckets //= 2
+    offset = np.where(distance < 0, num_buckets, 0)
+    distance = np.abs(distance)
+  else:
+    distance = np.maximum(distance, 0)
+  max_exact = num_buckets // 2
+  # Same float32 arithmetic as t5x / HF (the eps only guards log(0) for the
+  # small distances, which the `where` below discards).
+  scaled = (np.log(distance.astype(np.float32) / max_exact + np.finfo(np.float32).eps)
+            / np.log(max_distance / max_exact) * (num_buckets - max_exact))
+  large = np.minimum(max_exact + scaled.astype(np.int32), num_buckets - 1)
+  return (offset + np.where(distance < max_exact, distance, large)).astype(np.int32)
+
+
+@functools.lru_cache(maxsize=None)
+def _bucket_table(bidirectional: bool, num_buckets: int, max_distance: int) -> np.ndarray:
+  """Bucket of every relative position in [-max_distance, max_distance].
+
+  Buckets are constant beyond +-max_distance, so clipping a relative position
+  into this range and looking it up gives exactly `relative_position_bucket`.
+  """
+  rel = np.arange(-max_distance, max_distance + 1)
+  return relative_position_bucket(rel, bidirectional, num_buckets, max_distance)
+
+
+class RelativePositionBiases(nn.Module):
+  """Per-head learned bias of attention logits by relative-position bucket.
+
+  One table (heads, buckets) per stack, at `<stack>/relpos_bias/rel_embedding`,
+  shared by every layer of the stack.
+  """
+  num_buckets: int
+  max_distance: int
+  num_heads: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, query_positions: Array, key_positions: Array,
+               bidirectional: bool) -> Array:
+    """Returns a (batch or 1, heads, q_len, k_len) bias.
+
+    Args:
+      query_positions: int (batch, q_len) or (q_len,) positions of the queries.
+      key_positions: int (batch, k_len) or (k_len,) positions of the keys.
+      bidirectional: encoder (True) or causal decoder (False) bucketing.
+    """
+    table = layers.param(self, "rel_embedding", layers.relpos_init,
+                   (self.num_heads, self.num_buckets), ("heads", "relpos_buckets"))
+    q = jnp.asarray(query_positions, jnp.int32)
+    k = jnp.asarray(key_positions, jnp.int32)
+    if q.ndim == 1:
+      q = q[None]
+    if k.ndim == 1:
+      k = k[None]
+    rel = k[:, None, :] - q[:, :, None]  # (batch, q, k): memory - query
+    lookup = jnp.asarray(_bucket_table(bidirectional, self.num_buckets,
+                                       self.max_distance))
+    buckets = lookup[jnp.clip(rel, -self.max_distance, self.max_distance)
+                     + self.max_distance]
+    # (buckets, heads)[(b, q, k)] -> (b, q, k, heads) -> (b, heads, q, k)
+    values = jnp.take(table.T.astype(self.dtype), buckets, axis=0)
+    return jnp.transpose(values, (0, 3, 1, 2))
+
+
+class MultiHeadAttention(nn.Module):
+  """T5 multi-head dot-product attention (no logit scaling, no biases).
+
+  1/sqrt(head_dim) is folded into the query initializer, as in t5x. With
+  `decode=True` the keys/values are kept in the 'cache' collection
+  (`cached_key`, `cached_value`: (batch, max_len, heads, head_dim), and
+  `cache_index`): the first call (no cache yet) only creates it; later calls
+  take one query position at a time.
+  """
+  num_heads: int
+  head_dim: int
+  dtype: Any = jnp.float32
+  dropout_rate: float = 0.0
+  float32_logits: bool = False
+
+  @nn.compact
+  def __call__(self, inputs_q: Array, inputs_kv: Array,
+               mask: Optional[Array] = None, bias: Optional[Array] = None, *,
+               decode: bool = False, deterministic: bool = True) -> Array:
+    """Args: inputs (batch, len, embed); boolean `mask` and additive `bias`
+    broadcastable to (batch, heads, q_len, kv_len)."""
+    inner = self.num_heads * self.head_dim
+    depth_scaling = float(np.sqrt(self.head_dim))
+
+    def query_init(key, shape, dtype=jnp.float32):
+      return layers.attention_kernel_init(key, shape, dtype) / depth_scaling
+
+    def project(name, init, x):
+      y = layers.Dense(inner, ("embed", "joined_kv"), init, self.dtype, name=name)(x)
+      y = y.reshape(y.shape[:-1] + (self.num_heads, self.head_dim))
+      return layers.constrain(y, ("batch", "length", "heads", "kv"))
+
+    query = project("query", query_init, inputs_q)
+    key = project("key", layers.attention_kernel_init, inputs_kv)
+    value = project("value", layers.attention_kernel_init, inputs_kv)
+
+    if decode:
+      initialized = self.has_variable("cache", "cached_key")
+      cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+      cached_value = self.variable("cache", "cached_value", jnp.zeros,
+                                   value.shape, value.dtype)
+      cache_index = self.variable("cache", "cache_index",
+                                  lambda: jnp.array(0, dtype=jnp.int32))
+      if initialized:
+        batch, length, heads, depth = cached_key.value.shape
+        if query.shape != (batch, 1, heads, depth):
+          raise ValueError(
+              "autoregressive cache: expected one query position of shape "
+              f"{(batch, 1, heads, depth)}, got {query.shape}")
+        index = cache_index.value
+        key = lax.dynamic_update_slice(cached_key.value,
+                                       key.astype(cached_key.value.dtype),
+                                       (0, index, 0, 0))
+        value = lax.dynamic_update_slice(cached_value.value,
+                                         value.astype(cached_value.value.dtype),
+                                         (0, index, 0, 0))
+        cached_key.value = key
+        cached_value.value = value
+        cache_index.value = index + 1
+        # The query may only see the positions filled so far.
+        seen = (jnp.arange(length) <= index)[None, None, None, :]
+        mask = seen if mask is None else jnp.logical_and(mask, seen)
+        if bias is not None and bias.shape[-2] != 1:
+          bias = lax.dynamic_slice_in_dim(bias, index, 1, axis=-2)
+
+    attention_bias = None
+    if mask is not None:
+      attention_bias = jnp.where(mask, 0.0, layers.NEG_INF).astype(self.dtype)
+    if bias is not None:
+      bias = bias.astype(self.dtype)
+      attention_bias = bias if attention_bias is None else attention_bias + bias
+
+    if self.float32_logits:
+      query = query.astype(jnp.float32)
+      key = key.astype(jnp.float32)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key)
+    if attention_bias is not None:
+      logits = logits + attention_bias.astype(logits.dtype)
+    weights = jax.nn.softmax(logits.astype(jnp.float32)).astype(self.dtype)
+    # T5 drops whole query rows' worth of a key: broadcast over the query axis.
+    weights = nn.Dropout(rate=self.dropout_rate, broadcast_dims=(-2,))(
+        weights, deterministic=deterministic)
+    out = jnp.einsum("bhqk,bkhd->bqhd", weights, value.astype(self.dtype))
+    out = out.reshape(out.shape[:-2] + (inner,))
+    return layers.Dense(inputs_q.shape[-1], ("joined_kv", "embed"), layers.attention_kernel_init,
+                 self.dtype, name="out")(out)
 
 
 def _dropout(cfg: T5Config, broadcast: bool = True) -> nn.Dropout:
   return nn.Dropout(rate=cfg.dropout_rate, broadcast_dims=(-2,) if broadcast else ())
 
 
-def _attention(cfg: T5Config, name: str) -> layers.MultiHeadAttention:
-  return layers.MultiHeadAttention(
+def _attention(cfg: T5Config, name: str) -> MultiHeadAttention:
+  return MultiHeadAttention(
       num_heads=cfg.num_heads, head_dim=cfg.head_dim, dtype=cfg.jnp_dtype,
       dropout_rate=cfg.dropout_rate, float32_logits=cfg.float32_attention_logits,
       name=name)
 
 
-def _norm(cfg: T5Config, name: str) -> layers.LayerNorm:
-  return layers.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=cfg.jnp_dtype, name=name)
+def _norm(cfg: T5Config, name: str) -> layers.RMSNorm:
+  return layers.RMSNorm(epsilon=cfg.layer_norm_epsilon, dtype=cfg.jnp_dtype, name=name)
 
 
-def _mlp(cfg: T5Config) -> layers.MlpBlock:
-  return layers.MlpBlock(intermediate_dim=cfg.mlp_dim, dropout_rate=cfg.dropout_rate,
-                         dtype=cfg.jnp_dtype, name="mlp")
+def _mlp(cfg: T5Config) -> layers.GatedMlp:
+  return layers.GatedMlp(intermediate_dim=cfg.mlp_dim, activation="gelu_tanh",
+                         dropout_rate=cfg.dropout_rate, dtype=cfg.jnp_dtype, name="mlp")
 
 
-def _relpos(cfg: T5Config) -> layers.RelativePositionBiases:
-  return layers.RelativePositionBiases(
+def _relpos(cfg: T5Config) -> RelativePositionBiases:
+  return RelativePositionBiases(
       num_buckets=cfg.relative_attention_num_buckets,
       max_distance=cfg.relative_attention_max_distance,
       num_heads=cfg.num_heads, dtype=cfg.jnp_dtype, name="relpos_bias")
@@ -258,68 +428,11 @@ class Transformer(nn.Module):
                        max_decode_length=max_decode_length)
 
 
-# -----------------------------------------------------------------------------
-# Helpers.
-# -----------------------------------------------------------------------------
-def _dummy_inputs(batch: int, input_len: int, target_len: int):
+def init_inputs(batch: int = 1, input_len: int = 8, target_len: int = 8) -> tuple:
+  """Token arrays `Transformer.init` traces the parameter shapes with (any lengths do)."""
   return (jnp.ones((batch, input_len), jnp.int32),
           jnp.ones((batch, target_len), jnp.int32),
           jnp.ones((batch, target_len), jnp.int32))
 
 
-def _init_variables(config: T5Config, rng, batch, input_len, target_len):
-  model = Transformer(config)
-  return model.init({"params": rng, "dropout": rng},
-                    *_dummy_inputs(batch, input_len, target_len),
-                    enable_dropout=False)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 2, 3, 4))
-def _init_params_jit(config, rng, batch, input_len, target_len):
-  return nn.unbox(_init_variables(config, rng, batch, input_len, target_len)["params"])
-
-
-def init_params(config: T5Config, rng=None, batch: int = 1, input_len: int = 8,
-                target_len: int = 8) -> dict[str, Any]:
-  """Randomly initialised, unboxed float32 params (t5x initializers)."""
-  if rng is None:
-    rng = jax.random.PRNGKey(0)
-  elif isinstance(rng, int):
-    rng = jax.random.PRNGKey(rng)
-  return _init_params_jit(config, rng, batch, input_len, target_len)
-
-
-@functools.lru_cache(maxsize=32)
-def _boxed_param_shapes(config: T5Config):
-  return jax.eval_shape(lambda r: _init_variables(config, r, 1, 8, 8)["params"],
-                        jax.random.PRNGKey(0))
-
-
-def _copy_tree(tree):
-  return {k: _copy_tree(v) if isinstance(v, dict) else v for k, v in tree.items()}
-
-
-def param_shapes(config: T5Config) -> dict[str, Any]:
-  """Tree of jax.ShapeDtypeStruct matching `init_params` (traced, not computed)."""
-  return _copy_tree(nn.unbox(_boxed_param_shapes(config)))
-
-
-def get_logical_axes(config: T5Config) -> dict[str, Any]:
-  """Tree of PartitionSpec of t5x logical axis names, matching the params tree.
-
-  Map it to mesh axes with e.g. `nn.logical_to_mesh(axes, rules)`.
-  """
-  return _copy_tree(nn.get_partition_spec(_boxed_param_shapes(config)))
-
-
-def init_cache(config: T5Config, batch: int, max_decode_length: int,
-               input_len: int = 8) -> dict[str, Any]:
-  """Zero decode cache ('cache' collection) for `decode=True` steps."""
-  model = Transformer(config)
-
-  def make(rng):
-    return model.init({"params": rng}, *_dummy_inputs(batch, input_len, max_decode_length),
-                      enable_dropout=False, decode=True)["cache"]
-
-  shapes = jax.eval_shape(make, jax.random.PRNGKey(0))
-  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+MODULE = Transformer  # the family's module (ModelFamily.module)

@@ -28,8 +28,7 @@ padding with segment id 0.
 """
 from __future__ import annotations
 
-import functools
-from typing import Any, Optional
+from typing import Optional
 
 from flax import linen as nn
 import jax
@@ -37,41 +36,21 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-from symbol_tuning.model import layers
-from symbol_tuning.model.decoder_config import DecoderConfig, rope_frequencies
+from symbol_tuning.models import layers
+from symbol_tuning.models.decoder.config import DecoderConfig, rope_frequencies
 
 Array = jax.Array
 
-kernel_init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
-embed_init = nn.initializers.normal(stddev=1.0)
-
-_ACTIVATIONS = {
-    "silu": jax.nn.silu,
-    "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),
-    "gelu": functools.partial(jax.nn.gelu, approximate=False),
-}
-
-
 def dense(features: int, kernel_axes: tuple[str, str], use_bias: bool, dtype,
           name: str) -> layers.Dense:
-  """A linear map with an optional bias (layers.Dense with this module's kernel init)."""
-  return layers.Dense(features, kernel_axes, kernel_init, dtype, use_bias, name=name)
+  """A linear map with an optional bias."""
+  return layers.Dense(features, kernel_axes, layers.mlp_kernel_init, dtype, use_bias, name=name)
 
 
-class RMSNorm(nn.Module):
-  """x / rms(x) * (offset + scale), normalised in float32 (Llama: offset 0, Gemma: 1)."""
-  epsilon: float = 1e-6
-  scale_offset: float = 0.0
-  axis_name: str = "embed"
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: Array) -> Array:
-    init = nn.initializers.ones if self.scale_offset == 0.0 else nn.initializers.zeros
-    scale = layers._param(self, "scale", init, (x.shape[-1],), (self.axis_name,))
-    x32 = jnp.asarray(x, jnp.float32)
-    y = x32 * lax.rsqrt(jnp.mean(lax.square(x32), axis=-1, keepdims=True) + self.epsilon)
-    return jnp.asarray(y * (self.scale_offset + scale), self.dtype)
+def rms_norm(cfg: DecoderConfig, axis_name: str, name: str) -> layers.RMSNorm:
+  """The family's norm: HF's (offset + scale) applied in float32."""
+  return layers.RMSNorm(cfg.norm_epsilon, cfg.jnp_dtype, cfg.norm_scale_offset, axis_name,
+                        multiply_in_float32=True, name=name)
 
 
 def apply_rope(x: Array, positions: Array, inv_freq: np.ndarray, factor: float) -> Array:
@@ -119,7 +98,7 @@ class GroupedQueryAttention(nn.Module):
       y = dense(n_heads * depth, ("embed", "joined_kv"), cfg.qkv_bias, dtype, name)(x)
       y = y.reshape(y.shape[:-1] + (n_heads, depth))
       if cfg.qk_norm and name != "value":
-        y = RMSNorm(cfg.norm_epsilon, cfg.norm_scale_offset, "kv", dtype, name=f"{name}_norm")(y)
+        y = rms_norm(cfg, "kv", f"{name}_norm")(y)
       return layers.constrain(y, ("batch", "length", "heads", "kv"))
 
     query, key, value = project("query", heads), project("key", kv_heads), project("value", kv_heads)
@@ -173,20 +152,6 @@ class GroupedQueryAttention(nn.Module):
     return nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(out, deterministic=deterministic)
 
 
-class GatedMlp(nn.Module):
-  """wo(act(wi_0 x) * wi_1 x): SwiGLU with silu, GeGLU with gelu."""
-  config: DecoderConfig
-
-  @nn.compact
-  def __call__(self, x: Array, deterministic: bool = True) -> Array:
-    cfg = self.config
-    wi = functools.partial(dense, cfg.mlp_dim, ("embed", "mlp"), False, cfg.jnp_dtype)
-    h = _ACTIVATIONS[cfg.activation](wi("wi_0")(x)) * wi("wi_1")(x)
-    h = layers.constrain(h, ("batch", "length", "mlp"))
-    out = dense(x.shape[-1], ("mlp", "embed"), False, cfg.jnp_dtype, "wo")(h)
-    return nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(out, deterministic=deterministic)
-
-
 class DecoderLayer(nn.Module):
   """Pre-norm attention and gated MLP, each with a residual."""
   config: DecoderConfig
@@ -194,13 +159,12 @@ class DecoderLayer(nn.Module):
   @nn.compact
   def __call__(self, x, positions, mask, deterministic=True, decode=False, chunk_valid=None):
     cfg = self.config
-    norm = functools.partial(RMSNorm, cfg.norm_epsilon, cfg.norm_scale_offset, "embed",
-                             cfg.jnp_dtype)
-    h = norm(name="pre_self_attention_layer_norm")(x)
+    h = rms_norm(cfg, "embed", "pre_self_attention_layer_norm")(x)
     x = x + GroupedQueryAttention(cfg, name="self_attention")(
         h, positions, mask, decode=decode, deterministic=deterministic, chunk_valid=chunk_valid)
-    h = norm(name="pre_mlp_layer_norm")(x)
-    x = x + GatedMlp(cfg, name="mlp")(h, deterministic=deterministic)
+    h = rms_norm(cfg, "embed", "pre_mlp_layer_norm")(x)
+    x = x + layers.GatedMlp(cfg.mlp_dim, cfg.activation, cfg.dropout_rate, cfg.jnp_dtype,
+                            dropout_on_output=True, name="mlp")(h, deterministic=deterministic)
     return layers.constrain(x, ("batch", "length", "embed"))
 
 
@@ -272,8 +236,7 @@ class DecoderOnly(nn.Module):
     for i in range(cfg.num_layers):
       x = layer_cls(cfg, name=f"layers_{i}")(x, positions, mask, not enable_dropout, decode,
                                              chunk_valid)
-    x = RMSNorm(cfg.norm_epsilon, cfg.norm_scale_offset, "embed", cfg.jnp_dtype,
-                name="decoder_norm")(x)
+    x = rms_norm(cfg, "embed", "decoder_norm")(x)
     if cfg.tie_embeddings:
       logits = embedder.attend(x)
     else:
@@ -293,55 +256,9 @@ class DecoderOnlyTransformer(nn.Module):
     return self.decoder(*args, **kwargs)
 
 
-# -----------------------------------------------------------------------------
-# Helpers (same interface as symbol_tuning.model.network).
-# -----------------------------------------------------------------------------
-def _init_variables(config: DecoderConfig, rng, batch: int = 1, length: int = 8):
-  tokens = jnp.ones((batch, length), jnp.int32)
-  return DecoderOnlyTransformer(config).init({"params": rng, "dropout": rng}, tokens,
-                                             enable_dropout=False)
+def init_inputs(batch: int = 1, length: int = 8) -> tuple:
+  """Token array `DecoderOnlyTransformer.init` traces the parameter shapes with."""
+  return (jnp.ones((batch, length), jnp.int32),)
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
-def _init_params_jit(config, rng):
-  return nn.unbox(_init_variables(config, rng)["params"])
-
-
-def init_params(config: DecoderConfig, rng=None) -> dict[str, Any]:
-  """Randomly initialised, unboxed float32 params."""
-  if rng is None:
-    rng = jax.random.PRNGKey(0)
-  elif isinstance(rng, int):
-    rng = jax.random.PRNGKey(rng)
-  return _init_params_jit(config, rng)
-
-
-@functools.lru_cache(maxsize=32)
-def _boxed_param_shapes(config: DecoderConfig):
-  return jax.eval_shape(lambda r: _init_variables(config, r)["params"], jax.random.PRNGKey(0))
-
-
-def _copy_tree(tree):
-  return {k: _copy_tree(v) if isinstance(v, dict) else v for k, v in tree.items()}
-
-
-def param_shapes(config: DecoderConfig) -> dict[str, Any]:
-  """Tree of jax.ShapeDtypeStruct matching `init_params` (traced, not computed)."""
-  return _copy_tree(nn.unbox(_boxed_param_shapes(config)))
-
-
-def get_logical_axes(config: DecoderConfig) -> dict[str, Any]:
-  """Tree of PartitionSpec of t5x logical axis names, matching the params tree."""
-  return _copy_tree(nn.get_partition_spec(_boxed_param_shapes(config)))
-
-
-def init_cache(config: DecoderConfig, batch: int, max_decode_length: int) -> dict[str, Any]:
-  """Zero decode cache ('cache' collection) for `decode=True` calls."""
-  model = DecoderOnlyTransformer(config)
-
-  def make(rng):
-    tokens = jnp.ones((batch, max_decode_length), jnp.int32)
-    return model.init({"params": rng}, tokens, enable_dropout=False, decode=True)["cache"]
-
-  shapes = jax.eval_shape(make, jax.random.PRNGKey(0))
-  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+MODULE = DecoderOnlyTransformer  # the family's module (ModelFamily.module)

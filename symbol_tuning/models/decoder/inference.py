@@ -1,11 +1,11 @@
-"""Rank classification and greedy decoding for decoder-only models, from the prompt's KV cache.
+"""The decoder family's inference operations for scoring: from the prompt's KV cache.
 
 The decoder-only analogue of "encode once": each prompt is run ONCE (prefill) into the
 KV cache; the cache is then repeated per option and every option is scored in one
 chunked pass that reads it (option token 0 from the prefill's last logits, tokens 1..
 from the chunk). Greedy decoding continues from the same cache, one token per step.
-`DecoderScorer.rank_naive` is the recipe it replaces: prompt + option as one sequence,
-a full forward pass per (prompt, option) row. Both give the same scores (tested to 1e-5).
+`score_naive` is the recipe it replaces: prompt + option as one sequence, a full forward
+pass per (prompt, option) row. Both give the same scores (tested to 1e-5).
 
 Prompts of a batch are LEFT-padded to their length bucket, so every prompt ends at the
 same cache index and options start right after; the padding is marked invalid in the
@@ -13,7 +13,8 @@ cache (never attended to) and positions count from each prompt's first real toke
 each row sees exactly what it would see alone. An option's score sums its own tokens'
 log-probabilities by length, not by token id (id 0 is a real token in some vocabularies).
 
-Same API as `scoring.Scorer` (Request in, Output out; buckets and batching shared).
+A prompt is the ids exactly as the model reads it (e.g. starting with the tokenizer's BOS);
+options are appended to it directly. `evaluation/scoring.py`'s Scorer batches and buckets.
 """
 from __future__ import annotations
 
@@ -24,12 +25,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from symbol_tuning.evaluation import scoring
-from symbol_tuning.model import decoder_network
+from symbol_tuning.models import base
+from symbol_tuning.models.decoder import network
 
 
 def _module(config):
-  return decoder_network.DecoderOnlyTransformer(config)
+  return network.DecoderOnlyTransformer(config)
+
+
+def init_cache(config, batch: int, max_decode_length: int) -> dict:
+  """Zero decode cache ('cache' collection) for `decode=True` calls."""
+  return base.zero_cache(_module(config), *network.init_inputs(batch, max_decode_length))
 
 
 def _log_softmax(logits):
@@ -39,7 +45,7 @@ def _log_softmax(logits):
 @functools.partial(jax.jit, static_argnums=(0, 5))
 def _prefill(config, params, tokens, positions, valid, cache_length):
   """Left-padded prompts (B, L) -> (last position's logits (B, V), cache of cache_length)."""
-  cache = decoder_network.init_cache(config, tokens.shape[0], cache_length)
+  cache = init_cache(config, tokens.shape[0], cache_length)
   logits, mutated = _module(config).apply(
       {"params": params, "cache": cache}, tokens, decoder_segment_ids=valid.astype(jnp.int32),
       decoder_positions=positions, enable_dropout=False, decode=True, mutable=["cache"])
@@ -128,45 +134,38 @@ def left_pad(prompts: Sequence[Sequence[int]], size: int, length: int):
   return tokens, positions, valid
 
 
-class DecoderScorer(scoring.Scorer):
-  """Scores and decodes Requests with a decoder-only model (see the module docstring).
+class DecoderInference(base.Inference):
+  """Decoder-only inference: the state of a batch is (last logits, KV cache, each row's
+  next position)."""
 
-  A Request's `input_ids` are the prompt exactly as the model reads it (e.g. starting
-  with the tokenizer's BOS); options are appended to it directly.
-  """
-
-  # The batching, option padding and decoding loops are Scorer's; these hooks run the model.
-  def _start_batch(self, requests, members, size, length, extra_length):
-    """Prefills the left-padded prompts into a cache with `extra_length` more positions:
-    (last logits, cache, each row's next position)."""
-    prompts = [requests[i].input_ids for i in members]
+  def start(self, prompts, size, length, extra_length):
+    """Prefills the left-padded prompts into a cache with `extra_length` more positions."""
     if any(len(p) == 0 for p in prompts):
       raise ValueError("a decoder-only prompt needs at least one token (e.g. BOS)")
     tokens, positions, valid = left_pad(prompts, size, length)
     lengths = np.zeros(size, np.int32)
-    lengths[:len(members)] = [len(p) for p in prompts]
+    lengths[:len(prompts)] = [len(p) for p in prompts]
     last, cache = _prefill(self.config, self.params, jnp.asarray(tokens),
                            jnp.asarray(positions), jnp.asarray(valid), length + extra_length)
     return last, cache, jnp.asarray(lengths)
 
-  def _score_batch(self, state, options, option_lengths):
+  def score(self, state, options, option_lengths):
     last, cache, next_positions = state
     return _score_from_cache(self.config, self.params, last, cache, next_positions,
                              jnp.asarray(options), jnp.asarray(option_lengths))
 
-  def _decode_batch(self, state, length):
+  def decode(self, state, length, eos_id, vocab_limit):
     last, cache, next_positions = state
-    return _greedy(self.config, self.params, last, cache, next_positions, length, self.eos_id,
-                   self.vocab_limit)
+    return _greedy(self.config, self.params, last, cache, next_positions, length, eos_id,
+                   vocab_limit)
 
-  def _naive_batch(self, row_requests, members, size, length, t_len):
+  def score_naive(self, prompts, options, size, length, target_length):
     """Rows of prompt + option, padded to `length` + the option bucket, a full pass each."""
-    width = length + t_len
+    width = length + target_length
     tokens = np.zeros((size, width), np.int32)
     positions = np.zeros((size, width), np.int32)
     start, lengths = np.zeros(size, np.int32), np.zeros(size, np.int32)
-    for row, m in enumerate(members):
-      prompt, option = row_requests[m].input_ids, row_requests[m].options[0]
+    for row, (prompt, option) in enumerate(zip(prompts, options)):
       sequence = list(prompt) + list(option)
       tokens[row, :len(sequence)] = sequence
       positions[row] = np.arange(width)
@@ -174,9 +173,9 @@ class DecoderScorer(scoring.Scorer):
     return _forward_score(self.config, self.params, jnp.asarray(tokens), jnp.asarray(positions),
                           jnp.asarray(start), jnp.asarray(lengths))
 
+  @classmethod
+  def jitted(cls) -> tuple:
+    return (_prefill, _score_from_cache, _forward_score, _greedy)
 
-def make_scorer(model: scoring.Model, **kwargs) -> scoring.Scorer:
-  """The scorer for the model's family: DecoderScorer for decoder-only, else Scorer."""
-  from symbol_tuning.model import family  # pylint: disable=g-import-not-at-top
-  cls = DecoderScorer if family.is_decoder_only(model.config) else scoring.Scorer
-  return cls(model, **kwargs)
+
+INFERENCE = DecoderInference  # the family's inference operations (ModelFamily.inference)

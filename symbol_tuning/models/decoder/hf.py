@@ -1,8 +1,7 @@
-"""HuggingFace decoder-only checkpoints (Llama, Qwen2, Qwen3, Gemma) <-> our params.
+"""HuggingFace decoder-only checkpoints (Llama, Qwen2, Qwen3, Gemma) <-> our params and config.
 
-A HF directory is config.json + model.safetensors (or sharded with
-model.safetensors.index.json); pickled weights are never read (reading and
-checking tensors and writing the directory are hf.py's, shared with the T5 loader).
+The files (config.json + safetensors, never pickles) are read and written by
+`checkpoints/hf.py`, the one HF loader of every family; this is the family's side.
 
 Name mapping (HF Linear weights are (out, in) and are transposed; embeddings,
 norm weights and biases are copied):
@@ -23,14 +22,11 @@ sqrt(hidden_size), stores RMSNorm weights as w with the norm multiplying by
 """
 from __future__ import annotations
 
-import os
-from typing import Any, Optional
+from typing import Any
 
-import numpy as np
-
-from symbol_tuning.checkpoints import CheckpointError, flatten
-from symbol_tuning.checkpoints import hf as hf_lib
-from symbol_tuning.model.decoder_config import DecoderConfig, FAMILIES
+from symbol_tuning.checkpoints import CheckpointError
+from symbol_tuning.models import base
+from symbol_tuning.models.decoder.config import DecoderConfig, FAMILIES
 
 _ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
                   "qwen3": "Qwen3ForCausalLM", "gemma": "GemmaForCausalLM"}
@@ -39,39 +35,6 @@ _ATTN = (("q", "query"), ("k", "key"), ("v", "value"), ("o", "out"))
 _MLP = (("gate", "wi_0"), ("up", "wi_1"), ("down", "wo"))
 _SHAPE_AND_RUN_FIELDS = ("vocab_size", "d_model", "num_heads", "num_kv_heads", "head_dim",
                          "mlp_dim", "num_layers", "dtype", "dropout_rate", "remat")
-
-
-def is_decoder_only_hf(data: dict[str, Any]) -> bool:
-  """Whether a HF config.json dict describes a model this module loads."""
-  return data.get("model_type") in FAMILIES
-
-
-def name_map(config: DecoderConfig) -> list[tuple[str, str]]:
-  """(HF tensor name, our param path) pairs for `config`, in a stable order."""
-  pairs = [("model.embed_tokens.weight", "decoder/token_embedder/embedding")]
-  for i in range(config.num_layers):
-    hf, ours = f"model.layers.{i}", f"decoder/layers_{i}"
-    pairs.append((f"{hf}.input_layernorm.weight", f"{ours}/pre_self_attention_layer_norm/scale"))
-    for short, long in _ATTN:
-      pairs.append((f"{hf}.self_attn.{short}_proj.weight", f"{ours}/self_attention/{long}/kernel"))
-      if (config.qkv_bias and short != "o") or (config.out_bias and short == "o"):
-        pairs.append((f"{hf}.self_attn.{short}_proj.bias", f"{ours}/self_attention/{long}/bias"))
-    if config.qk_norm:
-      for short, long in _ATTN[:2]:
-        pairs.append((f"{hf}.self_attn.{short}_norm.weight",
-                      f"{ours}/self_attention/{long}_norm/scale"))
-    pairs.append((f"{hf}.post_attention_layernorm.weight", f"{ours}/pre_mlp_layer_norm/scale"))
-    for short, long in _MLP:
-      pairs.append((f"{hf}.mlp.{short}_proj.weight", f"{ours}/mlp/{long}/kernel"))
-  pairs.append(("model.norm.weight", "decoder/decoder_norm/scale"))
-  if not config.tie_embeddings:
-    pairs.append(("lm_head.weight", "decoder/logits_dense/kernel"))
-  return pairs
-
-
-def transposed(our_name: str) -> bool:
-  """Whether the HF tensor is the transpose of our param `our_name` (the Linear kernels)."""
-  return our_name.endswith("/kernel")
 
 
 # -----------------------------------------------------------------------------
@@ -93,7 +56,7 @@ def _rope_from_hf(data: dict[str, Any], source: str) -> tuple[float, dict[str, A
   return theta, params
 
 
-def config_from_hf(data: dict[str, Any], source: str = hf_lib.CONFIG_FILE) -> DecoderConfig:
+def config_from_hf(data: dict[str, Any], source: str = "config.json") -> DecoderConfig:
   """DecoderConfig from a HF Llama / Qwen2 / Qwen3 / Gemma config.json dict."""
   family = data.get("model_type")
   if family not in FAMILIES:
@@ -189,56 +152,70 @@ def config_to_hf(config: DecoderConfig) -> dict[str, Any]:
   return data
 
 
-# -----------------------------------------------------------------------------
-# Loading and saving.
-# -----------------------------------------------------------------------------
-def load_hf_decoder(path: str, config: Optional[DecoderConfig] = None
-                    ) -> tuple[DecoderConfig, dict]:
-  """Loads a HF Llama / Qwen2 / Qwen3 / Gemma directory as (DecoderConfig, float32 params).
+class DecoderHFMapping(base.HFMapping):
+  """Llama, Qwen2, Qwen3 and Gemma (the HF model_type is the config's `family`)."""
 
-  `config`, if given, decides the expected shapes (a tensor that does not fit
-  it raises CheckpointError naming the tensor); its dtype, dropout and remat
-  are kept.
-  """
-  path = os.fspath(path)
-  if not os.path.isdir(path):
-    raise CheckpointError(f"{path}: not a directory")
-  cfg_file = os.path.join(path, hf_lib.CONFIG_FILE)
-  hf_config = config_from_hf(hf_lib._read_config(path), cfg_file)
-  if config is not None:
-    # Shapes and run settings from the given config (so a mismatch names the
-    # tensor); the numerics the file knows (norms, RoPE, biases) from the file.
-    hf_config = hf_config.replace(**{k: getattr(config, k) for k in _SHAPE_AND_RUN_FIELDS})
-  source = hf_lib._TensorSource(path)
+  model_types = FAMILIES
 
-  from symbol_tuning.model import decoder_network  # pylint: disable=g-import-not-at-top
-  expected = flatten(decoder_network.param_shapes(hf_config))
-  flat: dict[str, np.ndarray] = {}
-  for hf_name, ours in name_map(hf_config):
-    hint = " (config.json has tie_word_embeddings=false)" if hf_name == "lm_head.weight" else ""
-    flat[ours] = hf_lib.read_tensor(source, hf_name, expected[ours].shape, transposed(ours),
-                                    hint)
+  def name_map(self, config: DecoderConfig) -> list[tuple[str, str]]:
+    pairs = [("model.embed_tokens.weight", "decoder/token_embedder/embedding")]
+    for i in range(config.num_layers):
+      hf, ours = f"model.layers.{i}", f"decoder/layers_{i}"
+      pairs.append((f"{hf}.input_layernorm.weight",
+                    f"{ours}/pre_self_attention_layer_norm/scale"))
+      for short, long in _ATTN:
+        pairs.append((f"{hf}.self_attn.{short}_proj.weight",
+                      f"{ours}/self_attention/{long}/kernel"))
+        if (config.qkv_bias and short != "o") or (config.out_bias and short == "o"):
+          pairs.append((f"{hf}.self_attn.{short}_proj.bias",
+                        f"{ours}/self_attention/{long}/bias"))
+      if config.qk_norm:
+        for short, long in _ATTN[:2]:
+          pairs.append((f"{hf}.self_attn.{short}_norm.weight",
+                        f"{ours}/self_attention/{long}_norm/scale"))
+      pairs.append((f"{hf}.post_attention_layernorm.weight", f"{ours}/pre_mlp_layer_norm/scale"))
+      for short, long in _MLP:
+        pairs.append((f"{hf}.mlp.{short}_proj.weight", f"{ours}/mlp/{long}/kernel"))
+    pairs.append(("model.norm.weight", "decoder/decoder_norm/scale"))
+    if not config.tie_embeddings:
+      pairs.append(("lm_head.weight", "decoder/logits_dense/kernel"))
+    return pairs
 
-  known = {n for n, _ in name_map(hf_config)}
-  # A tied model may still store the head (a copy of the embedding); rotary
-  # inverse frequencies are buffers some old exports saved.
-  ignored = {"lm_head.weight"} if hf_config.tie_embeddings else set()
-  unexpected = {k for k in source.keys() - known - ignored
-                if not k.endswith("rotary_emb.inv_freq")}
-  model = f"a {hf_config.num_layers}-layer {hf_config.family} model as config.json describes it"
-  return hf_config, hf_lib.finish_load(source, flat, unexpected, model, hf_config, path)
+  def transposed(self, our_name: str) -> bool:
+    return our_name.endswith("/kernel")  # the Linear kernels
+
+  def config_from_hf(self, data: dict[str, Any], source: str, tensors=None,
+                     config: DecoderConfig | None = None) -> DecoderConfig:
+    """With `config`, its shapes and run settings win (so a mismatch names the tensor);
+    the numerics the file knows (norms, RoPE, biases) come from the file."""
+    del tensors
+    hf_config = config_from_hf(data, source)
+    if config is None:
+      return hf_config
+    return hf_config.replace(**{k: getattr(config, k) for k in _SHAPE_AND_RUN_FIELDS})
+
+  def read_params(self, tensors, config: DecoderConfig, data: dict, read) -> dict:
+    del data
+    return {ours: read(hf_name, ours, " (config.json has tie_word_embeddings=false)"
+                       if hf_name == "lm_head.weight" else "")
+            for hf_name, ours in self.name_map(config)}
+
+  def ignored(self, hf_name: str, config: DecoderConfig) -> bool:
+    # A tied model may still store the head (a copy of the embedding); rotary
+    # inverse frequencies are buffers some old exports saved.
+    return ((hf_name == "lm_head.weight" and config.tie_embeddings)
+            or hf_name.endswith("rotary_emb.inv_freq"))
+
+  def config_to_hf(self, config: DecoderConfig) -> dict[str, Any]:
+    return config_to_hf(config)
+
+  def generation_config(self, config: DecoderConfig) -> dict[str, Any]:
+    hf_json = config_to_hf(config)
+    return {k: hf_json[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")
+            if hf_json[k] is not None}
+
+  def describe(self, config: DecoderConfig) -> str:
+    return f"a {config.num_layers}-layer {config.family} model as config.json describes it"
 
 
-def save_hf_decoder(config: DecoderConfig, params, path: str,
-                    max_shard_bytes: int = 5 * 1024 ** 3) -> None:
-  """Writes config.json + safetensors that transformers' <Family>ForCausalLM loads."""
-  path = os.fspath(path)
-  tensors = hf_lib.hf_tensors(config, params, name_map(config), transposed)
-  hf_json = config_to_hf(config)  # validates before writing anything
-  generation = {k: hf_json[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")
-                if hf_json[k] is not None}
-  hf_lib.write_model_dir(path, hf_json, generation, tensors, max_shard_bytes)
-
-
-__all__ = ["load_hf_decoder", "save_hf_decoder", "name_map", "config_from_hf",
-           "config_to_hf", "is_decoder_only_hf"]
+HF_MAPPING = DecoderHFMapping()

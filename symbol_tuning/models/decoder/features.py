@@ -12,7 +12,8 @@ features from it (t5x's DecoderOnlyModel reads them):
   decoder_segment_ids / decoder_positions   when packed
 
 Here the packing is best-fit decreasing over a buffer of examples (as
-`symbol_tuning.data.packing` does for the encoder-decoder rows), one sequence per
+T5's converter does for the encoder-decoder rows: the same core,
+`symbol_tuning.data.packing`), one sequence per
 example, so rows of symbol-tuning prompts are nearly full. Unpacked, the output
 is exactly seqio's.
 
@@ -21,7 +22,7 @@ prompt token with id 0 (a real token in some HF vocabularies, e.g. Qwen's "!")
 would get a wrong loss weight. Here the weights come from the example's extent
 instead; for vocabularies where 0 is padding both agree.
 
-  models.DecoderOnlyModel.feature_converter_cls = @decoder_packing.BestFitPrefixLMFeatureConverter
+  models.DecoderOnlyModel.feature_converter_cls = @features.BestFitPrefixLMFeatureConverter
 
 Lengths: {"inputs": I, "targets": T} gives rows of I + T, as seqio's; the single length
 {"targets": L} gives rows of L, the model's length, and the tasks then fit each prompt so
@@ -35,16 +36,9 @@ from symbol_tuning.data import packing
 
 # Per-token features of the concatenated sequence that PrefixLMFeatureConverter packs.
 SEQUENCE_FEATURES = ("targets", "inputs_width", "inputs_width_add_pos")
-
-
-def single_length(task_feature_lengths) -> int | None:
-  """The model length L of decoder-only lengths given as {"targets": L}, else None.
-
-  single_length({"targets": 544}) -> 544;  single_length({"inputs": 512, "targets": 32}) -> None
-  """
-  if task_feature_lengths is None or "inputs" in task_feature_lengths:
-    return None
-  return task_feature_lengths.get("targets")
+# The model features of a training batch: prompt + answer in one sequence (seqio PrefixLM).
+MODEL_FEATURES = ("decoder_target_tokens", "decoder_input_tokens", "decoder_loss_weights",
+                  "decoder_segment_ids", "decoder_positions", "decoder_causal_attention")
 
 
 class _WholeSequence(dict):
@@ -69,19 +63,9 @@ def pack_sequences(features, lengths):
   width = features[0].shape[1]
   lengths = np.asarray(lengths, np.int64)
   rows = packing.best_fit_rows(lengths, np.zeros_like(lengths), width, 0)
-  packed = [np.zeros((len(rows), width), np.int32) for _ in features]
-  segments = np.zeros((len(rows), width), np.int32)
-  positions = np.zeros_like(segments)
-  for r, members in enumerate(rows):
-    at = 0
-    for segment, i in enumerate(members, start=1):
-      n = int(lengths[i])
-      for out, source in zip(packed, features):
-        out[r, at:at + n] = source[i, :n]
-      segments[r, at:at + n] = segment
-      positions[r, at:at + n] = np.arange(n)
-      at += n
-  return (*packed, segments, positions)
+  starts, counts = (np.arange(len(lengths)) * width).tolist(), lengths.tolist()
+  packed = [packing.fill_rows(rows, f.reshape(-1), starts, counts, width) for f in features]
+  return (*(p[0] for p in packed), packed[0][1], packed[0][2])
 
 
 def best_fit_pack_sequences(ds: tf.data.Dataset, length: int,
@@ -125,7 +109,7 @@ class BestFitPrefixLMFeatureConverter(seqio.PrefixLMFeatureConverter):
     self._buffer_size = buffer_size
 
   def __call__(self, ds, task_feature_lengths):
-    length = single_length(task_feature_lengths)
+    length = packing.single_length(task_feature_lengths)
     if length is None:
       return super().__call__(ds, task_feature_lengths)
     # seqio checks that the lengths name exactly "inputs" and "targets" (each <= L here,
@@ -139,7 +123,7 @@ class BestFitPrefixLMFeatureConverter(seqio.PrefixLMFeatureConverter):
 
   def get_model_feature_lengths(self, task_feature_lengths):
     length = (task_feature_lengths.length if isinstance(task_feature_lengths, _WholeSequence)
-              else single_length(task_feature_lengths))
+              else packing.single_length(task_feature_lengths))
     if length is None:
       return super().get_model_feature_lengths(task_feature_lengths)
     return super().get_model_feature_lengths({"targets": length})
@@ -162,3 +146,7 @@ class BestFitPrefixLMFeatureConverter(seqio.PrefixLMFeatureConverter):
       answer = positions >= features["inputs_width"]
       d["decoder_loss_weights"] = tf.cast(in_example & answer, features["targets"].dtype)
     return d
+
+
+CONVERTER = BestFitPrefixLMFeatureConverter  # the family's converter (ModelFamily.feature_converter)
+SEQIO_CONVERTER = seqio.PrefixLMFeatureConverter  # the seqio one it extends (greedy packing)

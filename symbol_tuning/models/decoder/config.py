@@ -1,6 +1,6 @@
 """Hyperparameters of the decoder-only transformer (Llama, Qwen2/3, Gemma by config).
 
-`DecoderConfig` is a frozen, hashable dataclass like `T5Config`, so it can be a
+`DecoderConfig` is a frozen, hashable dataclass like every family's config, so it can be a
 static argument of `jax.jit` and an attribute of a Flax module. The RoPE scaling
 options are kept as a sorted tuple of (key, value) pairs for hashability;
 `to_dict` / `from_dict` give them back as a dict (the `model_config.json` form,
@@ -17,7 +17,8 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from symbol_tuning.model import rope
+from symbol_tuning.models import rope
+from symbol_tuning.models.base import check_overrides, config_fields
 
 ARCHITECTURE = "decoder_only"
 FAMILIES = ("llama", "qwen2", "qwen3", "gemma")
@@ -115,11 +116,7 @@ class DecoderConfig:
   @classmethod
   def from_dict(cls, data: Mapping[str, Any]) -> "DecoderConfig":
     """Builds a config from `to_dict` output; unknown keys are ignored with a warning."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known - {"architecture"})
-    if unknown:
-      warnings.warn(f"DecoderConfig.from_dict: ignoring unknown keys {unknown}")
-    return cls(**{k: v for k, v in data.items() if k in known})
+    return cls(**config_fields(cls, data))
 
 
 def _freeze(mapping: Mapping[str, Any]) -> tuple:
@@ -155,4 +152,5 @@ def get_config(name: str, **overrides) -> DecoderConfig:
   """Returns the named config (see `CONFIGS`) with `overrides` applied."""
   if name not in CONFIGS:
     raise ValueError(f"unknown decoder-only config {name!r}; known: {', '.join(CONFIGS)}")
+  check_overrides(DecoderConfig, overrides)
   return CONFIGS[name].replace(**overrides) if overrides else CONFIGS[name]
