@@ -8,6 +8,9 @@ Environment variables (all optional):
   SYMBOL_TUNING_CACHE     where extracted and downloaded files go (~/.cache/symbol_tuning).
   SYMBOL_TUNING_SHARED    the workspace's shared/ folder (tests and benchmarks only).
   SYMBOL_TUNING_STORAGE_TIMEOUT  seconds a gs:// MODEL_DIR may take to answer (default 60).
+  SYMBOL_TUNING_CACHE_LENGTHS    the lengths `symbol_tuning.data.cached_tasks` registers
+                          cached twins at: INPUTS:TARGETS pairs, comma-separated (default
+                          2048:512,512:32, the shipped t5x gin files' lengths).
 """
 import os
 import pathlib
@@ -53,3 +56,17 @@ def shared_dir() -> pathlib.Path:
 def storage_timeout() -> float:
   """Seconds the first touch of a gs:// folder may take before it is called unreachable."""
   return float(os.environ.get("SYMBOL_TUNING_STORAGE_TIMEOUT", "60"))
+
+
+def cache_lengths() -> list[dict[str, int]]:
+  """$SYMBOL_TUNING_CACHE_LENGTHS as sequence lengths: "2048:512,512:32" ->
+  [{"inputs": 2048, "targets": 512}, {"inputs": 512, "targets": 32}]."""
+  value = os.environ.get("SYMBOL_TUNING_CACHE_LENGTHS", "2048:512,512:32")
+  lengths = []
+  for part in value.split(","):
+    inputs, _, targets = part.strip().partition(":")
+    if not (inputs.isdigit() and targets.isdigit() and int(inputs) and int(targets)):
+      raise ValueError(f"SYMBOL_TUNING_CACHE_LENGTHS={value!r}: {part.strip()!r} is not "
+                       "INPUTS:TARGETS (two positive integers, e.g. 2048:512)")
+    lengths.append({"inputs": int(inputs), "targets": int(targets)})
+  return lengths
