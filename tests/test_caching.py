@@ -113,6 +113,8 @@ def test_the_cache_holds_the_uncached_prompts_of_seed_0(read_cache):
     want = _examples(task.get_dataset(LENGTHS, split="train", shuffle=False,
                                       seed=caching.CACHE_SEED, num_epochs=1))
     assert got == want and want, task.name
+  with pytest.raises(ValueError, match="holds prompts fitted to"):
+    twin.get_dataset({"inputs": 512, "targets": 32}, split="train", use_cached=True)
 
 
 def test_our_trainer_reads_the_cache(read_cache):
@@ -214,3 +216,21 @@ def test_a_job_that_fails_inside_beam_is_one_line_and_marks_nothing_cached(cache
       assert task.cache_dir is None
   finally:
     seqio.set_global_cache_dirs(before)
+
+
+def test_twin_names_and_lengths_setting(monkeypatch):
+  from symbol_tuning import settings
+  from symbol_tuning.data import caching
+
+  assert caching.cached_name("m", {"inputs": 2048, "targets": 512}) == "m_i2048_t512"
+  assert caching.cached_name("m", {"targets": 544}) == "m_544"
+  monkeypatch.setenv("SYMBOL_TUNING_CACHE_LENGTHS", "1024:32, 2048:512")
+  assert settings.cache_lengths() == [{"inputs": 1024, "targets": 32},
+                                      {"inputs": 2048, "targets": 512}]
+  monkeypatch.setenv("SYMBOL_TUNING_CACHE_LENGTHS", "1024")
+  with pytest.raises(ValueError, match="'1024' is not INPUTS:TARGETS"):
+    settings.cache_lengths()
+  with pytest.raises(ValueError, match="does not build prompts"):
+    import symbol_tuning.data.tasks  # pylint: disable=unused-import
+
+    caching.register_cached("symbol_tuning.list_functions.c001", {"inputs": 64, "targets": 8})

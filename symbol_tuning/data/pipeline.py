@@ -3,14 +3,15 @@
 A task is `QuerySource` (which examples are queries) + `build_prompts` (exemplars,
 template, symbols, fitting, tokenization, EOS; needs sequence_length).
 Example (task symbol_tuning.bigbench.navigate, split train):
-  source:       {"query": 17}
+  source:       {"query": 17, "split": "train", "seeds": (5, 9)}
   build_prompts -> {"inputs_pretokenized": "X = Turn left. Take 3 steps.\\nY = 8270\\n\\n...
                     \\nX = Always face forward. ...\\nY =", "targets_pretokenized": "8270",
                     "inputs": [...ids..., 1], "targets": [..., 1], "template": 7, "k": 5,
                     "num_dropped": 0, "gold": 0, "symbols": '{"True": "8270", ...}', ...}
-Randomness is stateless: each example gets the seed seqio's map_over_dataset(num_seeds=1)
-would hand it, and the task name and query position are folded into it, so tasks of a
-mixture never share draws and a seed reproduces every prompt. The prompts themselves are
+Randomness is stateless: the source hands each query the seed pair seqio's
+map_over_dataset(num_seeds=1) would give its position in the whole (unsharded) stream, and
+the task name and query index are folded into it, so tasks of a mixture never share draws
+and a prompt is a function of (seed, task, split, query index, epoch) on any host count. The prompts themselves are
 built in plain Python (`prompt_builder`), in this process or in prompt worker processes
 (`prompt_workers`). No tf.data function runs per example (PromptTask, PromptMixture,
 `mixing`).
