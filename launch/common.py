@@ -17,7 +17,10 @@ def split_argv(argv):
   `--gin.NAME=VALUE` tokens are taken out before argparse sees them: argparse would read a
   token holding a space as a positional, and could match `--gin.` against its own flags'
   prefixes. They stay byte-identical: t5x's binaries parse them (gin_utils.rewrite_gin_args).
-  Everything after a bare `--` goes to the binary verbatim (e.g. --seqio_additional_cache_dirs).
+  Everything after a bare `--` goes to the binary verbatim: e.g. t5x.train's
+  `--seqio_additional_cache_dirs=gs://BUCKET/seqio_cache` to read a cache written by seqio's
+  cache_tasks_main, with `--gin_file=cached.gin` and a cached twin as MIXTURE_OR_TASK_NAME
+  (README, Data at scale); t5x.eval has no such flag.
   """
   argv = list(argv)
   passthrough = []

@@ -13,6 +13,9 @@ Environment variables (all optional):
   SYMBOL_TUNING_VOCAB     the vocabulary when neither --vocab nor set_vocabulary names one
                           (flan_t5 | local | a path; data/vocab.py).
   SYMBOL_TUNING_PROMPT_WORKERS  prompt worker processes: auto | N (data/prompt_workers.py).
+  SYMBOL_TUNING_CACHE_LENGTHS    the lengths `symbol_tuning.data.cached_tasks` registers
+                          cached twins at: INPUTS:TARGETS pairs, comma-separated (default
+                          2048:512,512:32, the shipped t5x gin files' lengths).
   SYMBOL_TUNING_DEBUG     1: the CLI shows tracebacks instead of one-line errors.
   SYMBOL_TUNING_DATA_SOURCE  hf (default) or tfds: read the datasets TFDS has from TFDS
                           (README, "TFDS sources"; also --source and gin).
@@ -157,3 +160,17 @@ def data_source() -> str | None:
 def tfds_data_dir() -> str | None:
   """$TFDS_DATA_DIR as a string: a gs:// URL stays one (pathlib would fold its '//')."""
   return os.environ.get("TFDS_DATA_DIR") or None
+
+
+def cache_lengths() -> list[dict[str, int]]:
+  """$SYMBOL_TUNING_CACHE_LENGTHS as sequence lengths: "2048:512,512:32" ->
+  [{"inputs": 2048, "targets": 512}, {"inputs": 512, "targets": 32}]."""
+  value = os.environ.get("SYMBOL_TUNING_CACHE_LENGTHS", "2048:512,512:32")
+  lengths = []
+  for part in value.split(","):
+    inputs, _, targets = part.strip().partition(":")
+    if not (inputs.isdigit() and targets.isdigit() and int(inputs) and int(targets)):
+      raise ValueError(f"SYMBOL_TUNING_CACHE_LENGTHS={value!r}: {part.strip()!r} is not "
+                       "INPUTS:TARGETS (two positive integers, e.g. 2048:512)")
+    lengths.append({"inputs": int(inputs), "targets": int(targets)})
+  return lengths

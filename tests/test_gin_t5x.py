@@ -240,7 +240,7 @@ def test_training_file_finalizes_to_the_paper_setup(probe, size):
   assert args["total_steps"] == FLAN_T5_STEPS[size] + (1000 if large else 4000)
   assert args["train"] == {"name": "symbol_tuning", "lengths": {"inputs": 2048, "targets": 512},
                            "split": "train", "batch_size": 32, "pack": True,
-                           "use_cached": False, "seed": None}
+                           "use_cached": False, "seed": 0}  # DATASET_SEED
   assert args["train_eval"] is None and args["infer_eval"] is None
   assert args["restore_path"] == (f"gs://t5-data/pretrained_models/t5x/flan_t5_{size}/"
                                   f"checkpoint_{FLAN_T5_STEPS[size]}")

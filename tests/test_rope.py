@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import hf_reference  # noqa: E402
-from symbol_tuning.checkpoints.hf_decoder import load_hf_decoder  # noqa: E402
+from symbol_tuning.checkpoints.hf import load_hf  # noqa: E402
 from symbol_tuning.models import rope  # noqa: E402
 from symbol_tuning.models.decoder import network as decoder_network  # noqa: E402
 from symbol_tuning.models.decoder.config import DecoderConfig  # noqa: E402
@@ -174,7 +174,7 @@ def long_logits(hf_outputs):
   """{family: (our config, params, HF logits, HF logits with the numpy-pow table)}."""
   out = {}
   for family in MODELS:
-    config, params = load_hf_decoder(str(hf_outputs[f"{family}/dir"]))
+    config, params = load_hf(str(hf_outputs[f"{family}/dir"]))
     out[family] = (config, params, hf_outputs[family],
                    hf_outputs[f"{family}-numpy-pow"])
   return out, hf_outputs["tokens"]

@@ -81,17 +81,41 @@ def test_converted_checkpoint_trains_with_t5x(tiny_run):
   assert "feature_converter_cls = @features.BestFitEncDecFeatureConverter" in config
 
 
-def test_a_second_run_resumes_from_the_newest_checkpoint(tiny_run):
+def test_a_restarted_run_trains_on_the_batches_of_an_uninterrupted_one(tiny_run):
+  """The run stopped after TINY_STEPS steps, restarted from its newest checkpoint for one
+  more step, ends with the parameters (bit for bit) and losses of one run of TINY_STEPS + 1
+  steps: symbol_tuning.gin fixes the data seed (DATASET_SEED) and saves the dataset
+  iterator with each checkpoint, which t5x.train restores (a restart that replayed the
+  stream from its start would train step 3 on batch 1)."""
+  from symbol_tuning.checkpoints import convert, flatten
+
   model_dir = tiny_run["model_dir"]
+  init = f"'{tiny_run['root'] / 'init_t5x' / 'checkpoint_0'}'"
   log = t5x_support.run_t5x("train", ["symbol_tuning_bigbench_tiny.gin"], {
-      "MODEL_DIR": f"'{model_dir}'",
-      "FLAN_T5_CHECKPOINT": f"'{tiny_run['root'] / 'init_t5x' / 'checkpoint_0'}'",
+      "MODEL_DIR": f"'{model_dir}'", "FLAN_T5_CHECKPOINT": init,
       "FINETUNE_STEPS": TINY_STEPS + 1, "utils.SaveCheckpointConfig.period": 1},
                             tiny_run["env"])
   assert f"checkpoint_{TINY_STEPS}" in log
   assert (model_dir / f"checkpoint_{TINY_STEPS + 1}" / "state").is_dir()
-  losses = t5x_support.train_metrics(model_dir)
-  assert TINY_STEPS + 1 in losses and math.isfinite(losses[TINY_STEPS + 1])
+  # t5x saved this host's tf.data iterator beside the train state.
+  assert list((model_dir / f"checkpoint_{TINY_STEPS}").rglob("train_ds-*")), \
+      sorted(p.name for p in (model_dir / f"checkpoint_{TINY_STEPS}").rglob("*"))
+  once = tiny_run["root"] / "uninterrupted"
+  t5x_support.run_t5x("train", ["symbol_tuning_bigbench_tiny.gin"], {
+      "MODEL_DIR": f"'{once}'", "FLAN_T5_CHECKPOINT": init,
+      "FINETUNE_STEPS": TINY_STEPS + 1, "utils.SaveCheckpointConfig.period": TINY_STEPS + 1,
+      "__main__.train.stats_period": 1},  # per-step losses (else one mean per period)
+                      tiny_run["env"])
+  resumed = t5x_support.train_metrics(model_dir)
+  whole = t5x_support.train_metrics(once)
+  assert sorted(whole) == list(range(1, TINY_STEPS + 2))
+  assert all(math.isfinite(v) for v in whole.values())
+  assert {step: resumed[step] for step in whole} == whole
+  (_, a), (_, b) = (convert.load_any(str(d / f"checkpoint_{TINY_STEPS + 1}"))
+                    for d in (model_dir, once))
+  a, b = flatten(a), flatten(b)
+  assert sorted(a) == sorted(b)
+  assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
 @pytest.fixture(scope="module")

@@ -308,7 +308,8 @@ def register_tasks(output_features) -> None:
     if twin in registered:
       continue
     seqio.TaskRegistry.add(
-        twin, source=pipeline.QuerySource(spec),  # same spec and name: the same prompts
+        twin, task_cls=pipeline.QueryTask,
+        source=pipeline.QuerySource(spec),  # same spec and name: the same prompts
         preprocessors=[functools.partial(pipeline.build_prompts, spec=spec), expand_options,
                        seqio.preprocessors.append_eos_after_trim],
         metric_fns=[metrics.rank_classification], **common)

@@ -3,14 +3,15 @@
 A task is `QuerySource` (which examples are queries) + `build_prompts` (exemplars,
 template, symbols, fitting, tokenization, EOS; needs sequence_length).
 Example (task symbol_tuning.bigbench.navigate, split train):
-  source:       {"query": 17}
+  source:       {"query": 17, "split": "train", "seeds": (5, 9)}
   build_prompts -> {"inputs_pretokenized": "X = Turn left. Take 3 steps.\\nY = 8270\\n\\n...
                     \\nX = Always face forward. ...\\nY =", "targets_pretokenized": "8270",
                     "inputs": [...ids..., 1], "targets": [..., 1], "template": 7, "k": 5,
                     "num_dropped": 0, "gold": 0, "symbols": '{"True": "8270", ...}', ...}
-Randomness is stateless: each example gets the seed seqio's map_over_dataset(num_seeds=1)
-would hand it, and the task name and query position are folded into it, so tasks of a
-mixture never share draws and a seed reproduces every prompt. The prompts themselves are
+Randomness is stateless: the source hands each query the seed pair seqio's
+map_over_dataset(num_seeds=1) would give its position in the whole (unsharded) stream, and
+the task name and query index are folded into it, so tasks of a mixture never share draws
+and a prompt is a function of (seed, task, split, query index, epoch) on any host count. The prompts themselves are
 built in plain Python (`prompt_builder`), in this process or in prompt worker processes
 (`prompt_workers`). No tf.data function runs per example (PromptTask, PromptMixture,
 `mixing`).
@@ -21,6 +22,8 @@ import functools
 import inspect
 import re
 import threading
+
+from absl import logging
 
 import seqio
 from seqio import utils as seqio_utils
@@ -34,6 +37,7 @@ from symbol_tuning.data.prompt_builder import (  # pylint: disable=unused-import
     BUILD_BATCH, WORKER_BUILD_BATCH, PromptSpec, exemplar_data, k_cap, queries, validate)
 
 DEFAULT_INPUT_LENGTH = 2048
+SHARD_QUERIES = 1000  # queries per source shard (QuerySource.list_shards)
 # Prompts skipped because they could not fit, per task (reported by `symbol-tuning`).
 SKIPPED: collections.Counter = collections.Counter()
 # (task, split, length, vocabulary) -> prompts built; + ("skipped",) -> prompts skipped
@@ -71,12 +75,25 @@ def clear_caches() -> None:
 
 
 class QuerySource(seqio.DataSource):
-  """Yields {"query": position, "split": split} per query of a split; data is read lazily."""
+  """Yields {"query": index, "split": split, "seeds": (a, b)} per query of a split; data is
+  read lazily.
 
-  def __init__(self, spec: PromptSpec):
-    self.spec = spec
+  A query's seeds are a pure function of (seed, split, query index, epoch): the whole
+  stream (every epoch's permutation, with the seed pair seqio's map_over_dataset(num_seeds=1)
+  would zip in at each position) is the same on every host, and a host's shard is taken
+  from it afterwards, so the union of the shards is the one-host stream for any host count.
+  Example (n=4, seed 0, 2 shards): the stream (q, seeds) = (2, s0), (0, s1), (3, s2),
+  (1, s3) | (1, s4), ... ; shard 0 reads (2, s0), (3, s2), (1, s4), ... and shard 1 the rest.
+  Each host reads the whole stream of query indices (integers: ~1 us each) and skips the
+  others' (a shard of n queries on H hosts costs n integer reads per epoch per host).
+  """
+
+  def __init__(self, spec: PromptSpec, fixed_seed: int | None = None):
+    """`fixed_seed` (cached twins, data/caching.py): the seed of every stream, whatever
+    seed the caller passes (cache_tasks_main passes a different one per shard)."""
+    self.spec, self.fixed_seed = spec, fixed_seed
     super().__init__(splits=[s for s, _ in spec.query_splits], num_input_examples=None,
-                     caching_permitted=False)
+                     caching_permitted=True)
 
   @property
   def supports_arbitrary_sharding(self) -> bool:
@@ -92,24 +109,39 @@ class QuerySource(seqio.DataSource):
   def num_input_examples(self, split: str) -> int:
     return len(queries(self.spec, split))
 
-  def list_shards(self, split: str):
-    return [split]
+  def list_shards(self, split: str) -> list[str]:
+    """One shard per SHARD_QUERIES queries (what cache_tasks_main hands its workers):
+    shard i of k is every k-th query of the stream from the i-th (any k gives the same
+    prompts). Example: 2,500 queries -> ["train-00000-of-00003", ..., "train-00002-of-00003"].
+    """
+    k = max(1, -(-self.num_input_examples(split) // SHARD_QUERIES))
+    return [f"{split}-{i:05d}-of-{k:05d}" for i in range(k)]
 
   def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
                   shard_info: seqio.ShardInfo | None = None, *, sequence_length=None,
                   use_cached=False, num_epochs=1):
     del sequence_length, use_cached
     validate(self.spec, split)  # eagerly, before any tf.data op runs
+    # QueryTask passes seqio's num_epochs here: the epochs are part of the stream that is
+    # sharded, so a query's seeds depend on its epoch and not on the host count.
+    num_epochs = _source_epochs.get() or num_epochs
+    seed = seed if self.fixed_seed is None else self.fixed_seed
     n = self.num_input_examples(split)
     ds = tf.data.Dataset.range(n, output_type=tf.int32)
-    if shard_info:
-      ds = ds.shard(shard_info.num_shards, shard_info.index)
     if shuffle:
       ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     ds = ds.repeat(num_epochs) if num_epochs != 1 else ds
     # A zip, not a map: tf.data runs no function per example (a map costs ~30 us each).
-    return tf.data.Dataset.zip({"query": ds,
-                                "split": tf.data.Dataset.from_tensors(split).repeat()})
+    ds = tf.data.Dataset.zip({"query": ds,
+                              "split": tf.data.Dataset.from_tensors(split).repeat(),
+                              "seeds": _seed_datasets(seed)})
+    if shard_info and shard_info.num_shards > 1:
+      if seed is None:
+        logging.warning("%s: no seed, so each of %d hosts draws its own query order and "
+                        "prompts (set a seed for one stream across hosts)",
+                        self.spec.task_name, shard_info.num_shards)
+      ds = ds.shard(shard_info.num_shards, shard_info.index)
+    return ds
 
 
 @functools.cache
@@ -139,15 +171,15 @@ def _count(spec: PromptSpec, split: str, length: int, asked: int, built: int) ->
 
 def build_prompts(dataset: tf.data.Dataset, sequence_length=None, output_features=None, *,
                   spec: PromptSpec, append_eos: bool = False) -> tf.data.Dataset:
-  """Preprocessor: {"query", "split"} -> prompt features; prompts that cannot fit are
+  """Preprocessor: {"query", "split", "seeds"} (QuerySource) -> prompt features; prompts that cannot fit are
   skipped and counted in SKIPPED. sequence_length {"inputs": I, ...} fits the prompt + EOS
   to I; the decoder-only single length {"targets": L} fits prompt + EOS + answer + EOS to L
   (the longest label option standing for the answer). `append_eos` ends "inputs" and
   "targets" with EOS exactly as seqio.preprocessors.append_eos_after_trim would after this
   (the tasks do it here: one per-example tf.data map less).
 
-  Each example gets the seed seqio's map_over_dataset(num_seeds=1) would give it
-  (`_seed_datasets`); prompts are then built BUILD_BATCH at a time (WORKER_BUILD_BATCH
+  Each example comes with its seeds from QuerySource (a function of the seed, query index
+  and epoch); prompts are built BUILD_BATCH at a time (WORKER_BUILD_BATCH
   in prompt workers) and unbatched, so the stream is the same example for example,
   whichever process builds them and in batches of any size. Inside a
   PromptMixture only the features the mixture keeps are built.
@@ -185,9 +217,9 @@ def build_prompts(dataset: tf.data.Dataset, sequence_length=None, output_feature
 
   # No Python control flow: autograph would only slow tracing (18 tasks took ~10 s).
   @tf.autograph.experimental.do_not_convert
-  def build(batch, seeds):
+  def build(batch):
     out = tf.numpy_function(
-        make, [batch["query"], batch["split"], tf.stack(seeds, axis=1)],
+        make, [batch["query"], batch["split"], tf.stack(batch["seeds"], axis=1)],
         [tf.int32, tf.string, tf.string, tf.int32, tf.int64, tf.int32, tf.int64, tf.int32,
          tf.string], stateful=False)
     (kept, inputs_str, targets_str, inputs, input_lengths, targets, target_lengths, meta,
@@ -208,26 +240,27 @@ def build_prompts(dataset: tf.data.Dataset, sequence_length=None, output_feature
 
   # Per example only zips and a batch; prompts that cannot fit are left out of their batch
   # (no per-example filter).
-  ds = tf.data.Dataset.zip((dataset, _seed_datasets())).batch(
-      WORKER_BUILD_BATCH if workers else BUILD_BATCH)
+  ds = dataset.batch(WORKER_BUILD_BATCH if workers else BUILD_BATCH)
   return ds.map(build, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
 
 
-def _seed_datasets() -> tuple[tf.data.Dataset, tf.data.Dataset]:
-  """The seeds seqio.map_over_dataset(num_seeds=1) would hand each example: the two
-  random datasets it zips in, from seqio's seed counter, which advances as it would.
+def _seed_datasets(seed: int | None) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+  """The seeds seqio.map_over_dataset(num_seeds=1) would hand each example of a
+  preprocessor run under seqio.utils.map_seed_manager(seed): Dataset.random(seed) and
+  Dataset.random(seed + 1), zipped in position by position (no function per example).
 
-  Example: under seqio.utils.map_seed_manager(0) the first call gives
-    (Dataset.random(0), Dataset.random(1)) and the next (Dataset.random(2), ...): the
-    seeds of a preprocessor decorated with map_over_dataset(num_seeds=1) in its place.
-  Zipped in here and batched, no function runs per example; tests/test_pipeline_golden.py
-  pins the resulting prompts.
+  Example: seed 0 -> (Dataset.random(0), Dataset.random(1)), the seeds build_prompts had
+  when it drew them from seqio's seed counter itself; tests/test_pipeline_golden.py pins the
+  resulting prompts. No seed: unseeded, a new stream each run, as seqio's.
   """
-  start = seqio_utils._NEXT_MAP_SEED  # pylint: disable=protected-access
-  if start is None:  # no seed: nondeterministic, as seqio's
+  if seed is None:
     return tf.data.Dataset.random(), tf.data.Dataset.random()
-  seqio_utils._NEXT_MAP_SEED = start + 2  # pylint: disable=protected-access
-  return tf.data.Dataset.random(int(start)), tf.data.Dataset.random(int(start) + 1)
+  return tf.data.Dataset.random(int(seed)), tf.data.Dataset.random(int(seed) + 1)
+
+
+# seqio's num_epochs, handed from QueryTask.get_dataset to QuerySource.get_dataset (seqio
+# repeats after the source; the source must repeat itself, before sharding). 0: not set.
+_source_epochs: contextvars.ContextVar = contextvars.ContextVar("source_epochs", default=0)
 
 
 # The features a mixture keeps of its tasks (None: all); read by build_prompts while
@@ -236,8 +269,27 @@ _requested_features: contextvars.ContextVar = contextvars.ContextVar(
     "requested_features", default=None)
 
 
-class PromptTask(seqio.Task):
-  """A seqio.Task whose preprocessor already trims "inputs"/"targets" to the sequence
+class QueryTask(seqio.Task):
+  """A seqio.Task on a QuerySource: the source repeats the queries for seqio's num_epochs
+  itself (before sharding, see QuerySource), so seqio reads one pass of it and does not
+  cache it in memory (the pass can be endless)."""
+
+  def get_dataset(self, *args, **kwargs) -> tf.data.Dataset:
+    bound = inspect.signature(seqio.Task.get_dataset).bind(self, *args, **kwargs)
+    bound.apply_defaults()
+    arguments = {k: v for k, v in bound.arguments.items() if k != "self"}
+    if arguments["use_cached"] or not isinstance(self.source, QuerySource):
+      return super().get_dataset(**arguments)
+    token = _source_epochs.set(-1 if arguments["num_epochs"] is None
+                               else arguments["num_epochs"])
+    try:
+      return super().get_dataset(**dict(arguments, num_epochs=1, try_in_mem_cache=False))
+    finally:
+      _source_epochs.reset(token)
+
+
+class PromptTask(QueryTask):
+  """A QueryTask whose preprocessor already trims "inputs"/"targets" to the sequence
   lengths (build_prompts with append_eos=True, exactly as append_eos_after_trim): seqio's
   own trim would be a per-example map that changes nothing."""
 

@@ -41,6 +41,7 @@ class DataConfig:
   pack_buffer: int = 256  # examples best-fit packed together (symbol_tuning.data.packing)
   shuffle: bool = True
   family: str = "t5"  # the model family (models.registry) whose converter and features apply
+  use_cached: bool = False  # read a cached twin from seqio's cache dirs (data/caching.py)
 
 
 def check_name(name: str) -> None:
@@ -142,6 +143,7 @@ def _dataset(cfg: DataConfig, host: int, hosts: int) -> tf.data.Dataset:
   ds = seqio.get_dataset(
       cfg.mixture_or_task_name, task_feature_lengths=cfg.task_feature_lengths,
       dataset_split=cfg.split, shuffle=cfg.shuffle, num_epochs=None, seed=cfg.seed,
+      use_cached=cfg.use_cached,
       shard_info=seqio.ShardInfo(index=host, num_shards=hosts) if hosts > 1 else None,
       feature_converter=feature_converter(cfg))
   features = registry.get_family(cfg.family).model_features

@@ -121,6 +121,31 @@ def task_root(task_path: str) -> epath.Path | pathlib.Path:
   return root
 
 
+def write_cut_copy(dest: pathlib.Path, per_label: int, role: str = "tune") -> pathlib.Path:
+  """A benchmark_tasks copy at `dest` of the catalogue's BIG-bench tasks of `role`, each
+  cut to the first `per_label` examples of each gold label (for BIGBENCH_DIR: quick trial
+  runs, such as caching the 18 tuning tasks with Beam in seconds).
+
+  Example: per_label 12 -> navigate/task.json with 12 "True" and 12 "False" examples.
+  """
+  for entry in catalogue.load("bigbench"):
+    if entry.role != role:
+      continue
+    task = {k: v for k, v in read_task(entry.path).items() if k != "_origin"}
+    kept, seen = [], {}
+    for ex in task["examples"]:
+      scores = ex.get("target_scores")
+      scores = ast.literal_eval(scores) if isinstance(scores, str) else scores
+      label = max(scores, key=scores.get) if scores else json.dumps(ex.get("target"))
+      if seen.get(label, 0) < per_label:
+        seen[label] = seen.get(label, 0) + 1
+        kept.append(ex)
+    task["examples"] = kept
+    (dest / entry.path).mkdir(parents=True, exist_ok=True)
+    (dest / entry.path / "task.json").write_text(json.dumps(task), encoding="utf-8")
+  return dest
+
+
 def task_tar(benchmark_tasks: pathlib.Path) -> tuple[bytes, int]:
   """The wanted task.json files of a benchmark_tasks copy as an uncompressed, reproducible
   tar (sorted members, no owners or times), and how many files it holds."""
