@@ -12,11 +12,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from symbol_tuning.models.base import CheckpointError  # defined with the families, which raise it
+
 ParamTree = dict[str, Any]
-
-
-class CheckpointError(ValueError):
-  """A checkpoint is missing, malformed, or does not fit the model config."""
 
 
 def flatten(tree: Mapping[str, Any], sep: str = "/") -> dict[str, Any]:

@@ -45,7 +45,7 @@ class CachedPromptTask(pipeline.PromptTask):
   def _get_cached_source(self, split, file_shuffle_buffer_size=None):
     source = super()._get_cached_source(split, file_shuffle_buffer_size)
     source._reader = _batched_reader(  # pylint: disable=protected-access
-        self.cache_dir, split, pipeline._requested_features.get())  # pylint: disable=protected-access
+        self.cache_dir, split, pipeline.requested_features())
     return source
 
 

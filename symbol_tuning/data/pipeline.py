@@ -269,6 +269,11 @@ _requested_features: contextvars.ContextVar = contextvars.ContextVar(
     "requested_features", default=None)
 
 
+def requested_features() -> frozenset | None:
+  """The features the mixture now building a task's dataset keeps (None: all)."""
+  return _requested_features.get()
+
+
 class QueryTask(seqio.Task):
   """A seqio.Task on a QuerySource: the source repeats the queries for seqio's num_epochs
   itself (before sharding, see QuerySource), so seqio reads one pass of it and does not

@@ -26,6 +26,11 @@ import importlib
 from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence
 
 
+class CheckpointError(ValueError):
+  """A checkpoint is missing, malformed, or does not fit the model config (raised by the
+  families' HF mappings and by symbol_tuning.checkpoints)."""
+
+
 class ModelConfig(Protocol):
   """What every family's config offers (frozen, hashable dataclasses)."""
 

@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import math
 import numbers
-import warnings
 from typing import Any, Mapping, Optional
 
 import numpy as np

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from symbol_tuning.checkpoints import CheckpointError
+from symbol_tuning.models.base import CheckpointError
 from symbol_tuning.models import base
 from symbol_tuning.models.decoder.config import DecoderConfig, FAMILIES
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from symbol_tuning.checkpoints import CheckpointError
+from symbol_tuning.models.base import CheckpointError
 from symbol_tuning.models import base
 from symbol_tuning.models.t5.config import T5Config
 
