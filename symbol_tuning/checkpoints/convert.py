@@ -17,6 +17,7 @@ from symbol_tuning.checkpoints import hf as hf_lib
 from symbol_tuning.checkpoints import hf_decoder as hf_decoder_lib
 from symbol_tuning.checkpoints import native as native_lib
 from symbol_tuning.checkpoints import t5x as t5x_lib
+from symbol_tuning.checkpoints import t5x_decoder as t5x_decoder_lib
 from symbol_tuning.model import family
 from symbol_tuning.model.family import ModelConfig
 
@@ -65,8 +66,6 @@ def load_any(path: str, config: Optional[ModelConfig] = None,
     if config is not None and family.is_decoder_only(config):
       raise CheckpointError(f"{path}: not a decoder-only model, but the config is decoder-only")
     return hf_lib.load_hf(path, config)
-  if fmt == "t5x" and config is not None and family.is_decoder_only(config):
-    raise CheckpointError(f"{path}: t5x checkpoints of decoder-only models are not supported")
   if fmt == "t5x":
     return t5x_lib.load_t5x(path, config, step=step)
   return native_lib.load_native(path, config)
@@ -87,7 +86,7 @@ def save_any(config: ModelConfig, params, path: str, fmt: str, step: int = 0) ->
       hf_lib.save_hf(config, params, path)
     return os.fspath(path)
   if fmt == "t5x" and family.is_decoder_only(config):
-    raise ValueError("writing t5x checkpoints of decoder-only models is not supported")
+    return t5x_decoder_lib.save(config, params, path, step)
   if fmt == "t5x":
     check_params(config, params, "save_t5x")
     return t5x_lib.save_t5x(params, path, step)

@@ -270,7 +270,8 @@ def infer_config(flat: Mapping[str, np.ndarray], source: str = "t5x checkpoint",
 
 def load_t5x(path: str, config: Optional[T5Config] = None,
              step: Optional[int] = None) -> tuple[T5Config, dict]:
-  """Loads (T5Config, float32 numpy params) from a t5x checkpoint.
+  """Loads (T5Config, float32 numpy params) from a t5x checkpoint; a decoder-only one
+  gives (DecoderConfig, params) (see t5x_decoder).
 
   `path` is a checkpoint_<step> dir, its msgpack `checkpoint` file, or a model
   dir (the latest step, or `step`). Without `config`, it is inferred from the
@@ -279,6 +280,9 @@ def load_t5x(path: str, config: Optional[T5Config] = None,
   """
   ckpt_dir = find_checkpoint_dir(path, step)
   flat = _fix_kernel_ranks(read_target(ckpt_dir))
+  from symbol_tuning.checkpoints import t5x_decoder  # pylint: disable=g-import-not-at-top
+  if t5x_decoder.is_decoder_only(flat):  # our decoder network in t5x (a DecoderConfig)
+    return t5x_decoder.load(ckpt_dir, flat, config)
   if config is None:
     config = infer_config(flat, ckpt_dir)
   params = unflatten(flat)
