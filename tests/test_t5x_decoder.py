@@ -6,7 +6,7 @@
    the real t5x: our module, our PrefixLM converter, its partitioning; its parameter count
    is the published one, and every dimension the partitioning shards divides evenly.
 2. A tiny random Llama saved by `transformers` -> `symbol-tuning convert --to t5x`
-   -> t5x.train symbol-tunes it from step 5 on the BIG-bench suite -> t5x.eval scores a rank
+   -> t5x.train symbol-tunes it on the BIG-bench suite -> t5x.eval scores a rank
    mixture -> our CLI reads the checkpoint t5x wrote (`eval`, convert back to HF, our
    scorer): the log-likelihoods t5x.eval wrote, for the same prompts and options. These are
    README's commands, run as written with fewer steps and examples.
