@@ -121,8 +121,9 @@ def test_readme_tpu_commands_finalize_as_written(size_probe):
 
 
 def test_run_file_requires_the_converted_checkpoint(size_probe):
-  assert "INITIAL_CHECKPOINT_PATH" in size_probe["train_no_checkpoint"].get("error", "") or \
-      "REQUIRED" in size_probe["train_no_checkpoint"].get("error", "")
+  """Random weights for a 1B model would be a silent mistake: the run file asks for one."""
+  error = size_probe["train_no_checkpoint"]["error"]
+  assert error.startswith("ValueError: INITIAL_CHECKPOINT_PATH") and "REQUIRED" in error
 
 
 def _hf_tiny(root, family):
@@ -256,3 +257,28 @@ def test_predict_is_refused_in_one_line():
     module.init({"params": jax.random.PRNGKey(0)}, tokens, tokens, prefill=True,
                 prefill_lengths=np.array([2]))
 
+
+
+def test_convert_round_trip_and_the_config_beside_the_checkpoint(tmp_path):
+  """native -> t5x -> native keeps params and config; without model_config.json the error
+  names the checkpoint and the ways out, and `--config NAME` reads it."""
+  from symbol_tuning.checkpoints import CheckpointError, convert, flatten, save_native  # pylint: disable=import-outside-toplevel
+  from symbol_tuning.model import decoder_network  # pylint: disable=import-outside-toplevel
+  from symbol_tuning.model.decoder_config import get_config  # pylint: disable=import-outside-toplevel
+
+  config = get_config("llama-tiny", rope_theta=500000.0, norm_epsilon=1e-5)
+  params = decoder_network.init_params(config, 3)
+  save_native(config, params, str(tmp_path / "native"))
+  written = convert.convert(str(tmp_path / "native"), str(tmp_path / "t5x"), "t5x", step=7)
+  assert written.endswith("checkpoint_7")
+  read_config, read = convert.load_any(written)
+  assert read_config == config
+  expected = flatten(params)
+  assert all(np.array_equal(np.asarray(expected[k]), v) for k, v in flatten(read).items())
+  for where in (tmp_path / "t5x", tmp_path / "t5x" / "checkpoint_7"):
+    (where / "model_config.json").unlink()
+  with pytest.raises(CheckpointError, match=r"checkpoint_7: a decoder-only t5x checkpoint "
+                                            r"without model_config.json.*--config NAME"):
+    convert.load_any(written)
+  named, _ = convert.load_any(written, get_config("llama-tiny"))
+  assert named == get_config("llama-tiny")
