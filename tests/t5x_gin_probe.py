@@ -37,7 +37,8 @@ def _model(model):
   config = model.module.config
   converter = model.FEATURE_CONVERTER_CLS(pack=True, use_custom_packing_ops=False)
   layers = getattr(config, "num_encoder_layers", None) or config.num_layers  # T5 | decoder-only
-  return {"emb_dim": config.emb_dim, "num_layers": layers,
+  return {"emb_dim": getattr(config, "emb_dim", None) or config.d_model,  # T5 | decoder-only
+          "num_layers": layers, "config": config.to_dict() if hasattr(config, "to_dict") else None,
           "model_class": type(model).__name__,
           "dropout_rate": config.dropout_rate, "vocab_size": config.vocab_size,
           "optimizer": f"{type(model.optimizer_def).__module__}."

@@ -74,6 +74,24 @@ def _run(cmd, cwd, env: dict, timeout: float, usage: dict | None):
     return proc.returncode, out.read(), err.read()
 
 
+def probe_gin(cases: dict) -> dict:
+  """{name: summary of the configured train()/evaluate(), or {'error': ...}} of gin cases
+  {name: (binary, files, bindings)}, finalized by the real t5x in one subprocess
+  (tests/t5x_gin_probe.py); the files choose the vocabulary (no SYMBOL_TUNING_VOCAB)."""
+  names = list(cases)
+  payload = [{"binary": cases[n][0], "files": cases[n][1], "bindings": cases[n][2]}
+             for n in names]
+  env = t5x_env()
+  env.pop("SYMBOL_TUNING_VOCAB")
+  proc = subprocess.run([sys.executable, str(REPO / "tests" / "t5x_gin_probe.py"), str(GIN_DIR)],
+                        input=json.dumps(payload), capture_output=True, text=True, env=env,
+                        timeout=600, check=False)
+  line = next((l for l in proc.stdout.splitlines() if l.startswith("PROBE_RESULTS ")), None)
+  if proc.returncode != 0 or not line:
+    raise AssertionError(proc.stdout[-3000:] + proc.stderr[-3000:])
+  return dict(zip(names, json.loads(line.split(" ", 1)[1])))
+
+
 def t5x_command(binary: str, gin_files, bindings) -> list[str]:
   """The command line of `python -m t5x.<binary>` on our gin files, run from the repo root."""
   cmd = [sys.executable, "-m", f"t5x.{binary}", f"--gin_search_paths={GIN_DIR}"]

@@ -7,11 +7,8 @@ gin_utils and calls the configured train()/evaluate() with t5x's real modules, s
 macro, @reference and REQUIRED value is resolved and every model, optimizer, partitioner and
 DatasetConfig is built; only the job itself is not run (tests/test_t5x_binaries.py runs it).
 """
-import json
 import pathlib
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -211,18 +208,7 @@ CASES = {
 def probe():
   """{case name: summary of the configured call, or {'error': ...}}, from one subprocess."""
   t5x_support.require_t5x()
-  names = list(CASES)
-  cases = [{"binary": CASES[n][0], "files": CASES[n][1], "bindings": CASES[n][2]}
-           for n in names]
-  env = t5x_support.t5x_env()
-  env.pop("SYMBOL_TUNING_VOCAB")  # the files choose (VOCABULARY_NAME), or the default does
-  proc = subprocess.run(
-      [sys.executable, str(pathlib.Path(__file__).parent / "t5x_gin_probe.py"), str(GIN_DIR)],
-      input=json.dumps(cases), capture_output=True, text=True, env=env, timeout=600,
-      check=False)
-  line = next((l for l in proc.stdout.splitlines() if l.startswith("PROBE_RESULTS ")), None)
-  assert proc.returncode == 0 and line, proc.stdout[-3000:] + proc.stderr[-3000:]
-  return dict(zip(names, json.loads(line.split(" ", 1)[1])))
+  return t5x_support.probe_gin(CASES)
 
 
 def _ok(probe, name):

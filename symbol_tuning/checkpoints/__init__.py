@@ -3,8 +3,9 @@
 All loaders return `(config, params)` where params is the nested dict of
 float32 numpy arrays laid out as the config's family network (t5x names; see
 `symbol_tuning.models`). The HF loader and saver serve every family through its
-name map (`models/<family>/hf.py`); t5x's format is read and written for the families
-that have one (`ModelFamily.t5x_checkpoints`).
+name map (`models/<family>/hf.py`); t5x's format is read and written for every family,
+with a model_config.json beside it where the shapes do not tell the config
+(`ModelFamily.config_in_t5x_shapes`, checkpoints/t5x_config.py).
 """
 from __future__ import annotations
 

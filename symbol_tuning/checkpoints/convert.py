@@ -16,6 +16,7 @@ from symbol_tuning.checkpoints import CheckpointError, check_params
 from symbol_tuning.checkpoints import hf as hf_lib
 from symbol_tuning.checkpoints import native as native_lib
 from symbol_tuning.checkpoints import t5x as t5x_lib
+from symbol_tuning.checkpoints import t5x_config
 from symbol_tuning.models import registry
 from symbol_tuning.models.base import ModelConfig
 
@@ -58,9 +59,6 @@ def load_any(path: str, config: Optional[ModelConfig] = None,
       shutil.rmtree(local, ignore_errors=True)
   if fmt == "hf":
     return hf_lib.load_hf(path, config)
-  if fmt == "t5x" and config is not None and not registry.family_of(config).t5x_checkpoints:
-    raise CheckpointError(f"{path}: t5x checkpoints of {registry.family_of(config).name} "
-                          f"models are not supported")
   if fmt == "t5x":
     return t5x_lib.load_t5x(path, config, step=step)
   return native_lib.load_native(path, config)
@@ -77,12 +75,12 @@ def save_any(config: ModelConfig, params, path: str, fmt: str, step: int = 0) ->
   if fmt == "hf":
     hf_lib.save_hf(config, params, path)
     return os.fspath(path)
-  if fmt == "t5x" and not registry.family_of(config).t5x_checkpoints:
-    raise ValueError(f"writing t5x checkpoints of {registry.family_of(config).name} models "
-                     f"is not supported")
   if fmt == "t5x":
     check_params(config, params, "save_t5x")
-    return t5x_lib.save_t5x(params, path, step)
+    ckpt_dir = t5x_lib.save_t5x(params, path, step)
+    if not registry.family_of(config).config_in_t5x_shapes:
+      t5x_config.write_config(config, ckpt_dir)
+    return ckpt_dir
   if fmt == "native":
     native_lib.save_native(config, params, path)
     return os.fspath(path)

@@ -270,7 +270,8 @@ def infer_config(flat: Mapping[str, np.ndarray], source: str = "t5x checkpoint",
 
 def load_t5x(path: str, config: Optional[T5Config] = None,
              step: Optional[int] = None) -> tuple[T5Config, dict]:
-  """Loads (T5Config, float32 numpy params) from a t5x checkpoint.
+  """Loads (config, float32 numpy params) from a t5x checkpoint: a T5 config inferred from
+  the shapes, or the one in its model_config.json (any family; see t5x_config).
 
   `path` is a checkpoint_<step> dir, its msgpack `checkpoint` file, or a model
   dir (the latest step, or `step`). Without `config`, it is inferred from the
@@ -279,7 +280,12 @@ def load_t5x(path: str, config: Optional[T5Config] = None,
   """
   ckpt_dir = find_checkpoint_dir(path, step)
   flat = _fix_kernel_ranks(read_target(ckpt_dir))
+  from symbol_tuning.checkpoints import t5x_config  # pylint: disable=g-import-not-at-top
   if config is None:
+    config = t5x_config.find_config(ckpt_dir)
+  if config is None:
+    if not any(name.startswith("encoder/") for name in flat):
+      raise t5x_config.missing_config(ckpt_dir)
     config = infer_config(flat, ckpt_dir)
   params = unflatten(flat)
   check_params(config, params, ckpt_dir)

@@ -134,7 +134,8 @@ class ModelFamily(abc.ABC):
   answer_in_sequence: ClassVar[bool]  # prompt and answer share one sequence: an input
   #   length bounds both (evaluation fits prompt + EOS + answer + EOS to it)
   prefix_lm: ClassVar[bool] = False  # PREFIX_LM (bidirectional attention over the prompt)
-  t5x_checkpoints: ClassVar[bool] = False  # reads and writes t5x's checkpoint format
+  config_in_t5x_shapes: ClassVar[bool] = False  # a t5x checkpoint's shapes tell its whole
+  #   config; else model_config.json travels with it (checkpoints/t5x_config.py)
 
   def file(self, name: str):
     """The family's `name`.py (network, features, inference, hf), imported on first use:

@@ -15,7 +15,7 @@ class T5Family(base.ModelFamily):
   package = "symbol_tuning.models.t5"
   config_cls = T5Config
   answer_in_sequence = False
-  t5x_checkpoints = True
+  config_in_t5x_shapes = True
 
   def knows_config(self, name: str) -> bool:
     return config_lib.config_key(name) in self.configs
