@@ -6,8 +6,7 @@
                   family's inference operations (T5: one encoder pass per prompt;
                   decoder-only: one prefill into the KV cache)
   report.py       per-example JSONL, per-task/per-setting JSON, Table-1 Markdown, compare
-  algorithmic.py  List Functions / Turing Concepts prompts and the evaluation-only seqio
-                  tasks (algorithmic tasks, rank-classification twins of the eval tasks)
-The CLI is symbol_tuning/commands/evaluate.py; seqio metric functions are in
-symbol_tuning/data/metrics.py. Kept import-light: symbol_tuning.data.tasks imports algorithmic.py.
+The CLI is symbol_tuning/commands/evaluate.py. The prompts of List Functions / Turing
+Concepts and the evaluation-only seqio tasks live with the other registrations
+(symbol_tuning/data/algorithmic.py); seqio metric functions in symbol_tuning/data/metrics.py.
 """
