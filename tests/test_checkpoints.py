@@ -24,7 +24,7 @@ from symbol_tuning.checkpoints.convert import convert  # noqa: E402
 from symbol_tuning.checkpoints import t5x as t5x_lib  # noqa: E402
 from symbol_tuning.models import registry  # noqa: E402
 from symbol_tuning.models.decoder import network as decoder_network  # noqa: E402
-from symbol_tuning.models.decoder.hf import config_from_hf  # noqa: E402
+from symbol_tuning.models.decoder.hf import config_from_hf, config_to_hf  # noqa: E402
 from symbol_tuning.models.registry import param_shapes  # noqa: E402
 from symbol_tuning.models.t5.config import T5Config, get_config  # noqa: E402
 from symbol_tuning.models.t5.network import Transformer  # noqa: E402
@@ -478,7 +478,7 @@ def test_hf_and_native_round_trip_every_family(tmp_path, name):
 
 
 # -----------------------------------------------------------------------------
-# Decoder-only HF checkpoints (Llama, Qwen2, Qwen3, Gemma): import parity with transformers,
+# Decoder-only HF checkpoints (Llama, Mistral, Qwen2, Qwen3, Gemma): import parity with transformers,
 # export round trip, errors. transformers/torch run only in a separate process
 # (tests/hf_reference.py): torch segfaults when imported where TensorFlow already is.
 # -----------------------------------------------------------------------------
@@ -490,9 +490,13 @@ DECODER_HF = {
                   rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                 "high_freq_factor": 4.0,
                                 "original_max_position_embeddings": 16}),
+    # Every layer windowed (5 < the 24 tokens).
+    "mistral": dict(_COMMON, head_dim=16, sliding_window=5, rope_theta=1000000.0),
+    # use_sliding_window: layer 1 (from max_window_layers) windowed, layer 0 full.
     "qwen2": dict(_COMMON, head_dim=16, tie_word_embeddings=True, rope_theta=1000000.0,
                   rope_scaling={"rope_type": "yarn", "factor": 4.0,
-                                "original_max_position_embeddings": 8}),
+                                "original_max_position_embeddings": 8},
+                  use_sliding_window=True, sliding_window=6, max_window_layers=1),
     "qwen3": dict(_COMMON, head_dim=16, rope_scaling={"rope_type": "linear", "factor": 2.0}),
     "gemma": dict(_COMMON, head_dim=32, hidden_act="gelu_pytorch_tanh"),  # heads*head_dim != hidden
 }
@@ -585,6 +589,30 @@ def test_decoder_legacy_rope_fields_and_gemma_gelu_are_read():
       "gelu_tanh", True, 1.0)
 
 
+def test_decoder_sliding_windows_are_read_as_transformers_reads_them():
+  """Mistral windows every layer (a null window: none); Qwen2 only with use_sliding_window,
+  from max_window_layers on; Llama never; export writes back what was read."""
+  base = {"vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
+          "num_hidden_layers": 3, "num_attention_heads": 2}
+  mistral = config_from_hf({**base, "model_type": "mistral", "sliding_window": 7})
+  assert (mistral.sliding_window, [mistral.layer_window(i) for i in range(3)]) == (7, [7] * 3)
+  assert config_from_hf({**base, "model_type": "mistral", "sliding_window": None}
+                        ).layer_window(0) is None
+  qwen = {**base, "model_type": "qwen2", "sliding_window": 4, "max_window_layers": 1}
+  assert config_from_hf(qwen).sliding_window is None  # use_sliding_window defaults to false
+  windowed = config_from_hf({**qwen, "use_sliding_window": True})
+  assert [windowed.layer_window(i) for i in range(3)] == [None, 4, 4]
+  exported = config_to_hf(windowed)
+  assert (exported["use_sliding_window"], exported["max_window_layers"],
+          exported["layer_types"]) == (True, 1, ["full_attention"] + ["sliding_attention"] * 2)
+  assert config_from_hf(exported) == windowed
+  assert config_to_hf(mistral)["sliding_window"] == 7
+  assert config_from_hf({**base, "model_type": "llama", "sliding_window": 4}).sliding_window \
+      is None
+  with pytest.raises(CheckpointError, match="llama export: .* no sliding window"):
+    config_to_hf(mistral.replace(family="llama"))
+
+
 def _write_decoder_config(path, **overrides):
   path.mkdir(parents=True, exist_ok=True)
   data = {"model_type": "qwen2", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 16,
@@ -595,14 +623,11 @@ def _write_decoder_config(path, **overrides):
 
 
 def test_decoder_errors_name_the_file_and_tensor(tmp_path):
-  _write_decoder_config(tmp_path / "m", model_type="mistral")
-  # A model_type no family reads: one line naming it and the supported ones.
-  with pytest.raises(CheckpointError, match=r"config\.json: model_type 'mistral' is not "
-                     r"supported; supported: t5, mt5, llama, qwen2, qwen3, gemma$"):
+  _write_decoder_config(tmp_path / "m", model_type="falcon")
+  # A decoder-only model_type no family reads: one line naming it and the supported ones.
+  with pytest.raises(CheckpointError, match=r"config\.json: model_type 'falcon' is not "
+                     r"supported; supported: t5, mt5, llama, mistral, qwen2, qwen3, gemma$"):
     load_hf(str(tmp_path / "m"))
-  _write_decoder_config(tmp_path / "sw", use_sliding_window=True)
-  with pytest.raises(CheckpointError, match="sliding-window"):
-    load_hf(str(tmp_path / "sw"))
   _write_decoder_config(tmp_path / "pickle")
   (tmp_path / "pickle" / "pytorch_model.bin").write_bytes(b"\x80")
   with pytest.raises(CheckpointError, match="pickled"):

@@ -1,4 +1,4 @@
-"""Hyperparameters of the decoder-only transformer (Llama, Qwen2/3, Gemma by config).
+"""Hyperparameters of the decoder-only transformer (Llama, Mistral, Qwen2/3, Gemma by config).
 
 `DecoderConfig` is a frozen, hashable dataclass like every family's config, so it can be a
 static argument of `jax.jit` and an attribute of a Flax module. The RoPE scaling
@@ -20,7 +20,8 @@ from symbol_tuning.models import rope
 from symbol_tuning.models.base import check_overrides, config_fields
 
 ARCHITECTURE = "decoder_only"
-FAMILIES = ("llama", "qwen2", "qwen3", "gemma")
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma")
+LAYER_TYPES = ("full_attention", "sliding_attention")  # HF's names
 ACTIVATIONS = ("silu", "gelu_tanh", "gelu")
 ROPE_TYPES = rope.ROPE_TYPES
 _DTYPES = ("float32", "bfloat16")
@@ -30,7 +31,7 @@ _DTYPES = ("float32", "bfloat16")
 class DecoderConfig:
   """Shape and numerics of a decoder-only LM; defaults are a Llama-style layout."""
 
-  family: str = "llama"  # HF model_type written on export: llama, qwen2, qwen3, gemma
+  family: str = "llama"  # HF model_type written on export: llama, mistral, qwen2, qwen3, gemma
   vocab_size: int = 32000  # rows of the embedding / logits columns
   d_model: int = 512  # width of the residual stream ('embed' axis)
   num_heads: int = 8  # query heads
@@ -51,6 +52,8 @@ class DecoderConfig:
   query_pre_attn_scalar: Optional[float] = None  # attention scale is this**-0.5 (default head_dim)
   attn_logit_softcap: Optional[float] = None  # cap * tanh(logits / cap) on attention logits
   final_logit_softcap: Optional[float] = None  # cap * tanh(logits / cap) on output logits
+  sliding_window: Optional[int] = None  # query i sees keys i - window < j <= i (Mistral)
+  layer_types: tuple = ()  # per layer, in LAYER_TYPES; () = every layer windowed if a window
   max_position_embeddings: int = 2048  # context length the checkpoint was trained for
   bos_token_id: Optional[int] = None  # tokenizer facts kept for export
   eos_token_id: Any = None  # int, or a tuple of ints
@@ -81,6 +84,19 @@ class DecoderConfig:
       raise ValueError(f"DecoderConfig.dropout_rate must be in [0, 1), got {self.dropout_rate!r}")
     if isinstance(self.eos_token_id, list):  # Llama 3 lists several
       object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
+    window = self.sliding_window
+    if window is not None and (not isinstance(window, int) or isinstance(window, bool)
+                               or window <= 0):
+      raise ValueError(f"DecoderConfig.sliding_window must be a positive int or None, "
+                       f"got {window!r}")
+    object.__setattr__(self, "layer_types", tuple(self.layer_types))
+    if self.layer_types and (len(self.layer_types) != self.num_layers
+                             or not set(self.layer_types) <= set(LAYER_TYPES)):
+      raise ValueError(f"DecoderConfig.layer_types must give one of {LAYER_TYPES} for each "
+                       f"of the {self.num_layers} layers, got {self.layer_types!r}")
+    if "sliding_attention" in self.layer_types and window is None:
+      raise ValueError("DecoderConfig.layer_types has sliding_attention layers but "
+                       "sliding_window is None")
     if isinstance(self.rope_scaling, Mapping):  # accept a dict, store it hashable
       object.__setattr__(self, "rope_scaling", _freeze(self.rope_scaling))
     theta = self.rope_theta
@@ -103,12 +119,19 @@ class DecoderConfig:
   def attention_scale(self) -> float:
     return float(self.query_pre_attn_scalar or self.head_dim) ** -0.5
 
+  def layer_window(self, layer: int) -> Optional[int]:
+    """The attention window of layer `layer` (None: the whole causal context)."""
+    if self.layer_types and self.layer_types[layer] == "full_attention":
+      return None
+    return self.sliding_window
+
   def replace(self, **overrides) -> "DecoderConfig":
     return dataclasses.replace(self, **overrides)
 
   def to_dict(self) -> dict[str, Any]:
     data = dataclasses.asdict(self)
     data["rope_scaling"] = dict(self.rope_scaling)
+    data["layer_types"] = list(self.layer_types)
     data["architecture"] = ARCHITECTURE
     return data
 
@@ -141,6 +164,10 @@ CONFIGS: dict[str, DecoderConfig] = {
     # For tests: 2 layers, grouped-query attention, runs in milliseconds on CPU.
     "llama-tiny": DecoderConfig(vocab_size=512, d_model=64, num_heads=4, num_kv_heads=2,
                                 head_dim=16, mlp_dim=128, num_layers=2),
+    # Mistral's layout at test size: every layer attends to the last 4 positions.
+    "mistral-tiny": DecoderConfig(family="mistral", vocab_size=512, d_model=64, num_heads=4,
+                                  num_kv_heads=2, head_dim=16, mlp_dim=128, num_layers=2,
+                                  sliding_window=4),
     # ~100M-parameter Llama-style config (benchmarks).
     "llama-100m": DecoderConfig(vocab_size=32000, d_model=768, num_heads=12, num_kv_heads=4,
                                 head_dim=64, mlp_dim=2048, num_layers=10),

@@ -1,4 +1,5 @@
-"""HuggingFace decoder-only checkpoints (Llama, Qwen2, Qwen3, Gemma) <-> our params and config.
+"""HuggingFace decoder-only checkpoints (Llama, Mistral, Qwen2, Qwen3, Gemma) <-> our params
+and config.
 
 The files (config.json + safetensors, never pickles) are read and written by
 `checkpoints/hf.py`, the one HF loader of every family; this is the family's side.
@@ -18,7 +19,10 @@ norm weights and biases are copied):
 Family differences, all expressed by `DecoderConfig` fields: Qwen2 has q/k/v
 biases; Qwen3 has per-head q/k RMS norms; Gemma scales embeddings by
 sqrt(hidden_size), stores RMSNorm weights as w with the norm multiplying by
-(1 + w), uses the tanh GELU and ties the output head to the embedding.
+(1 + w), uses the tanh GELU and ties the output head to the embedding. Mistral is
+Llama's layout with a sliding window on every layer (`sliding_window`; null for none);
+Qwen2/Qwen3 with use_sliding_window=true window the layers `layer_types` marks
+sliding_attention (by default those from max_window_layers on).
 """
 from __future__ import annotations
 
@@ -28,9 +32,9 @@ from symbol_tuning.models.base import CheckpointError
 from symbol_tuning.models import base
 from symbol_tuning.models.decoder.config import DecoderConfig, FAMILIES
 
-_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
+_ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
                   "qwen3": "Qwen3ForCausalLM", "gemma": "GemmaForCausalLM"}
-_DEFAULT_TIED = {"llama": False, "qwen2": False, "qwen3": False, "gemma": True}
+_DEFAULT_TIED = {"llama": False, "mistral": False, "qwen2": False, "qwen3": False, "gemma": True}
 _ATTN = (("q", "query"), ("k", "key"), ("v", "value"), ("o", "out"))
 _MLP = (("gate", "wi_0"), ("up", "wi_1"), ("down", "wo"))
 _SHAPE_AND_RUN_FIELDS = ("vocab_size", "d_model", "num_heads", "num_kv_heads", "head_dim",
@@ -56,18 +60,32 @@ def _rope_from_hf(data: dict[str, Any], source: str) -> tuple[float, dict[str, A
   return theta, params
 
 
+def _window_from_hf(data: dict[str, Any], family: str) -> tuple[Any, tuple]:
+  """(sliding_window, layer_types) as transformers reads them: Mistral windows every layer
+  (when sliding_window is set); Qwen2/3 only with use_sliding_window, the layers from
+  max_window_layers on unless layer_types says; Llama and Gemma never."""
+  window = data.get("sliding_window")
+  if family == "mistral" or window is None:
+    return window, ()
+  if family not in ("qwen2", "qwen3") or not data.get("use_sliding_window"):
+    return None, ()
+  layers = int(data["num_hidden_layers"])
+  first = int(data.get("max_window_layers", layers))
+  layer_types = data.get("layer_types") or [
+      "sliding_attention" if i >= first else "full_attention" for i in range(layers)]
+  if "sliding_attention" not in layer_types:
+    return None, ()
+  return int(window), tuple(layer_types)
+
+
 def config_from_hf(data: dict[str, Any], source: str = "config.json") -> DecoderConfig:
-  """DecoderConfig from a HF Llama / Qwen2 / Qwen3 / Gemma config.json dict."""
+  """DecoderConfig from a HF Llama / Mistral / Qwen2 / Qwen3 / Gemma config.json dict."""
   family = data.get("model_type")
   if family not in FAMILIES:
     raise CheckpointError(f"{source}: model_type is {family!r}; decoder-only checkpoints of "
                           f"{', '.join(FAMILIES)} are supported")
   if data.get("mlp_bias"):
     raise CheckpointError(f"{source}: mlp_bias=true is not supported")
-  if data.get("use_sliding_window") and "sliding_attention" in (data.get("layer_types") or
-                                                                ["sliding_attention"]):
-    raise CheckpointError(f"{source}: sliding-window attention (use_sliding_window=true) "
-                          f"is not supported")
   act = data.get("hidden_activation") or data.get("hidden_act") or (
       "gelu_pytorch_tanh" if family == "gemma" else "silu")
   if family == "gemma" and act in ("gelu", "gelu_pytorch_tanh"):
@@ -81,6 +99,7 @@ def config_from_hf(data: dict[str, Any], source: str = "config.json") -> Decoder
     heads = int(data["num_attention_heads"])
     attention_bias = bool(data.get("attention_bias", False))
     eos = data.get("eos_token_id")
+    window, layer_types = _window_from_hf(data, family)
     return DecoderConfig(
         family=family,
         vocab_size=int(data["vocab_size"]),
@@ -100,6 +119,8 @@ def config_from_hf(data: dict[str, Any], source: str = "config.json") -> Decoder
         qk_norm=family == "qwen3",
         rope_theta=theta,
         rope_scaling=scaling,
+        sliding_window=window,
+        layer_types=layer_types,
         max_position_embeddings=int(data.get("max_position_embeddings") or 2048),
         bos_token_id=data.get("bos_token_id"),
         eos_token_id=tuple(eos) if isinstance(eos, list) else eos,
@@ -120,6 +141,12 @@ def config_to_hf(config: DecoderConfig) -> dict[str, Any]:
     raise CheckpointError("qwen2 export: Qwen2 has q/k/v biases and no output bias")
   if config.family != "qwen2" and config.qkv_bias != config.out_bias:
     raise CheckpointError(f"{config.family} export: attention_bias covers q/k/v and o together")
+  if config.family == "mistral" and (config.qkv_bias or config.layer_types):
+    raise CheckpointError("mistral export: Mistral has no attention biases and windows "
+                          "every layer alike (layer_types must be empty)")
+  if config.sliding_window and config.family in ("llama", "gemma"):
+    raise CheckpointError(f"{config.family} export: a {config.family} config.json has no "
+                          f"sliding window")
   eos = config.eos_token_id
   data = {
       "architectures": [_ARCHITECTURES[config.family]],
@@ -145,15 +172,22 @@ def config_to_hf(config: DecoderConfig) -> dict[str, Any]:
       "use_cache": True,
       "torch_dtype": "float32",
   }
-  if config.family != "qwen2":
+  if config.family not in ("qwen2", "mistral"):
     data["attention_bias"] = config.qkv_bias
+  if config.family == "mistral":
+    data["sliding_window"] = config.sliding_window
   if config.family in ("qwen2", "qwen3"):
-    data["use_sliding_window"] = False
+    windowed = config.sliding_window is not None
+    data["use_sliding_window"] = windowed
+    if windowed:
+      types = config.layer_types or ("sliding_attention",) * config.num_layers
+      data.update(sliding_window=config.sliding_window, layer_types=list(types),
+                  max_window_layers=types.index("sliding_attention"))
   return data
 
 
 class DecoderHFMapping(base.HFMapping):
-  """Llama, Qwen2, Qwen3 and Gemma (the HF model_type is the config's `family`)."""
+  """Llama, Mistral, Qwen2, Qwen3 and Gemma (the HF model_type is the config's `family`)."""
 
   model_types = FAMILIES
 

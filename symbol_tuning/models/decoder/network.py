@@ -1,4 +1,4 @@
-"""Decoder-only transformer (Llama / Qwen2 / Qwen3 / Gemma by config) in Flax linen.
+"""Decoder-only transformer (Llama / Mistral / Qwen2 / Qwen3 / Gemma by config) in Flax linen.
 
 Parameter tree in t5x's `examples/decoder_only` layout (L = layer index), every
 leaf float32 with logical axis names:
@@ -22,6 +22,9 @@ Norm scales are stored as the checkpoint stores them; the norm multiplies by
 
 Masking: causal, within a segment when `decoder_segment_ids` are given, and
 bidirectional over the prefix marked by `decoder_causal_attention` (prefix LM).
+A layer with a window (`DecoderConfig.layer_window`: Mistral's every layer, Qwen2's
+upper layers with use_sliding_window) also masks keys `window` or more positions back,
+in the full pass and in the cache alike.
 Token id 0 is NOT treated as padding (it is a real token in Qwen's
 vocabulary); right padding needs no mask in a causal model, and packed rows mark
 padding with segment id 0.
@@ -82,9 +85,10 @@ class GroupedQueryAttention(nn.Module):
   `cache_index` and attend to everything cached so far (prefill a prompt, then
   decode token by token). `chunk_valid` (batch, chunk) marks the chunk's real
   tokens: padding (e.g. left padding of prompts of different lengths) is never
-  attended to.
+  attended to. `window`: keys `window` or more positions before the query are masked.
   """
   config: DecoderConfig
+  window: Optional[int] = None
 
   @nn.compact
   def __call__(self, x: Array, positions: Array, mask: Optional[Array], *,
@@ -128,6 +132,9 @@ class GroupedQueryAttention(nn.Module):
       # Query i of the chunk sees the real cached positions <= index + i.
       seen = jnp.arange(length)[None, :] <= (index + jnp.arange(chunk))[:, None]
       seen = jnp.logical_and(seen[None, None], valid[:, None, None, :])
+      cache_slots = jnp.arange(length, dtype=jnp.int32)[None]
+      seen = layers.combine_masks(seen, layers.window_mask(
+          index + jnp.arange(chunk, dtype=jnp.int32)[None], cache_slots, self.window))
       mask = seen if mask is None else jnp.logical_and(mask, seen)
     else:
       inv_freq, factor = rope_frequencies(cfg)
@@ -153,14 +160,15 @@ class GroupedQueryAttention(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-  """Pre-norm attention and gated MLP, each with a residual."""
+  """Pre-norm attention and gated MLP, each with a residual; `window` as the attention's."""
   config: DecoderConfig
+  window: Optional[int] = None
 
   @nn.compact
   def __call__(self, x, positions, mask, deterministic=True, decode=False, chunk_valid=None):
     cfg = self.config
     h = rms_norm(cfg, "embed", "pre_self_attention_layer_norm")(x)
-    x = x + GroupedQueryAttention(cfg, name="self_attention")(
+    x = x + GroupedQueryAttention(cfg, window=self.window, name="self_attention")(
         h, positions, mask, decode=decode, deterministic=deterministic, chunk_valid=chunk_valid)
     h = rms_norm(cfg, "embed", "pre_mlp_layer_norm")(x)
     x = x + layers.GatedMlp(cfg.mlp_dim, cfg.activation, cfg.dropout_rate, cfg.jnp_dtype,
@@ -233,9 +241,15 @@ class DecoderOnly(nn.Module):
     layer_cls = DecoderLayer
     if cfg.remat and not decode:
       layer_cls = nn.remat(DecoderLayer, static_argnums=(4, 5))
+    masks = {None: mask}  # one mask per distinct window
     for i in range(cfg.num_layers):
-      x = layer_cls(cfg, name=f"layers_{i}")(x, positions, mask, not enable_dropout, decode,
-                                             chunk_valid)
+      window = cfg.layer_window(i)
+      if window not in masks and not cached:  # cached calls: each attention masks its cache
+        index = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+        masks[window] = layers.combine_masks(mask, layers.window_mask(index, index, window))
+      x = layer_cls(cfg, window=window, name=f"layers_{i}")(x, positions, masks.get(window),
+                                                            not enable_dropout, decode,
+                                                            chunk_valid)
     x = rms_norm(cfg, "embed", "decoder_norm")(x)
     if cfg.tie_embeddings:
       logits = embedder.attend(x)
