@@ -16,6 +16,7 @@ import pytest  # noqa: E402
 from safetensors.numpy import save_file  # noqa: E402
 
 import hf_reference  # noqa: E402  (runs transformers in a process without TensorFlow)
+import decoder_parity  # noqa: E402  (the tiny decoder-only HF models and our logits beside them)
 from symbol_tuning.checkpoints import (CheckpointError, detect_format, flatten,  # noqa: E402
                                        load_any, load_hf, load_native, load_t5x, save_hf,
                                        save_native, save_t5x)
@@ -482,25 +483,7 @@ def test_hf_and_native_round_trip_every_family(tmp_path, name):
 # export round trip, errors. transformers/torch run only in a separate process
 # (tests/hf_reference.py): torch segfaults when imported where TensorFlow already is.
 # -----------------------------------------------------------------------------
-_COMMON = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-               num_attention_heads=4, num_key_value_heads=2)
-# One tiny model per family, each exercising that family's options.
-DECODER_HF = {
-    "llama": dict(_COMMON, head_dim=16, attention_bias=True, rope_theta=500000.0,
-                  rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                "high_freq_factor": 4.0,
-                                "original_max_position_embeddings": 16}),
-    # Every layer windowed (5 < the 24 tokens).
-    "mistral": dict(_COMMON, head_dim=16, sliding_window=5, rope_theta=1000000.0),
-    # use_sliding_window: layer 1 (from max_window_layers) windowed, layer 0 full.
-    "qwen2": dict(_COMMON, head_dim=16, tie_word_embeddings=True, rope_theta=1000000.0,
-                  rope_scaling={"rope_type": "yarn", "factor": 4.0,
-                                "original_max_position_embeddings": 8},
-                  use_sliding_window=True, sliding_window=6, max_window_layers=1),
-    "qwen3": dict(_COMMON, head_dim=16, rope_scaling={"rope_type": "linear", "factor": 2.0}),
-    "gemma": dict(_COMMON, head_dim=32, hidden_act="gelu_pytorch_tanh"),  # heads*head_dim != hidden
-}
-SHARDED = {"qwen2"}  # saved with a small max_shard_size: exercises the index file
+DECODER_HF, SHARDED = decoder_parity.DECODER_HF, decoder_parity.SHARDED
 
 def _run_torch(jobs, tokens):
   """{name: logits} of hf_reference.decoder_logits, run in a torch-only process."""
@@ -515,26 +498,23 @@ def _decoder_logits(config, params, tokens):
 
 @pytest.fixture(scope="module")
 def decoder_hf_models(tmp_path_factory):
-  """{family: (dir, reference logits)} of tiny random transformers models, and the tokens."""
-  tmp = tmp_path_factory.mktemp("hf_decoder")
-  tokens = np.random.default_rng(0).integers(0, 128, size=(2, 24))
-  jobs = [{"name": fam, "dir": str(tmp / fam), "model_type": fam, "config": cfg,
-           "shard": fam in SHARDED} for fam, cfg in DECODER_HF.items()]
-  logits = _run_torch(jobs, tokens)
-  return {fam: (tmp / fam, logits[fam]) for fam in DECODER_HF}, tokens
+  """{family: (dir, {"short", "long": reference logits})} of tiny random transformers
+  models (tests/decoder_parity.py), and the tokens."""
+  return decoder_parity.make_models(tmp_path_factory.mktemp("hf_decoder"))
 
 
 @pytest.mark.parametrize("family", sorted(DECODER_HF))
 def test_decoder_import_gives_transformers_logits(decoder_hf_models, family):
+  """Positions 0..23 and 20,000..20,023, past every window."""
   models, tokens = decoder_hf_models
   path, reference = models[family]
   if family in SHARDED:
     assert (path / "model.safetensors.index.json").is_file()
   config, params = load_hf(str(path))
   assert config.family == family
-  ours = _decoder_logits(config, params, tokens)
-  assert ours.shape == reference.shape
-  assert np.abs(ours - reference).max() < 1e-4, np.abs(ours - reference).max()
+  assert _decoder_logits(config, params, tokens).shape == reference["short"].shape
+  differences = decoder_parity.max_differences(models[family], tokens)
+  assert max(differences.values()) < 1e-4, differences
   # load_any (the CLI's path) finds the same model from the directory alone.
   config_any, params_any = load_any(str(path))
   assert config_any == config
@@ -558,7 +538,7 @@ def test_decoder_export_round_trip_loads_in_transformers(decoder_hf_models, tmp_
   assert (tmp_path / "llama" / "model.safetensors.index.json").is_file()
   reloaded = _run_torch(jobs, tokens)
   for family, (_, reference) in models.items():
-    assert np.abs(reloaded[family] - reference).max() < 1e-5, family
+    assert np.abs(reloaded[family] - reference["short"]).max() < 1e-5, family
 
 
 def test_native_round_trip_keeps_the_decoder_config(decoder_hf_models, tmp_path):
@@ -626,7 +606,7 @@ def test_decoder_errors_name_the_file_and_tensor(tmp_path):
   _write_decoder_config(tmp_path / "m", model_type="falcon")
   # A decoder-only model_type no family reads: one line naming it and the supported ones.
   with pytest.raises(CheckpointError, match=r"config\.json: model_type 'falcon' is not "
-                     r"supported; supported: t5, mt5, llama, mistral, qwen2, qwen3, gemma$"):
+                     r"supported; supported: t5, mt5, llama, mistral, qwen2, qwen3, gemma, gemma2$"):
     load_hf(str(tmp_path / "m"))
   _write_decoder_config(tmp_path / "pickle")
   (tmp_path / "pickle" / "pytorch_model.bin").write_bytes(b"\x80")

@@ -40,7 +40,8 @@ HF_TINY = {
 SIZES = {"llama_3_2_1b": 1_235_814_400, "llama_3_2_3b": 3_212_749_824,
          "llama_3_1_8b": 8_030_261_248, "qwen2_5_0_5b": 494_032_768,
          "qwen2_5_1_5b": 1_543_714_304, "qwen2_5_3b": 3_085_938_688,
-         "qwen2_5_7b": 7_615_616_512}
+         "qwen2_5_7b": 7_615_616_512, "gemma_2_2b": 2_614_341_888,
+         "gemma_2_9b": 9_241_705_984}
 # Logical axes t5x's standard rules put on the 'model' mesh axis (t5x/partitioning.py).
 MODEL_PARALLEL_AXES = {"vocab", "mlp", "heads", "joined_kv"}
 

@@ -20,8 +20,9 @@ from symbol_tuning.training import trainer as trainer_lib
 # family -> the TrainConfig overrides of its tiny model (trainer_support)
 MODELS = {"t5": T5_TINY, "decoder": LLAMA_TINY}
 # Decoder-only layouts checked by the sharded step too: Mistral's sliding window (4 of the
-# 272 positions) trains and shards like Llama.
-LAYOUTS = {**MODELS, "decoder-mistral": dict(LLAMA_TINY, model_size="mistral-tiny")}
+# 272 positions) and Gemma 2's block train and shard like Llama.
+LAYOUTS = {**MODELS, "decoder-mistral": dict(LLAMA_TINY, model_size="mistral-tiny"),
+           "decoder-gemma2": dict(LLAMA_TINY, model_size="gemma2-tiny")}
 
 pytestmark = pytest.mark.usefixtures("clean_gin")
 

@@ -1,4 +1,5 @@
-"""Hyperparameters of the decoder-only transformer (Llama, Mistral, Qwen2/3, Gemma by config).
+"""Hyperparameters of the decoder-only transformer (Llama, Mistral, Qwen2/3, Gemma 1/2 by
+config).
 
 `DecoderConfig` is a frozen, hashable dataclass like every family's config, so it can be a
 static argument of `jax.jit` and an attribute of a Flax module. The RoPE scaling
@@ -20,7 +21,9 @@ from symbol_tuning.models import rope
 from symbol_tuning.models.base import check_overrides, config_fields
 
 ARCHITECTURE = "decoder_only"
-FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma")
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2")
+# Families whose blocks also norm each branch's output (Gemma 2's sandwich norms).
+POST_NORM_FAMILIES = ("gemma2",)
 LAYER_TYPES = ("full_attention", "sliding_attention")  # HF's names
 ACTIVATIONS = ("silu", "gelu_tanh", "gelu")
 ROPE_TYPES = rope.ROPE_TYPES
@@ -31,7 +34,7 @@ _DTYPES = ("float32", "bfloat16")
 class DecoderConfig:
   """Shape and numerics of a decoder-only LM; defaults are a Llama-style layout."""
 
-  family: str = "llama"  # HF model_type written on export: llama, mistral, qwen2, qwen3, gemma
+  family: str = "llama"  # HF model_type written on export: one of FAMILIES
   vocab_size: int = 32000  # rows of the embedding / logits columns
   d_model: int = 512  # width of the residual stream ('embed' axis)
   num_heads: int = 8  # query heads
@@ -54,6 +57,9 @@ class DecoderConfig:
   final_logit_softcap: Optional[float] = None  # cap * tanh(logits / cap) on output logits
   sliding_window: Optional[int] = None  # query i sees keys i - window < j <= i (Mistral)
   layer_types: tuple = ()  # per layer, in LAYER_TYPES; () = every layer windowed if a window
+  #   (Gemma 2: () = its alternation, sliding first)
+  post_norms: Optional[bool] = None  # norm each branch's output before its residual add
+  #   (Gemma 2's post-attention and post-feedforward norms); None: the family's default
   max_position_embeddings: int = 2048  # context length the checkpoint was trained for
   bos_token_id: Optional[int] = None  # tokenizer facts kept for export
   eos_token_id: Any = None  # int, or a tuple of ints
@@ -90,6 +96,10 @@ class DecoderConfig:
       raise ValueError(f"DecoderConfig.sliding_window must be a positive int or None, "
                        f"got {window!r}")
     object.__setattr__(self, "layer_types", tuple(self.layer_types))
+    if self.post_norms is None:
+      object.__setattr__(self, "post_norms", self.family in POST_NORM_FAMILIES)
+    if self.family == "gemma2" and window is not None and not self.layer_types:
+      object.__setattr__(self, "layer_types", gemma2_layer_types(self.num_layers))
     if self.layer_types and (len(self.layer_types) != self.num_layers
                              or not set(self.layer_types) <= set(LAYER_TYPES)):
       raise ValueError(f"DecoderConfig.layer_types must give one of {LAYER_TYPES} for each "
@@ -141,6 +151,12 @@ class DecoderConfig:
     return cls(**config_fields(cls, data))
 
 
+def gemma2_layer_types(num_layers: int) -> tuple:
+  """Gemma 2's alternation (transformers' default): 3 -> (sliding, full, sliding)."""
+  return tuple("sliding_attention" if (i + 1) % 2 else "full_attention"
+               for i in range(num_layers))
+
+
 def _freeze(mapping: Mapping[str, Any]) -> tuple:
   """{'factor': 8.0, 'rope_type': 'llama3'} -> (('factor', 8.0), ('rope_type', 'llama3'))."""
   return tuple(sorted((str(k), v) for k, v in mapping.items() if v is not None))
@@ -168,6 +184,14 @@ CONFIGS: dict[str, DecoderConfig] = {
     "mistral-tiny": DecoderConfig(family="mistral", vocab_size=512, d_model=64, num_heads=4,
                                   num_kv_heads=2, head_dim=16, mlp_dim=128, num_layers=2,
                                   sliding_window=4),
+    # Gemma 2's layout at test size: local (window 4) and global layers, sandwich norms,
+    # soft-capped attention and output logits.
+    "gemma2-tiny": DecoderConfig(family="gemma2", vocab_size=512, d_model=64, num_heads=4,
+                                 num_kv_heads=2, head_dim=16, mlp_dim=128, num_layers=2,
+                                 activation="gelu_tanh", norm_scale_offset=1.0,
+                                 embed_scale=True, tie_embeddings=True, sliding_window=4,
+                                 query_pre_attn_scalar=16.0, attn_logit_softcap=50.0,
+                                 final_logit_softcap=30.0),
     # ~100M-parameter Llama-style config (benchmarks).
     "llama-100m": DecoderConfig(vocab_size=32000, d_model=768, num_heads=12, num_kv_heads=4,
                                 head_dim=64, mlp_dim=2048, num_layers=10),

@@ -1,5 +1,5 @@
-"""HuggingFace decoder-only checkpoints (Llama, Mistral, Qwen2, Qwen3, Gemma) <-> our params
-and config.
+"""HuggingFace decoder-only checkpoints (Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma 2) <-> our
+params and config.
 
 The files (config.json + safetensors, never pickles) are read and written by
 `checkpoints/hf.py`, the one HF loader of every family; this is the family's side.
@@ -12,6 +12,9 @@ norm weights and biases are copied):
   model.layers.i.self_attn.{q,k,v,o}_proj.bias    .../self_attention/{query,key,value,out}/bias
   model.layers.i.self_attn.{q,k}_norm.weight   .../self_attention/{query,key}_norm/scale  (Qwen3)
   model.layers.i.post_attention_layernorm.weight  decoder/layers_i/pre_mlp_layer_norm/scale
+    (Gemma 2, post_norms: post_attention_layernorm -> .../post_self_attention_layer_norm,
+     pre_feedforward_layernorm -> .../pre_mlp_layer_norm,
+     post_feedforward_layernorm -> .../post_mlp_layer_norm)
   model.layers.i.mlp.{gate,up,down}_proj.weight   decoder/layers_i/mlp/{wi_0,wi_1,wo}/kernel
   model.norm.weight                            decoder/decoder_norm/scale
   lm_head.weight                               decoder/logits_dense/kernel  (untied only)
@@ -22,7 +25,9 @@ sqrt(hidden_size), stores RMSNorm weights as w with the norm multiplying by
 (1 + w), uses the tanh GELU and ties the output head to the embedding. Mistral is
 Llama's layout with a sliding window on every layer (`sliding_window`; null for none);
 Qwen2/Qwen3 with use_sliding_window=true window the layers `layer_types` marks
-sliding_attention (by default those from max_window_layers on).
+sliding_attention (by default those from max_window_layers on). Gemma 2 is Gemma with
+sandwich norms (post_norms), local (windowed) and global layers alternating,
+query_pre_attn_scalar and attention / final logit soft-capping.
 """
 from __future__ import annotations
 
@@ -30,11 +35,18 @@ from typing import Any
 
 from symbol_tuning.models.base import CheckpointError
 from symbol_tuning.models import base
-from symbol_tuning.models.decoder.config import DecoderConfig, FAMILIES
+from symbol_tuning.models.decoder.config import (DecoderConfig, FAMILIES, POST_NORM_FAMILIES,
+                                                 gemma2_layer_types)
 
 _ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
-                  "qwen3": "Qwen3ForCausalLM", "gemma": "GemmaForCausalLM"}
-_DEFAULT_TIED = {"llama": False, "mistral": False, "qwen2": False, "qwen3": False, "gemma": True}
+                  "qwen3": "Qwen3ForCausalLM", "gemma": "GemmaForCausalLM",
+                  "gemma2": "Gemma2ForCausalLM"}
+_DEFAULT_TIED = {"llama": False, "mistral": False, "qwen2": False, "qwen3": False, "gemma": True,
+                 "gemma2": True}
+_GEMMAS = ("gemma", "gemma2")  # (1 + w) norms, sqrt(d_model) embedding scale, tanh GELU
+# transformers' defaults where a Gemma 2 config.json leaves a field out.
+_GEMMA2_DEFAULTS = {"query_pre_attn_scalar": 256, "attn_logit_softcapping": 50.0,
+                    "final_logit_softcapping": 30.0}
 _ATTN = (("q", "query"), ("k", "key"), ("v", "value"), ("o", "out"))
 _MLP = (("gate", "wi_0"), ("up", "wi_1"), ("down", "wo"))
 _SHAPE_AND_RUN_FIELDS = ("vocab_size", "d_model", "num_heads", "num_kv_heads", "head_dim",
@@ -61,25 +73,34 @@ def _rope_from_hf(data: dict[str, Any], source: str) -> tuple[float, dict[str, A
 
 
 def _window_from_hf(data: dict[str, Any], family: str) -> tuple[Any, tuple]:
-  """(sliding_window, layer_types) as transformers reads them: Mistral windows every layer
-  (when sliding_window is set); Qwen2/3 only with use_sliding_window, the layers from
-  max_window_layers on unless layer_types says; Llama and Gemma never."""
-  window = data.get("sliding_window")
-  if family == "mistral" or window is None:
-    return window, ()
-  if family not in ("qwen2", "qwen3") or not data.get("use_sliding_window"):
+  """(sliding_window, layer_types) as transformers reads them: Mistral windows every layer;
+  Qwen2/3 only with use_sliding_window, the layers from max_window_layers on; Gemma 2
+  alternates (sliding first); `layer_types` in the file wins; Llama and Gemma never."""
+  window = data.get("sliding_window", 4096)  # transformers' default where it has one
+  if window is None or family in ("llama", "gemma"):
     return None, ()
+  if family == "mistral":
+    return int(window), ()
   layers = int(data["num_hidden_layers"])
-  first = int(data.get("max_window_layers", layers))
-  layer_types = data.get("layer_types") or [
-      "sliding_attention" if i >= first else "full_attention" for i in range(layers)]
+  if family in ("qwen2", "qwen3"):
+    if not data.get("use_sliding_window"):
+      return None, ()
+    first = int(data.get("max_window_layers", layers))
+    default = ["sliding_attention" if i >= first else "full_attention" for i in range(layers)]
+  else:
+    default = gemma2_layer_types(layers)
+  layer_types = tuple(data.get("layer_types") or default)
   if "sliding_attention" not in layer_types:
     return None, ()
-  return int(window), tuple(layer_types)
+  return int(window), layer_types
+
+
+def _float_or_none(value):
+  return None if value is None else float(value)
 
 
 def config_from_hf(data: dict[str, Any], source: str = "config.json") -> DecoderConfig:
-  """DecoderConfig from a HF Llama / Mistral / Qwen2 / Qwen3 / Gemma config.json dict."""
+  """DecoderConfig from a HF Llama / Mistral / Qwen2 / Qwen3 / Gemma / Gemma 2 config.json."""
   family = data.get("model_type")
   if family not in FAMILIES:
     raise CheckpointError(f"{source}: model_type is {family!r}; decoder-only checkpoints of "
@@ -87,7 +108,7 @@ def config_from_hf(data: dict[str, Any], source: str = "config.json") -> Decoder
   if data.get("mlp_bias"):
     raise CheckpointError(f"{source}: mlp_bias=true is not supported")
   act = data.get("hidden_activation") or data.get("hidden_act") or (
-      "gelu_pytorch_tanh" if family == "gemma" else "silu")
+      "gelu_pytorch_tanh" if family in _GEMMAS else "silu")
   if family == "gemma" and act in ("gelu", "gelu_pytorch_tanh"):
     act = "gelu_tanh"  # transformers maps Gemma's legacy 'gelu' to the tanh form too
   elif act in ("gelu_pytorch_tanh", "gelu_new"):
@@ -100,6 +121,8 @@ def config_from_hf(data: dict[str, Any], source: str = "config.json") -> Decoder
     attention_bias = bool(data.get("attention_bias", False))
     eos = data.get("eos_token_id")
     window, layer_types = _window_from_hf(data, family)
+    gemma2 = {k: data.get(k, v) for k, v in _GEMMA2_DEFAULTS.items()} if family == "gemma2" \
+        else dict.fromkeys(_GEMMA2_DEFAULTS)
     return DecoderConfig(
         family=family,
         vocab_size=int(data["vocab_size"]),
@@ -111,8 +134,8 @@ def config_from_hf(data: dict[str, Any], source: str = "config.json") -> Decoder
         num_layers=int(data["num_hidden_layers"]),
         activation=act,
         norm_epsilon=float(data.get("rms_norm_eps", 1e-6)),
-        norm_scale_offset=1.0 if family == "gemma" else 0.0,
-        embed_scale=family == "gemma",
+        norm_scale_offset=1.0 if family in _GEMMAS else 0.0,
+        embed_scale=family in _GEMMAS,
         tie_embeddings=bool(data.get("tie_word_embeddings", _DEFAULT_TIED[family])),
         qkv_bias=True if family == "qwen2" else attention_bias,
         out_bias=False if family == "qwen2" else attention_bias,
@@ -121,6 +144,10 @@ def config_from_hf(data: dict[str, Any], source: str = "config.json") -> Decoder
         rope_scaling=scaling,
         sliding_window=window,
         layer_types=layer_types,
+        post_norms=family in POST_NORM_FAMILIES,
+        query_pre_attn_scalar=_float_or_none(gemma2["query_pre_attn_scalar"]),
+        attn_logit_softcap=_float_or_none(gemma2["attn_logit_softcapping"]),
+        final_logit_softcap=_float_or_none(gemma2["final_logit_softcapping"]),
         max_position_embeddings=int(data.get("max_position_embeddings") or 2048),
         bos_token_id=data.get("bos_token_id"),
         eos_token_id=tuple(eos) if isinstance(eos, list) else eos,
@@ -134,7 +161,11 @@ def config_from_hf(data: dict[str, Any], source: str = "config.json") -> Decoder
 
 def config_to_hf(config: DecoderConfig) -> dict[str, Any]:
   """config.json contents that transformers loads as this model."""
-  if config.attn_logit_softcap or config.final_logit_softcap or config.query_pre_attn_scalar:
+  if config.post_norms != (config.family in POST_NORM_FAMILIES):
+    raise CheckpointError(f"{config.family} export: post_norms={config.post_norms} is not "
+                          f"a {config.family} block")
+  if config.family != "gemma2" and (config.attn_logit_softcap or config.final_logit_softcap
+                                    or config.query_pre_attn_scalar):
     raise CheckpointError(f"{config.family} export: soft-capping / query_pre_attn_scalar have "
                           f"no field in a {config.family} config.json")
   if config.family == "qwen2" and (not config.qkv_bias or config.out_bias):
@@ -174,6 +205,17 @@ def config_to_hf(config: DecoderConfig) -> dict[str, Any]:
   }
   if config.family not in ("qwen2", "mistral"):
     data["attention_bias"] = config.qkv_bias
+  if config.family == "gemma2":
+    if not float(config.query_pre_attn_scalar or 0).is_integer():
+      raise CheckpointError(f"gemma2 export: query_pre_attn_scalar "
+                            f"{config.query_pre_attn_scalar} is not an int, as config.json's is")
+    data.update(hidden_activation=data.pop("hidden_act"),
+                # transformers validates it as an int
+                query_pre_attn_scalar=int(config.query_pre_attn_scalar or config.head_dim),
+                attn_logit_softcapping=config.attn_logit_softcap,
+                final_logit_softcapping=config.final_logit_softcap,
+                sliding_window=config.sliding_window,
+                layer_types=list(config.layer_types) or ["full_attention"] * config.num_layers)
   if config.family == "mistral":
     data["sliding_window"] = config.sliding_window
   if config.family in ("qwen2", "qwen3"):
@@ -187,7 +229,8 @@ def config_to_hf(config: DecoderConfig) -> dict[str, Any]:
 
 
 class DecoderHFMapping(base.HFMapping):
-  """Llama, Mistral, Qwen2, Qwen3 and Gemma (the HF model_type is the config's `family`)."""
+  """Llama, Mistral, Qwen2, Qwen3, Gemma and Gemma 2 (the HF model_type is the config's
+  `family`)."""
 
   model_types = FAMILIES
 
@@ -207,7 +250,15 @@ class DecoderHFMapping(base.HFMapping):
         for short, long in _ATTN[:2]:
           pairs.append((f"{hf}.self_attn.{short}_norm.weight",
                         f"{ours}/self_attention/{long}_norm/scale"))
-      pairs.append((f"{hf}.post_attention_layernorm.weight", f"{ours}/pre_mlp_layer_norm/scale"))
+      if config.post_norms:
+        pairs += [(f"{hf}.post_attention_layernorm.weight",
+                   f"{ours}/post_self_attention_layer_norm/scale"),
+                  (f"{hf}.pre_feedforward_layernorm.weight", f"{ours}/pre_mlp_layer_norm/scale"),
+                  (f"{hf}.post_feedforward_layernorm.weight",
+                   f"{ours}/post_mlp_layer_norm/scale")]
+      else:
+        pairs.append((f"{hf}.post_attention_layernorm.weight",
+                      f"{ours}/pre_mlp_layer_norm/scale"))
       for short, long in _MLP:
         pairs.append((f"{hf}.mlp.{short}_proj.weight", f"{ours}/mlp/{long}/kernel"))
     pairs.append(("model.norm.weight", "decoder/decoder_norm/scale"))

@@ -1,4 +1,4 @@
-"""Decoder-only transformer (Llama / Mistral / Qwen2 / Qwen3 / Gemma by config) in Flax linen.
+"""Decoder-only transformer (Llama / Mistral / Qwen2 / Qwen3 / Gemma 1, 2 by config), Flax linen.
 
 Parameter tree in t5x's `examples/decoder_only` layout (L = layer index), every
 leaf float32 with logical axis names:
@@ -11,7 +11,9 @@ leaf float32 with logical axis names:
   decoder/layers_L/self_attention/{query,key}_norm/scale    (kv,)               [qk_norm]
   decoder/layers_L/self_attention/out/kernel                (joined_kv, embed)
   decoder/layers_L/self_attention/out/bias                  (embed,)            [out_bias]
+  decoder/layers_L/post_self_attention_layer_norm/scale     (embed,)            [post_norms]
   decoder/layers_L/pre_mlp_layer_norm/scale                 (embed,)
+  decoder/layers_L/post_mlp_layer_norm/scale                (embed,)            [post_norms]
   decoder/layers_L/mlp/{wi_0,wi_1}/kernel                   (embed, mlp)        gate, up
   decoder/layers_L/mlp/wo/kernel                            (mlp, embed)        down
   decoder/decoder_norm/scale                                (embed,)
@@ -160,7 +162,8 @@ class GroupedQueryAttention(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-  """Pre-norm attention and gated MLP, each with a residual; `window` as the attention's."""
+  """Pre-norm attention and gated MLP, each with a residual; `window` as the attention's.
+  With `post_norms` (Gemma 2) each branch's output is normed before its residual add."""
   config: DecoderConfig
   window: Optional[int] = None
 
@@ -168,11 +171,17 @@ class DecoderLayer(nn.Module):
   def __call__(self, x, positions, mask, deterministic=True, decode=False, chunk_valid=None):
     cfg = self.config
     h = rms_norm(cfg, "embed", "pre_self_attention_layer_norm")(x)
-    x = x + GroupedQueryAttention(cfg, window=self.window, name="self_attention")(
+    h = GroupedQueryAttention(cfg, window=self.window, name="self_attention")(
         h, positions, mask, decode=decode, deterministic=deterministic, chunk_valid=chunk_valid)
+    if cfg.post_norms:
+      h = rms_norm(cfg, "embed", "post_self_attention_layer_norm")(h)
+    x = x + h
     h = rms_norm(cfg, "embed", "pre_mlp_layer_norm")(x)
-    x = x + layers.GatedMlp(cfg.mlp_dim, cfg.activation, cfg.dropout_rate, cfg.jnp_dtype,
-                            dropout_on_output=True, name="mlp")(h, deterministic=deterministic)
+    h = layers.GatedMlp(cfg.mlp_dim, cfg.activation, cfg.dropout_rate, cfg.jnp_dtype,
+                        dropout_on_output=True, name="mlp")(h, deterministic=deterministic)
+    if cfg.post_norms:
+      h = rms_norm(cfg, "embed", "post_mlp_layer_norm")(h)
+    x = x + h
     return layers.constrain(x, ("batch", "length", "embed"))
 
 
