@@ -35,6 +35,14 @@ DECODER_HF = {
     # Layer 0 local (window 5), layer 1 global; caps small enough to bind on random weights.
     "gemma2": dict(_COMMON, head_dim=16, sliding_window=5, query_pre_attn_scalar=24,
                    attn_logit_softcapping=5.0, final_logit_softcapping=3.0),
+    # Layers 0-1 local (window 5, RoPE base 10,000), layer 2 global (base 1e6, linear x8).
+    "gemma3_text": dict(_COMMON, num_hidden_layers=3, head_dim=16, sliding_window=5,
+                        query_pre_attn_scalar=24, sliding_window_pattern=3,
+                        rope_parameters={"full_attention": {"rope_type": "linear",
+                                                            "factor": 8.0,
+                                                            "rope_theta": 1_000_000.0},
+                                         "sliding_attention": {"rope_type": "default",
+                                                               "rope_theta": 10_000.0}}),
 }
 SHARDED = {"qwen2"}  # saved with a small max_shard_size: exercises the index file
 LENGTH = 24

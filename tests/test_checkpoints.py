@@ -591,6 +591,18 @@ def test_decoder_sliding_windows_are_read_as_transformers_reads_them():
       is None
   with pytest.raises(CheckpointError, match="llama export: .* no sliding window"):
     config_to_hf(mistral.replace(family="llama"))
+  # Gemma 3's older fields: one pattern, a local RoPE base beside rope_theta and its scaling.
+  gemma3 = config_from_hf({**base, "model_type": "gemma3_text", "num_hidden_layers": 4,
+                           "sliding_window": 3, "sliding_window_pattern": 2,
+                           "rope_theta": 5e5, "rope_local_base_freq": 1e4,
+                           "rope_scaling": {"rope_type": "linear", "factor": 8.0}})
+  assert [gemma3.layer_window(i) for i in range(4)] == [3, None, 3, None]
+  assert (gemma3.rope_theta, dict(gemma3.rope_scaling), gemma3.local_rope_theta) == (
+      5e5, {"rope_type": "linear", "factor": 8.0}, 1e4)
+  assert (gemma3.qk_norm, gemma3.post_norms, gemma3.query_pre_attn_scalar) == (True, True, 256)
+  assert config_from_hf(config_to_hf(gemma3)) == gemma3
+  # model_config.json (native and t5x checkpoints) keeps the per-layer fields.
+  assert type(gemma3).from_dict(json.loads(json.dumps(gemma3.to_dict()))) == gemma3
 
 
 def _write_decoder_config(path, **overrides):
@@ -606,7 +618,8 @@ def test_decoder_errors_name_the_file_and_tensor(tmp_path):
   _write_decoder_config(tmp_path / "m", model_type="falcon")
   # A decoder-only model_type no family reads: one line naming it and the supported ones.
   with pytest.raises(CheckpointError, match=r"config\.json: model_type 'falcon' is not "
-                     r"supported; supported: t5, mt5, llama, mistral, qwen2, qwen3, gemma, gemma2$"):
+                     r"supported; supported: t5, mt5, llama, mistral, qwen2, qwen3, gemma, gemma2, "
+                     r"gemma3_text$"):
     load_hf(str(tmp_path / "m"))
   _write_decoder_config(tmp_path / "pickle")
   (tmp_path / "pickle" / "pytorch_model.bin").write_bytes(b"\x80")

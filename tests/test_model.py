@@ -65,7 +65,7 @@ def test_registry_dispatch_and_errors():
     registry.get_config("no-such-model")
   assert registry.for_hf_model_type("gemma2") is registry.get_family("decoder")
   with pytest.raises(ValueError, match="^model_type 'falcon' is not supported; supported: t5, "
-                     "mt5, llama, mistral, qwen2, qwen3, gemma, gemma2$"):
+                     "mt5, llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text$"):
     registry.for_hf_model_type("falcon")
   with pytest.raises(ValueError, match="unknown DecoderConfig field"):
     registry.get_config("llama-tiny", no_such_field=1)
@@ -403,7 +403,7 @@ def test_decoder_cached_prefill_then_steps_equals_full_forward(decoder_params):
 
 
 # Mistral's layout: every layer sees the last 4 positions; Qwen2's use_sliding_window
-# form and Gemma 2 window only the layers layer_types marks.
+# form and Gemma 2/3 window only the layers layer_types marks.
 WINDOWED = {"mistral": registry.get_config("mistral-tiny", qkv_bias=True),
             "per-layer": registry.get_config("mistral-tiny", sliding_window=3, layer_types=(
                 "full_attention", "sliding_attention")),
@@ -411,7 +411,9 @@ WINDOWED = {"mistral": registry.get_config("mistral-tiny", qkv_bias=True),
             "gemma2": registry.get_config("gemma2-tiny", attn_logit_softcap=2.0,
                                           final_logit_softcap=3.0),
             "gemma2-global-first": registry.get_config("gemma2-tiny", layer_types=(
-                "full_attention", "sliding_attention"))}
+                "full_attention", "sliding_attention")),
+            # Gemma 3: QK-norm, two local layers (their own RoPE base) and a global one.
+            "gemma3": registry.get_config("gemma3-tiny")}
 
 
 @pytest.mark.parametrize("name", sorted(WINDOWED))

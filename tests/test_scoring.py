@@ -74,12 +74,6 @@ CASES = {"t5": (tiny, lambda seed: synthetic_requests(7, seed), 128),
          # Mistral's sliding window (8) on every layer: most prompts are longer than it.
          "decoder-window": (functools.partial(llama, family="mistral", qkv_bias=False,
                                               sliding_window=8),
-                            lambda seed: decoder_requests(11, seed), None),
-         # Gemma 2: local (window 8) and global layers, soft-capping, sandwich norms.
-         "decoder-gemma2": (functools.partial(llama, family="gemma2", qkv_bias=False,
-                                              sliding_window=8, norm_scale_offset=1.0,
-                                              embed_scale=True, attn_logit_softcap=5.0,
-                                              final_logit_softcap=8.0),
                             lambda seed: decoder_requests(11, seed), None)}
 
 

@@ -20,9 +20,11 @@ from symbol_tuning.training import trainer as trainer_lib
 # family -> the TrainConfig overrides of its tiny model (trainer_support)
 MODELS = {"t5": T5_TINY, "decoder": LLAMA_TINY}
 # Decoder-only layouts checked by the sharded step too: Mistral's sliding window (4 of the
-# 272 positions) and Gemma 2's block train and shard like Llama.
+# 272 positions) and Gemma 3's block (local/global layers, sandwich norms, QK-norm, local
+# RoPE; Gemma 2's is the same block with soft-capping and no QK-norm) train and shard
+# like Llama.
 LAYOUTS = {**MODELS, "decoder-mistral": dict(LLAMA_TINY, model_size="mistral-tiny"),
-           "decoder-gemma2": dict(LLAMA_TINY, model_size="gemma2-tiny")}
+           "decoder-gemma3": dict(LLAMA_TINY, model_size="gemma3-tiny")}
 
 pytestmark = pytest.mark.usefixtures("clean_gin")
 

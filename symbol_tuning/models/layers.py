@@ -8,8 +8,9 @@ projections are (embed, heads*kv) and (heads*kv, embed) over a joined
 
 Here: initializers, `param`, `constrain`, Dense (optional bias), RMSNorm (T5's
 scale-only layer norm; Gemma's (1 + scale) form by `scale_offset`), Embed,
-GatedMlp (GeGLU / SwiGLU) and boolean attention masks (causal, segment, sliding window). A family's attention and
-position scheme (T5's relative buckets, RoPE) live in its own `network.py`.
+GatedMlp (GeGLU / SwiGLU) and boolean attention masks (causal, segment, sliding
+window). A family's attention and position scheme (T5's relative buckets, RoPE) live in
+its own `network.py`.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Hyperparameters of the decoder-only transformer (Llama, Mistral, Qwen2/3, Gemma 1/2 by
+"""Hyperparameters of the decoder-only transformer (Llama, Mistral, Qwen2/3, Gemma 1/2/3 by
 config).
 
 `DecoderConfig` is a frozen, hashable dataclass like every family's config, so it can be a
@@ -21,9 +21,9 @@ from symbol_tuning.models import rope
 from symbol_tuning.models.base import check_overrides, config_fields
 
 ARCHITECTURE = "decoder_only"
-FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2")
-# Families whose blocks also norm each branch's output (Gemma 2's sandwich norms).
-POST_NORM_FAMILIES = ("gemma2",)
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
+# Families whose blocks also norm each branch's output (Gemma 2/3's sandwich norms).
+POST_NORM_FAMILIES = ("gemma2", "gemma3_text")
 LAYER_TYPES = ("full_attention", "sliding_attention")  # HF's names
 ACTIVATIONS = ("silu", "gelu_tanh", "gelu")
 ROPE_TYPES = rope.ROPE_TYPES
@@ -52,6 +52,8 @@ class DecoderConfig:
   qk_norm: bool = False  # RMS norm of each query/key head before RoPE (Qwen3, Gemma3)
   rope_theta: float = 10000.0  # RoPE base wavelength
   rope_scaling: tuple = ()  # sorted (key, value) pairs; key 'rope_type' in ROPE_TYPES
+  local_rope_theta: Optional[float] = None  # RoPE base of the sliding-window layers, unscaled
+  #   (Gemma 3's local layers); None: every layer uses rope_theta and rope_scaling
   query_pre_attn_scalar: Optional[float] = None  # attention scale is this**-0.5 (default head_dim)
   attn_logit_softcap: Optional[float] = None  # cap * tanh(logits / cap) on attention logits
   final_logit_softcap: Optional[float] = None  # cap * tanh(logits / cap) on output logits
@@ -98,8 +100,9 @@ class DecoderConfig:
     object.__setattr__(self, "layer_types", tuple(self.layer_types))
     if self.post_norms is None:
       object.__setattr__(self, "post_norms", self.family in POST_NORM_FAMILIES)
-    if self.family == "gemma2" and window is not None and not self.layer_types:
-      object.__setattr__(self, "layer_types", gemma2_layer_types(self.num_layers))
+    if self.family in GEMMA_PATTERNS and window is not None and not self.layer_types:
+      object.__setattr__(self, "layer_types",
+                         gemma_layer_types(self.num_layers, GEMMA_PATTERNS[self.family]))
     if self.layer_types and (len(self.layer_types) != self.num_layers
                              or not set(self.layer_types) <= set(LAYER_TYPES)):
       raise ValueError(f"DecoderConfig.layer_types must give one of {LAYER_TYPES} for each "
@@ -151,9 +154,13 @@ class DecoderConfig:
     return cls(**config_fields(cls, data))
 
 
-def gemma2_layer_types(num_layers: int) -> tuple:
-  """Gemma 2's alternation (transformers' default): 3 -> (sliding, full, sliding)."""
-  return tuple("sliding_attention" if (i + 1) % 2 else "full_attention"
+# Every n-th layer is global (full attention), the others local: transformers' defaults.
+GEMMA_PATTERNS = {"gemma2": 2, "gemma3_text": 6}
+
+
+def gemma_layer_types(num_layers: int, pattern: int) -> tuple:
+  """Gemma's local/global layers: (3, 2) -> (sliding, full, sliding)."""
+  return tuple("sliding_attention" if (i + 1) % pattern else "full_attention"
                for i in range(num_layers))
 
 
@@ -163,14 +170,17 @@ def _freeze(mapping: Mapping[str, Any]) -> tuple:
 
 
 @functools.lru_cache(maxsize=64)
-def rope_frequencies(config: DecoderConfig) -> tuple[np.ndarray, float]:
+def rope_frequencies(config: DecoderConfig, local: bool = False) -> tuple[np.ndarray, float]:
   """(inverse frequencies (head_dim // 2,) float32, cos/sin multiplier), as HF computes them.
 
   Supports HF's 'default', 'linear', 'llama3' and 'yarn'; bit-equal to transformers'
-  (see `rope.py`: float32 pow the way torch evaluates it).
+  (see `rope.py`: float32 pow the way torch evaluates it). `local`: a sliding-window
+  layer's, which differ where `local_rope_theta` is set (default RoPE at that base).
   """
-  inv_freq, factor = rope.inverse_frequencies(config.head_dim, config.rope_theta,
-                                              dict(config.rope_scaling),
+  theta, scaling = config.rope_theta, dict(config.rope_scaling)
+  if local and config.local_rope_theta is not None:
+    theta, scaling = config.local_rope_theta, {}
+  inv_freq, factor = rope.inverse_frequencies(config.head_dim, theta, scaling,
                                               config.max_position_embeddings)
   inv_freq.flags.writeable = False  # shared by every caller through the cache
   return inv_freq, factor
@@ -192,6 +202,18 @@ CONFIGS: dict[str, DecoderConfig] = {
                                  embed_scale=True, tie_embeddings=True, sliding_window=4,
                                  query_pre_attn_scalar=16.0, attn_logit_softcap=50.0,
                                  final_logit_softcap=30.0),
+    # Gemma 3's layout at test size: QK-norm, local layers (window 4, RoPE base 10,000)
+    # and a global one (base 1,000,000, linear scaling) in 3.
+    "gemma3-tiny": DecoderConfig(family="gemma3_text", vocab_size=512, d_model=64,
+                                 num_heads=4, num_kv_heads=2, head_dim=16, mlp_dim=128,
+                                 num_layers=3, activation="gelu_tanh", norm_scale_offset=1.0,
+                                 embed_scale=True, tie_embeddings=True, qk_norm=True,
+                                 sliding_window=4, layer_types=(
+                                     "sliding_attention", "sliding_attention",
+                                     "full_attention"),
+                                 query_pre_attn_scalar=16.0, rope_theta=1_000_000.0,
+                                 rope_scaling={"rope_type": "linear", "factor": 8.0},
+                                 local_rope_theta=10_000.0),
     # ~100M-parameter Llama-style config (benchmarks).
     "llama-100m": DecoderConfig(vocab_size=32000, d_model=768, num_heads=12, num_kv_heads=4,
                                 head_dim=64, mlp_dim=2048, num_layers=10),

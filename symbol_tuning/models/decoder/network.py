@@ -1,4 +1,4 @@
-"""Decoder-only transformer (Llama / Mistral / Qwen2 / Qwen3 / Gemma 1, 2 by config), Flax linen.
+"""Decoder-only transformer (Llama / Mistral / Qwen2 / Qwen3 / Gemma 1-3 by config), Flax linen.
 
 Parameter tree in t5x's `examples/decoder_only` layout (L = layer index), every
 leaf float32 with logical axis names:
@@ -87,7 +87,8 @@ class GroupedQueryAttention(nn.Module):
   `cache_index` and attend to everything cached so far (prefill a prompt, then
   decode token by token). `chunk_valid` (batch, chunk) marks the chunk's real
   tokens: padding (e.g. left padding of prompts of different lengths) is never
-  attended to. `window`: keys `window` or more positions before the query are masked.
+  attended to. `window`: keys `window` or more positions before the query are masked (a
+  local layer: its RoPE is `rope_frequencies(config, local=True)`).
   """
   config: DecoderConfig
   window: Optional[int] = None
@@ -118,7 +119,7 @@ class GroupedQueryAttention(nn.Module):
       length, chunk = cached_key.value.shape[1], x.shape[1]
       if positions is None:  # absolute positions continue from the cache
         positions = jnp.broadcast_to(index + jnp.arange(chunk, dtype=jnp.int32), x.shape[:2])
-      inv_freq, factor = rope_frequencies(cfg)
+      inv_freq, factor = rope_frequencies(cfg, local=self.window is not None)
       query = apply_rope(query, positions, inv_freq, factor)
       key = apply_rope(key, positions, inv_freq, factor)
       key = lax.dynamic_update_slice(cached_key.value, key.astype(cached_key.value.dtype),
@@ -139,7 +140,7 @@ class GroupedQueryAttention(nn.Module):
           index + jnp.arange(chunk, dtype=jnp.int32)[None], cache_slots, self.window))
       mask = seen if mask is None else jnp.logical_and(mask, seen)
     else:
-      inv_freq, factor = rope_frequencies(cfg)
+      inv_freq, factor = rope_frequencies(cfg, local=self.window is not None)
       query = apply_rope(query, positions, inv_freq, factor)
       key = apply_rope(key, positions, inv_freq, factor)
       if decode:  # cache-creating call: zeros of the full decode length
