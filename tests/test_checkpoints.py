@@ -601,6 +601,8 @@ def test_decoder_sliding_windows_are_read_as_transformers_reads_them():
       5e5, {"rope_type": "linear", "factor": 8.0}, 1e4)
   assert (gemma3.qk_norm, gemma3.post_norms, gemma3.query_pre_attn_scalar) == (True, True, 256)
   assert config_from_hf(config_to_hf(gemma3)) == gemma3
+  with pytest.raises(CheckpointError, match="use_bidirectional_attention=true is not"):
+    config_from_hf({**base, "model_type": "gemma3_text", "use_bidirectional_attention": True})
   # model_config.json (native and t5x checkpoints) keeps the per-layer fields.
   assert type(gemma3).from_dict(json.loads(json.dumps(gemma3.to_dict()))) == gemma3
 

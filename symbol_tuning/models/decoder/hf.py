@@ -137,6 +137,8 @@ def config_from_hf(data: dict[str, Any], source: str = "config.json") -> Decoder
                           f"{', '.join(FAMILIES)} are supported")
   if data.get("mlp_bias"):
     raise CheckpointError(f"{source}: mlp_bias=true is not supported")
+  if data.get("use_bidirectional_attention"):  # Gemma 3 encoders (EmbeddingGemma)
+    raise CheckpointError(f"{source}: use_bidirectional_attention=true is not supported")
   act = data.get("hidden_activation") or data.get("hidden_act") or (
       "gelu_pytorch_tanh" if family in _GEMMAS else "silu")
   if family == "gemma" and act in ("gelu", "gelu_pytorch_tanh"):
