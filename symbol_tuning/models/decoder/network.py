@@ -25,8 +25,9 @@ Norm scales are stored as the checkpoint stores them; the norm multiplies by
 Masking: causal, within a segment when `decoder_segment_ids` are given, and
 bidirectional over the prefix marked by `decoder_causal_attention` (prefix LM).
 A layer with a window (`DecoderConfig.layer_window`: Mistral's every layer, Qwen2's
-upper layers with use_sliding_window) also masks keys `window` or more positions back,
-in the full pass and in the cache alike.
+upper layers with use_sliding_window, Gemma 2/3's local layers) also masks keys `window`
+or more positions back, in the full pass and in the cache alike (the cache keeps every
+position; the mask, not its size, bounds what a local layer reads).
 Token id 0 is NOT treated as padding (it is a real token in Qwen's
 vocabulary); right padding needs no mask in a causal model, and packed rows mark
 padding with segment id 0.
@@ -164,7 +165,7 @@ class GroupedQueryAttention(nn.Module):
 
 class DecoderLayer(nn.Module):
   """Pre-norm attention and gated MLP, each with a residual; `window` as the attention's.
-  With `post_norms` (Gemma 2) each branch's output is normed before its residual add."""
+  With `post_norms` (Gemma 2/3) each branch's output is normed before its residual add."""
   config: DecoderConfig
   window: Optional[int] = None
 
