@@ -191,7 +191,7 @@ def test_t5x_train_tunes_the_converted_llama(llama_run):
   assert list(losses) == [STEPS] and math.isfinite(losses[STEPS])
   config = " ".join((model_dir / "config.gin").read_text().replace("\\\n", " ").split())
   assert "module = @t5x_module.T5xDecoder()" in config
-  assert "feature_converter_cls = @decoder_packing.BestFitPrefixLMFeatureConverter" in config
+  assert "feature_converter_cls = @decoder_features.BestFitPrefixLMFeatureConverter" in config
   # The model's config beside the checkpoints (written by t5x_module.decoder_config).
   written = json.loads((model_dir / "model_config.json").read_text())
   assert (written["family"], written["d_model"], written["num_kv_heads"]) == ("llama", 64, 2)
@@ -210,7 +210,7 @@ def test_our_cli_reads_the_t5x_checkpoint_with_t5x_eval_scores(llama_run):
   t5x.train wrote, read directly and after `convert --to hf`; `symbol-tuning eval` of it
   wrote its report."""
   from symbol_tuning.data import vocab  # pylint: disable=import-outside-toplevel
-  from symbol_tuning.evaluation import decoder_scoring, scoring  # pylint: disable=import-outside-toplevel
+  from symbol_tuning.evaluation import scoring  # pylint: disable=import-outside-toplevel
 
   hf_dir = llama_run["back_hf"]
   assert (llama_run["model_dir"] / "report" / "results.json").is_file()
@@ -227,7 +227,7 @@ def test_our_cli_reads_the_t5x_checkpoint_with_t5x_eval_scores(llama_run):
   theirs = np.array([r["score"] for r in rows])
   for source in (str(llama_run["checkpoint"]), str(hf_dir)):
     model = scoring.load_model(source, vocab_size=vocabulary.vocab_size)
-    ours = np.array([s[0] for s in decoder_scoring.DecoderScorer(model).rank_naive(requests)])
+    ours = np.array([s[0] for s in scoring.Scorer(model).rank_naive(requests)])
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-4)
 
 
