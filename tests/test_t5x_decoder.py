@@ -231,17 +231,22 @@ def test_our_cli_reads_the_t5x_checkpoint_with_t5x_eval_scores(llama_run):
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-4)
 
 
-def test_t5x_train_tunes_a_converted_qwen2(tmp_path, bigbench_dir):
-  """Qwen2's q/k/v biases and tied embeddings through the same path, one step."""
+def _one_t5x_step(tmp_path, bigbench_dir, family):
+  """(config, params) of the checkpoint t5x.train wrote one step after the converted one."""
   t5x_support.require_t5x()
   hf_reference.require_torch()
   env = t5x_support.t5x_env(BIGBENCH_DIR=str(bigbench_dir))
-  _, model_dir = _train(tmp_path, "qwen2", env, 1)
+  _, model_dir = _train(tmp_path, family, env, 1)
   losses = t5x_support.train_metrics(model_dir)
   assert list(losses) == [STEP + 1] and math.isfinite(losses[STEP + 1])
   from symbol_tuning.checkpoints import convert  # pylint: disable=import-outside-toplevel
 
-  config, params = convert.load_any(str(model_dir / f"checkpoint_{STEP + 1}"))
+  return convert.load_any(str(model_dir / f"checkpoint_{STEP + 1}"))
+
+
+def test_t5x_train_tunes_a_converted_qwen2(tmp_path, bigbench_dir):
+  """Qwen2's q/k/v biases and tied embeddings through the same path, one step."""
+  config, params = _one_t5x_step(tmp_path, bigbench_dir, "qwen2")
   assert (config.family, config.qkv_bias, config.tie_embeddings) == ("qwen2", True, True)
   assert "bias" in params["decoder"]["layers_0"]["self_attention"]["query"]
 
@@ -249,15 +254,7 @@ def test_t5x_train_tunes_a_converted_qwen2(tmp_path, bigbench_dir):
 def test_t5x_train_tunes_a_converted_gemma2(tmp_path, bigbench_dir):
   """Gemma 2's block (local/global layers, soft-capping, sandwich norms) through the same
   path, one step; the checkpoint t5x wrote reads back as Gemma 2."""
-  t5x_support.require_t5x()
-  hf_reference.require_torch()
-  env = t5x_support.t5x_env(BIGBENCH_DIR=str(bigbench_dir))
-  _, model_dir = _train(tmp_path, "gemma2", env, 1)
-  losses = t5x_support.train_metrics(model_dir)
-  assert list(losses) == [STEP + 1] and math.isfinite(losses[STEP + 1])
-  from symbol_tuning.checkpoints import convert  # pylint: disable=import-outside-toplevel
-
-  config, params = convert.load_any(str(model_dir / f"checkpoint_{STEP + 1}"))
+  config, params = _one_t5x_step(tmp_path, bigbench_dir, "gemma2")
   assert (config.family, config.layer_window(0), config.layer_window(1)) == ("gemma2", 8, None)
   assert (config.attn_logit_softcap, config.final_logit_softcap) == (50.0, 30.0)
   assert "post_mlp_layer_norm" in params["decoder"]["layers_1"]
