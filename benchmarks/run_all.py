@@ -25,6 +25,7 @@ SCRIPTS = {  # name -> (script, quick arguments)
     "trainer_vs_t5x": ("trainer_vs_t5x.py", ["--quick"]),  # needs t5x (.ci/install_t5x.sh)
     "trainer_vs_t5x_hlo": ("trainer_vs_t5x_hlo.py", []),  # needs t5x; compiles, trains nothing
     "cache": ("cache.py", ["--num", "10000", "--per-label", "50"]),  # needs apache-beam
+    "hf_parity": ("hf_parity.py", []),  # needs torch and transformers
 }
 # The scripts that take --family run once more per other model family (results
 # <family>_<name>.json, e.g. decoder_train_step.json).

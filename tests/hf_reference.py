@@ -145,7 +145,8 @@ def decoder_logits(arrays, jobs):
   jobs: [{"name", "dir"}] loads a saved model; with also "model_type", "config"
   (AutoConfig kwargs) and optionally "shard", it first makes a random model with weights
   far from their init (norms, biases, all of it) and saves it to "dir" (sharded into small
-  files if "shard"). Optional arrays: "positions" (position_ids, like "tokens"), and
+  files if "shard"). Optional arrays: "positions" (position_ids, like "tokens"),
+  "long_positions" (a second pass at these position_ids, returned as "<name>/long"), and
   "<name>/inv_freq", a RoPE table that job runs with in place of its own.
   """
   import torch  # pylint: disable=g-import-not-at-top
@@ -172,6 +173,10 @@ def decoder_logits(arrays, jobs):
       if f"{job['name']}/inv_freq" in arrays:  # a given RoPE table in place of HF's own
         model.model.rotary_emb.inv_freq.copy_(torch.tensor(arrays[f"{job['name']}/inv_freq"]))
       out[job["name"]] = model(input_ids=tokens, **positions).logits.float().numpy()
+      if "long_positions" in arrays:
+        out[f"{job['name']}/long"] = model(
+            input_ids=tokens, position_ids=torch.tensor(
+                arrays["long_positions"].astype(np.int64))).logits.float().numpy()
   return out
 
 

@@ -16,6 +16,7 @@ import pytest  # noqa: E402
 from safetensors.numpy import save_file  # noqa: E402
 
 import hf_reference  # noqa: E402  (runs transformers in a process without TensorFlow)
+import decoder_parity  # noqa: E402  (the tiny decoder-only HF models and our logits beside them)
 from symbol_tuning.checkpoints import (CheckpointError, detect_format, flatten,  # noqa: E402
                                        load_any, load_hf, load_native, load_t5x, save_hf,
                                        save_native, save_t5x)
@@ -24,7 +25,7 @@ from symbol_tuning.checkpoints.convert import convert  # noqa: E402
 from symbol_tuning.checkpoints import t5x as t5x_lib  # noqa: E402
 from symbol_tuning.models import registry  # noqa: E402
 from symbol_tuning.models.decoder import network as decoder_network  # noqa: E402
-from symbol_tuning.models.decoder.hf import config_from_hf  # noqa: E402
+from symbol_tuning.models.decoder.hf import config_from_hf, config_to_hf  # noqa: E402
 from symbol_tuning.models.registry import param_shapes  # noqa: E402
 from symbol_tuning.models.t5.config import T5Config, get_config  # noqa: E402
 from symbol_tuning.models.t5.network import Transformer  # noqa: E402
@@ -478,25 +479,11 @@ def test_hf_and_native_round_trip_every_family(tmp_path, name):
 
 
 # -----------------------------------------------------------------------------
-# Decoder-only HF checkpoints (Llama, Qwen2, Qwen3, Gemma): import parity with transformers,
+# Decoder-only HF checkpoints (Llama, Mistral, Qwen2, Qwen3, Gemma): import parity with transformers,
 # export round trip, errors. transformers/torch run only in a separate process
 # (tests/hf_reference.py): torch segfaults when imported where TensorFlow already is.
 # -----------------------------------------------------------------------------
-_COMMON = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-               num_attention_heads=4, num_key_value_heads=2)
-# One tiny model per family, each exercising that family's options.
-DECODER_HF = {
-    "llama": dict(_COMMON, head_dim=16, attention_bias=True, rope_theta=500000.0,
-                  rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                "high_freq_factor": 4.0,
-                                "original_max_position_embeddings": 16}),
-    "qwen2": dict(_COMMON, head_dim=16, tie_word_embeddings=True, rope_theta=1000000.0,
-                  rope_scaling={"rope_type": "yarn", "factor": 4.0,
-                                "original_max_position_embeddings": 8}),
-    "qwen3": dict(_COMMON, head_dim=16, rope_scaling={"rope_type": "linear", "factor": 2.0}),
-    "gemma": dict(_COMMON, head_dim=32, hidden_act="gelu_pytorch_tanh"),  # heads*head_dim != hidden
-}
-SHARDED = {"qwen2"}  # saved with a small max_shard_size: exercises the index file
+DECODER_HF, SHARDED = decoder_parity.DECODER_HF, decoder_parity.SHARDED
 
 def _run_torch(jobs, tokens):
   """{name: logits} of hf_reference.decoder_logits, run in a torch-only process."""
@@ -511,26 +498,23 @@ def _decoder_logits(config, params, tokens):
 
 @pytest.fixture(scope="module")
 def decoder_hf_models(tmp_path_factory):
-  """{family: (dir, reference logits)} of tiny random transformers models, and the tokens."""
-  tmp = tmp_path_factory.mktemp("hf_decoder")
-  tokens = np.random.default_rng(0).integers(0, 128, size=(2, 24))
-  jobs = [{"name": fam, "dir": str(tmp / fam), "model_type": fam, "config": cfg,
-           "shard": fam in SHARDED} for fam, cfg in DECODER_HF.items()]
-  logits = _run_torch(jobs, tokens)
-  return {fam: (tmp / fam, logits[fam]) for fam in DECODER_HF}, tokens
+  """{family: (dir, {"short", "long": reference logits})} of tiny random transformers
+  models (tests/decoder_parity.py), and the tokens."""
+  return decoder_parity.make_models(tmp_path_factory.mktemp("hf_decoder"))
 
 
 @pytest.mark.parametrize("family", sorted(DECODER_HF))
 def test_decoder_import_gives_transformers_logits(decoder_hf_models, family):
+  """Positions 0..23 and 20,000..20,023, past every window."""
   models, tokens = decoder_hf_models
   path, reference = models[family]
   if family in SHARDED:
     assert (path / "model.safetensors.index.json").is_file()
   config, params = load_hf(str(path))
   assert config.family == family
-  ours = _decoder_logits(config, params, tokens)
-  assert ours.shape == reference.shape
-  assert np.abs(ours - reference).max() < 1e-4, np.abs(ours - reference).max()
+  assert _decoder_logits(config, params, tokens).shape == reference["short"].shape
+  differences = decoder_parity.max_differences(models[family], tokens)
+  assert max(differences.values()) < 1e-4, differences
   # load_any (the CLI's path) finds the same model from the directory alone.
   config_any, params_any = load_any(str(path))
   assert config_any == config
@@ -554,7 +538,7 @@ def test_decoder_export_round_trip_loads_in_transformers(decoder_hf_models, tmp_
   assert (tmp_path / "llama" / "model.safetensors.index.json").is_file()
   reloaded = _run_torch(jobs, tokens)
   for family, (_, reference) in models.items():
-    assert np.abs(reloaded[family] - reference).max() < 1e-5, family
+    assert np.abs(reloaded[family] - reference["short"]).max() < 1e-5, family
 
 
 def test_native_round_trip_keeps_the_decoder_config(decoder_hf_models, tmp_path):
@@ -585,6 +569,44 @@ def test_decoder_legacy_rope_fields_and_gemma_gelu_are_read():
       "gelu_tanh", True, 1.0)
 
 
+def test_decoder_sliding_windows_are_read_as_transformers_reads_them():
+  """Mistral windows every layer (a null window: none); Qwen2 only with use_sliding_window,
+  from max_window_layers on; Llama never; export writes back what was read."""
+  base = {"vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
+          "num_hidden_layers": 3, "num_attention_heads": 2}
+  mistral = config_from_hf({**base, "model_type": "mistral", "sliding_window": 7})
+  assert (mistral.sliding_window, [mistral.layer_window(i) for i in range(3)]) == (7, [7] * 3)
+  assert config_from_hf({**base, "model_type": "mistral", "sliding_window": None}
+                        ).layer_window(0) is None
+  qwen = {**base, "model_type": "qwen2", "sliding_window": 4, "max_window_layers": 1}
+  assert config_from_hf(qwen).sliding_window is None  # use_sliding_window defaults to false
+  windowed = config_from_hf({**qwen, "use_sliding_window": True})
+  assert [windowed.layer_window(i) for i in range(3)] == [None, 4, 4]
+  exported = config_to_hf(windowed)
+  assert (exported["use_sliding_window"], exported["max_window_layers"],
+          exported["layer_types"]) == (True, 1, ["full_attention"] + ["sliding_attention"] * 2)
+  assert config_from_hf(exported) == windowed
+  assert config_to_hf(mistral)["sliding_window"] == 7
+  assert config_from_hf({**base, "model_type": "llama", "sliding_window": 4}).sliding_window \
+      is None
+  with pytest.raises(CheckpointError, match="llama export: .* no sliding window"):
+    config_to_hf(mistral.replace(family="llama"))
+  # Gemma 3's older fields: one pattern, a local RoPE base beside rope_theta and its scaling.
+  gemma3 = config_from_hf({**base, "model_type": "gemma3_text", "num_hidden_layers": 4,
+                           "sliding_window": 3, "sliding_window_pattern": 2,
+                           "rope_theta": 5e5, "rope_local_base_freq": 1e4,
+                           "rope_scaling": {"rope_type": "linear", "factor": 8.0}})
+  assert [gemma3.layer_window(i) for i in range(4)] == [3, None, 3, None]
+  assert (gemma3.rope_theta, dict(gemma3.rope_scaling), gemma3.local_rope_theta) == (
+      5e5, {"rope_type": "linear", "factor": 8.0}, 1e4)
+  assert (gemma3.qk_norm, gemma3.post_norms, gemma3.query_pre_attn_scalar) == (True, True, 256)
+  assert config_from_hf(config_to_hf(gemma3)) == gemma3
+  with pytest.raises(CheckpointError, match="use_bidirectional_attention=true is not"):
+    config_from_hf({**base, "model_type": "gemma3_text", "use_bidirectional_attention": True})
+  # model_config.json (native and t5x checkpoints) keeps the per-layer fields.
+  assert type(gemma3).from_dict(json.loads(json.dumps(gemma3.to_dict()))) == gemma3
+
+
 def _write_decoder_config(path, **overrides):
   path.mkdir(parents=True, exist_ok=True)
   data = {"model_type": "qwen2", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 16,
@@ -595,14 +617,12 @@ def _write_decoder_config(path, **overrides):
 
 
 def test_decoder_errors_name_the_file_and_tensor(tmp_path):
-  _write_decoder_config(tmp_path / "m", model_type="mistral")
-  # A model_type no family reads: one line naming it and the supported ones.
-  with pytest.raises(CheckpointError, match=r"config\.json: model_type 'mistral' is not "
-                     r"supported; supported: t5, mt5, llama, qwen2, qwen3, gemma$"):
+  _write_decoder_config(tmp_path / "m", model_type="falcon")
+  # A decoder-only model_type no family reads: one line naming it and the supported ones.
+  with pytest.raises(CheckpointError, match=r"config\.json: model_type 'falcon' is not "
+                     r"supported; supported: t5, mt5, llama, mistral, qwen2, qwen3, gemma, gemma2, "
+                     r"gemma3_text$"):
     load_hf(str(tmp_path / "m"))
-  _write_decoder_config(tmp_path / "sw", use_sliding_window=True)
-  with pytest.raises(CheckpointError, match="sliding-window"):
-    load_hf(str(tmp_path / "sw"))
   _write_decoder_config(tmp_path / "pickle")
   (tmp_path / "pickle" / "pytorch_model.bin").write_bytes(b"\x80")
   with pytest.raises(CheckpointError, match="pickled"):

@@ -63,8 +63,10 @@ def test_registry_dispatch_and_errors():
     registry.config_from_dict({"architecture": "mamba"})
   with pytest.raises(ValueError, match="t5: tiny, small.*decoder: llama-tiny"):
     registry.get_config("no-such-model")
-  with pytest.raises(ValueError, match="model_type 'gemma2' is not supported; supported: t5"):
-    registry.for_hf_model_type("gemma2")
+  assert registry.for_hf_model_type("gemma2") is registry.get_family("decoder")
+  with pytest.raises(ValueError, match="^model_type 'falcon' is not supported; supported: t5, "
+                     "mt5, llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text$"):
+    registry.for_hf_model_type("falcon")
   with pytest.raises(ValueError, match="unknown DecoderConfig field"):
     registry.get_config("llama-tiny", no_such_field=1)
 
@@ -398,6 +400,49 @@ def test_decoder_cached_prefill_then_steps_equals_full_forward(decoder_params):
     cache = mutated["cache"]
     pieces.append(out)
   np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, atol=1e-5)
+
+
+# Mistral's layout: every layer sees the last 4 positions; Qwen2's use_sliding_window
+# form and Gemma 2/3 window only the layers layer_types marks.
+WINDOWED = {"mistral": registry.get_config("mistral-tiny", qkv_bias=True),
+            "per-layer": registry.get_config("mistral-tiny", sliding_window=3, layer_types=(
+                "full_attention", "sliding_attention")),
+            # Gemma 2: local then global layer, caps that bind, sandwich norms.
+            "gemma2": registry.get_config("gemma2-tiny", attn_logit_softcap=2.0,
+                                          final_logit_softcap=3.0),
+            "gemma2-global-first": registry.get_config("gemma2-tiny", layer_types=(
+                "full_attention", "sliding_attention")),
+            # Gemma 3: QK-norm, two local layers (their own RoPE base) and a global one.
+            "gemma3": registry.get_config("gemma3-tiny")}
+
+
+@pytest.mark.parametrize("name", sorted(WINDOWED))
+def test_sliding_window_cache_equals_full_forward_beyond_the_window(name):
+  """A 14-token row (3.5 windows) scored through the cache in a prompt chunk longer than
+  the window, single steps and a chunk equals the full pass; the window is real: token 0
+  reaches window - 1 positions further per windowed layer (all of them past a full layer)
+  and changes no logit beyond."""
+  cfg = WINDOWED[name]
+  params = init_params(cfg, 0)
+  model = decoder_network.DecoderOnlyTransformer(cfg)
+  tokens = np.random.default_rng(4).integers(1, cfg.vocab_size, size=(2, 14))
+  full = np.asarray(model.apply({"params": params}, jnp.asarray(tokens), enable_dropout=False))
+  cache = decoder_inference.init_cache(cfg, batch=2, max_decode_length=14)
+  pieces = []
+  for start, stop in ((0, 9), (9, 10), (10, 11), (11, 14)):
+    out, mutated = model.apply({"params": params, "cache": cache},
+                               jnp.asarray(tokens[:, start:stop]), enable_dropout=False,
+                               decode=True, mutable=["cache"])
+    cache = mutated["cache"]
+    pieces.append(np.asarray(out))
+  np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, atol=1e-5)
+  changed = tokens.copy()
+  changed[:, 0] = changed[:, 0] % (cfg.vocab_size - 1) + 1
+  other = np.asarray(model.apply({"params": params}, jnp.asarray(changed), enable_dropout=False))
+  moved = np.abs(other - full).max(axis=(0, 2)) > 0
+  reach = sum(cfg.layer_window(i) or tokens.shape[1] for i in range(cfg.num_layers))
+  reach -= cfg.num_layers - 1  # the last position token 0 reaches
+  assert moved.tolist() == [i < min(reach, 14) for i in range(14)], moved
 
 
 def test_decoder_packed_segments_equal_separate_examples(decoder_params):

@@ -35,12 +35,15 @@ _TINY = dict(vocab_size=8064, hidden_size=64, intermediate_size=128, num_hidden_
 HF_TINY = {
     "llama": dict(_TINY, rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False),
     "qwen2": dict(_TINY, rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True),
+    "gemma2": dict(_TINY, rms_norm_eps=1e-6, sliding_window=8, query_pre_attn_scalar=16,
+                   attn_logit_softcapping=50.0, final_logit_softcapping=30.0),
 }
 # Published parameter counts (the HF model cards' safetensors totals).
 SIZES = {"llama_3_2_1b": 1_235_814_400, "llama_3_2_3b": 3_212_749_824,
          "llama_3_1_8b": 8_030_261_248, "qwen2_5_0_5b": 494_032_768,
          "qwen2_5_1_5b": 1_543_714_304, "qwen2_5_3b": 3_085_938_688,
-         "qwen2_5_7b": 7_615_616_512}
+         "qwen2_5_7b": 7_615_616_512, "gemma_2_2b": 2_614_341_888,
+         "gemma_2_9b": 9_241_705_984}
 # Logical axes t5x's standard rules put on the 'model' mesh axis (t5x/partitioning.py).
 MODEL_PARALLEL_AXES = {"vocab", "mlp", "heads", "joined_kv"}
 
@@ -228,19 +231,33 @@ def test_our_cli_reads_the_t5x_checkpoint_with_t5x_eval_scores(llama_run):
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-4)
 
 
-def test_t5x_train_tunes_a_converted_qwen2(tmp_path, bigbench_dir):
-  """Qwen2's q/k/v biases and tied embeddings through the same path, one step."""
+def _one_t5x_step(tmp_path, bigbench_dir, family):
+  """(config, params) of the checkpoint t5x.train wrote one step after the converted one."""
   t5x_support.require_t5x()
   hf_reference.require_torch()
   env = t5x_support.t5x_env(BIGBENCH_DIR=str(bigbench_dir))
-  _, model_dir = _train(tmp_path, "qwen2", env, 1)
+  _, model_dir = _train(tmp_path, family, env, 1)
   losses = t5x_support.train_metrics(model_dir)
   assert list(losses) == [STEP + 1] and math.isfinite(losses[STEP + 1])
   from symbol_tuning.checkpoints import convert  # pylint: disable=import-outside-toplevel
 
-  config, params = convert.load_any(str(model_dir / f"checkpoint_{STEP + 1}"))
+  return convert.load_any(str(model_dir / f"checkpoint_{STEP + 1}"))
+
+
+def test_t5x_train_tunes_a_converted_qwen2(tmp_path, bigbench_dir):
+  """Qwen2's q/k/v biases and tied embeddings through the same path, one step."""
+  config, params = _one_t5x_step(tmp_path, bigbench_dir, "qwen2")
   assert (config.family, config.qkv_bias, config.tie_embeddings) == ("qwen2", True, True)
   assert "bias" in params["decoder"]["layers_0"]["self_attention"]["query"]
+
+
+def test_t5x_train_tunes_a_converted_gemma2(tmp_path, bigbench_dir):
+  """Gemma 2's block (local/global layers, soft-capping, sandwich norms) through the same
+  path, one step; the checkpoint t5x wrote reads back as Gemma 2."""
+  config, params = _one_t5x_step(tmp_path, bigbench_dir, "gemma2")
+  assert (config.family, config.layer_window(0), config.layer_window(1)) == ("gemma2", 8, None)
+  assert (config.attn_logit_softcap, config.final_logit_softcap) == (50.0, 30.0)
+  assert "post_mlp_layer_norm" in params["decoder"]["layers_1"]
 
 
 def test_predict_is_refused_in_one_line():

@@ -116,7 +116,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="t5x: step to read from a model dir, and step to write")
   parser.add_argument("--config", default=None,
                       help="named model config the checkpoint must match "
-                           "(tiny, small, base, large, xl, xxl; llama-tiny, llama-100m)")
+                           "(tiny, small, base, large, xl, xxl; llama-tiny, mistral-tiny, "
+                           "gemma2-tiny, gemma3-tiny, llama-100m)")
 
 
 def register(subparsers) -> argparse.ArgumentParser:

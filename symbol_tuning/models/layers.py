@@ -8,8 +8,9 @@ projections are (embed, heads*kv) and (heads*kv, embed) over a joined
 
 Here: initializers, `param`, `constrain`, Dense (optional bias), RMSNorm (T5's
 scale-only layer norm; Gemma's (1 + scale) form by `scale_offset`), Embed,
-GatedMlp (GeGLU / SwiGLU) and boolean attention masks. A family's attention and
-position scheme (T5's relative buckets, RoPE) live in its own `network.py`.
+GatedMlp (GeGLU / SwiGLU) and boolean attention masks (causal, segment, sliding
+window). A family's attention and position scheme (T5's relative buckets, RoPE) live in
+its own `network.py`.
 """
 from __future__ import annotations
 
@@ -167,6 +168,18 @@ def combine_masks(*masks: Optional[Array]) -> Optional[Array]:
   for m in masks[1:]:
     out = jnp.logical_and(out, m)
   return out
+
+
+def window_mask(query_index: Array, key_index: Array, window: Optional[int]) -> Optional[Array]:
+  """Sliding-window overlay (batch, 1, q, k): key j visible from query i when i - j < window.
+
+  Indices are positions in the row (or in the cache), (batch, q) and (batch, k); with the
+  causal mask this is HF's sliding window (query i sees keys i - window < j <= i). E.g.
+  window 2, indices [[0, 1, 2]]: query 2 sees keys 1 and 2. None for no window.
+  """
+  if window is None:
+    return None
+  return make_attention_mask(query_index, key_index, lambda q, k: q - k < window)
 
 
 def make_causal_mask(tokens: Array) -> Array:

@@ -40,7 +40,8 @@ class TrainConfig:
   batch_size: int = 32  # BATCH_SIZE: global batch of packed rows (the paper's 32)
   initial_checkpoint_path: str | None = None  # INITIAL_CHECKPOINT_PATH: HF, t5x or ours
   model_size: str = "small"  # MODEL_SIZE: named config used when there is no checkpoint
-  #   (T5: tiny, small, ... xxl; decoder-only: llama-tiny, llama-100m)
+  #   (T5: tiny, small, ... xxl; decoder-only: llama-tiny, mistral-tiny, gemma2-tiny,
+  #   gemma3-tiny, llama-100m)
   dropout_rate: float = 0.05  # DROPOUT_RATE: the paper's finetuning dropout
   learning_rate: float = 3e-3  # LEARNING_RATE: constant (1e-3 for the largest model)
   activation_dtype: str = "float32"  # ACTIVATION_DTYPE: float32 or bfloat16

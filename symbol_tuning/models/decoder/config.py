@@ -1,4 +1,5 @@
-"""Hyperparameters of the decoder-only transformer (Llama, Qwen2/3, Gemma by config).
+"""Hyperparameters of the decoder-only transformer (Llama, Mistral, Qwen2/3, Gemma 1/2/3 by
+config).
 
 `DecoderConfig` is a frozen, hashable dataclass like every family's config, so it can be a
 static argument of `jax.jit` and an attribute of a Flax module. The RoPE scaling
@@ -20,7 +21,10 @@ from symbol_tuning.models import rope
 from symbol_tuning.models.base import check_overrides, config_fields
 
 ARCHITECTURE = "decoder_only"
-FAMILIES = ("llama", "qwen2", "qwen3", "gemma")
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
+# Families whose blocks also norm each branch's output (Gemma 2/3's sandwich norms).
+POST_NORM_FAMILIES = ("gemma2", "gemma3_text")
+LAYER_TYPES = ("full_attention", "sliding_attention")  # HF's names
 ACTIVATIONS = ("silu", "gelu_tanh", "gelu")
 ROPE_TYPES = rope.ROPE_TYPES
 _DTYPES = ("float32", "bfloat16")
@@ -30,7 +34,7 @@ _DTYPES = ("float32", "bfloat16")
 class DecoderConfig:
   """Shape and numerics of a decoder-only LM; defaults are a Llama-style layout."""
 
-  family: str = "llama"  # HF model_type written on export: llama, qwen2, qwen3, gemma
+  family: str = "llama"  # HF model_type written on export: one of FAMILIES
   vocab_size: int = 32000  # rows of the embedding / logits columns
   d_model: int = 512  # width of the residual stream ('embed' axis)
   num_heads: int = 8  # query heads
@@ -48,9 +52,16 @@ class DecoderConfig:
   qk_norm: bool = False  # RMS norm of each query/key head before RoPE (Qwen3, Gemma3)
   rope_theta: float = 10000.0  # RoPE base wavelength
   rope_scaling: tuple = ()  # sorted (key, value) pairs; key 'rope_type' in ROPE_TYPES
+  local_rope_theta: Optional[float] = None  # RoPE base of the sliding-window layers, unscaled
+  #   (Gemma 3's local layers); None: every layer uses rope_theta and rope_scaling
   query_pre_attn_scalar: Optional[float] = None  # attention scale is this**-0.5 (default head_dim)
   attn_logit_softcap: Optional[float] = None  # cap * tanh(logits / cap) on attention logits
   final_logit_softcap: Optional[float] = None  # cap * tanh(logits / cap) on output logits
+  sliding_window: Optional[int] = None  # query i sees keys i - window < j <= i (Mistral)
+  layer_types: tuple = ()  # per layer, in LAYER_TYPES; () = every layer windowed if a window
+  #   (Gemma 2: () = its alternation, sliding first)
+  post_norms: Optional[bool] = None  # norm each branch's output before its residual add
+  #   (Gemma 2's post-attention and post-feedforward norms); None: the family's default
   max_position_embeddings: int = 2048  # context length the checkpoint was trained for
   bos_token_id: Optional[int] = None  # tokenizer facts kept for export
   eos_token_id: Any = None  # int, or a tuple of ints
@@ -81,6 +92,24 @@ class DecoderConfig:
       raise ValueError(f"DecoderConfig.dropout_rate must be in [0, 1), got {self.dropout_rate!r}")
     if isinstance(self.eos_token_id, list):  # Llama 3 lists several
       object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
+    window = self.sliding_window
+    if window is not None and (not isinstance(window, int) or isinstance(window, bool)
+                               or window <= 0):
+      raise ValueError(f"DecoderConfig.sliding_window must be a positive int or None, "
+                       f"got {window!r}")
+    object.__setattr__(self, "layer_types", tuple(self.layer_types))
+    if self.post_norms is None:
+      object.__setattr__(self, "post_norms", self.family in POST_NORM_FAMILIES)
+    if self.family in GEMMA_PATTERNS and window is not None and not self.layer_types:
+      object.__setattr__(self, "layer_types",
+                         gemma_layer_types(self.num_layers, GEMMA_PATTERNS[self.family]))
+    if self.layer_types and (len(self.layer_types) != self.num_layers
+                             or not set(self.layer_types) <= set(LAYER_TYPES)):
+      raise ValueError(f"DecoderConfig.layer_types must give one of {LAYER_TYPES} for each "
+                       f"of the {self.num_layers} layers, got {self.layer_types!r}")
+    if "sliding_attention" in self.layer_types and window is None:
+      raise ValueError("DecoderConfig.layer_types has sliding_attention layers but "
+                       "sliding_window is None")
     if isinstance(self.rope_scaling, Mapping):  # accept a dict, store it hashable
       object.__setattr__(self, "rope_scaling", _freeze(self.rope_scaling))
     theta = self.rope_theta
@@ -103,12 +132,19 @@ class DecoderConfig:
   def attention_scale(self) -> float:
     return float(self.query_pre_attn_scalar or self.head_dim) ** -0.5
 
+  def layer_window(self, layer: int) -> Optional[int]:
+    """The attention window of layer `layer` (None: the whole causal context)."""
+    if self.layer_types and self.layer_types[layer] == "full_attention":
+      return None
+    return self.sliding_window
+
   def replace(self, **overrides) -> "DecoderConfig":
     return dataclasses.replace(self, **overrides)
 
   def to_dict(self) -> dict[str, Any]:
     data = dataclasses.asdict(self)
     data["rope_scaling"] = dict(self.rope_scaling)
+    data["layer_types"] = list(self.layer_types)
     data["architecture"] = ARCHITECTURE
     return data
 
@@ -118,20 +154,33 @@ class DecoderConfig:
     return cls(**config_fields(cls, data))
 
 
+# Every n-th layer is global (full attention), the others local: transformers' defaults.
+GEMMA_PATTERNS = {"gemma2": 2, "gemma3_text": 6}
+
+
+def gemma_layer_types(num_layers: int, pattern: int) -> tuple:
+  """Gemma's local/global layers: (3, 2) -> (sliding, full, sliding)."""
+  return tuple("sliding_attention" if (i + 1) % pattern else "full_attention"
+               for i in range(num_layers))
+
+
 def _freeze(mapping: Mapping[str, Any]) -> tuple:
   """{'factor': 8.0, 'rope_type': 'llama3'} -> (('factor', 8.0), ('rope_type', 'llama3'))."""
   return tuple(sorted((str(k), v) for k, v in mapping.items() if v is not None))
 
 
 @functools.lru_cache(maxsize=64)
-def rope_frequencies(config: DecoderConfig) -> tuple[np.ndarray, float]:
+def rope_frequencies(config: DecoderConfig, local: bool = False) -> tuple[np.ndarray, float]:
   """(inverse frequencies (head_dim // 2,) float32, cos/sin multiplier), as HF computes them.
 
   Supports HF's 'default', 'linear', 'llama3' and 'yarn'; bit-equal to transformers'
-  (see `rope.py`: float32 pow the way torch evaluates it).
+  (see `rope.py`: float32 pow the way torch evaluates it). `local`: a sliding-window
+  layer's, which differ where `local_rope_theta` is set (default RoPE at that base).
   """
-  inv_freq, factor = rope.inverse_frequencies(config.head_dim, config.rope_theta,
-                                              dict(config.rope_scaling),
+  theta, scaling = config.rope_theta, dict(config.rope_scaling)
+  if local and config.local_rope_theta is not None:
+    theta, scaling = config.local_rope_theta, {}
+  inv_freq, factor = rope.inverse_frequencies(config.head_dim, theta, scaling,
                                               config.max_position_embeddings)
   inv_freq.flags.writeable = False  # shared by every caller through the cache
   return inv_freq, factor
@@ -141,6 +190,30 @@ CONFIGS: dict[str, DecoderConfig] = {
     # For tests: 2 layers, grouped-query attention, runs in milliseconds on CPU.
     "llama-tiny": DecoderConfig(vocab_size=512, d_model=64, num_heads=4, num_kv_heads=2,
                                 head_dim=16, mlp_dim=128, num_layers=2),
+    # Mistral's layout at test size: every layer attends to the last 4 positions.
+    "mistral-tiny": DecoderConfig(family="mistral", vocab_size=512, d_model=64, num_heads=4,
+                                  num_kv_heads=2, head_dim=16, mlp_dim=128, num_layers=2,
+                                  sliding_window=4),
+    # Gemma 2's layout at test size: local (window 4) and global layers, sandwich norms,
+    # soft-capped attention and output logits.
+    "gemma2-tiny": DecoderConfig(family="gemma2", vocab_size=512, d_model=64, num_heads=4,
+                                 num_kv_heads=2, head_dim=16, mlp_dim=128, num_layers=2,
+                                 activation="gelu_tanh", norm_scale_offset=1.0,
+                                 embed_scale=True, tie_embeddings=True, sliding_window=4,
+                                 query_pre_attn_scalar=16.0, attn_logit_softcap=50.0,
+                                 final_logit_softcap=30.0),
+    # Gemma 3's layout at test size: QK-norm, local layers (window 4, RoPE base 10,000)
+    # and a global one (base 1,000,000, linear scaling) in 3.
+    "gemma3-tiny": DecoderConfig(family="gemma3_text", vocab_size=512, d_model=64,
+                                 num_heads=4, num_kv_heads=2, head_dim=16, mlp_dim=128,
+                                 num_layers=3, activation="gelu_tanh", norm_scale_offset=1.0,
+                                 embed_scale=True, tie_embeddings=True, qk_norm=True,
+                                 sliding_window=4, layer_types=(
+                                     "sliding_attention", "sliding_attention",
+                                     "full_attention"),
+                                 query_pre_attn_scalar=16.0, rope_theta=1_000_000.0,
+                                 rope_scaling={"rope_type": "linear", "factor": 8.0},
+                                 local_rope_theta=10_000.0),
     # ~100M-parameter Llama-style config (benchmarks).
     "llama-100m": DecoderConfig(vocab_size=32000, d_model=768, num_heads=12, num_kv_heads=4,
                                 head_dim=64, mlp_dim=2048, num_layers=10),

@@ -1,4 +1,5 @@
-"""The decoder-only family (Llama, Qwen2, Qwen3, Gemma by config): its `ModelFamily`."""
+"""The decoder-only family (Llama, Mistral, Qwen2, Qwen3, Gemma 1-3 by config): its
+`ModelFamily`."""
 from __future__ import annotations
 
 from typing import Any, Mapping

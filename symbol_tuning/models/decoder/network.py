@@ -1,4 +1,4 @@
-"""Decoder-only transformer (Llama / Qwen2 / Qwen3 / Gemma by config) in Flax linen.
+"""Decoder-only transformer (Llama / Mistral / Qwen2 / Qwen3 / Gemma 1-3 by config), Flax linen.
 
 Parameter tree in t5x's `examples/decoder_only` layout (L = layer index), every
 leaf float32 with logical axis names:
@@ -11,7 +11,9 @@ leaf float32 with logical axis names:
   decoder/layers_L/self_attention/{query,key}_norm/scale    (kv,)               [qk_norm]
   decoder/layers_L/self_attention/out/kernel                (joined_kv, embed)
   decoder/layers_L/self_attention/out/bias                  (embed,)            [out_bias]
+  decoder/layers_L/post_self_attention_layer_norm/scale     (embed,)            [post_norms]
   decoder/layers_L/pre_mlp_layer_norm/scale                 (embed,)
+  decoder/layers_L/post_mlp_layer_norm/scale                (embed,)            [post_norms]
   decoder/layers_L/mlp/{wi_0,wi_1}/kernel                   (embed, mlp)        gate, up
   decoder/layers_L/mlp/wo/kernel                            (mlp, embed)        down
   decoder/decoder_norm/scale                                (embed,)
@@ -22,6 +24,10 @@ Norm scales are stored as the checkpoint stores them; the norm multiplies by
 
 Masking: causal, within a segment when `decoder_segment_ids` are given, and
 bidirectional over the prefix marked by `decoder_causal_attention` (prefix LM).
+A layer with a window (`DecoderConfig.layer_window`: Mistral's every layer, Qwen2's
+upper layers with use_sliding_window, Gemma 2/3's local layers) also masks keys `window`
+or more positions back, in the full pass and in the cache alike (the cache keeps every
+position; the mask, not its size, bounds what a local layer reads).
 Token id 0 is NOT treated as padding (it is a real token in Qwen's
 vocabulary); right padding needs no mask in a causal model, and packed rows mark
 padding with segment id 0.
@@ -82,9 +88,11 @@ class GroupedQueryAttention(nn.Module):
   `cache_index` and attend to everything cached so far (prefill a prompt, then
   decode token by token). `chunk_valid` (batch, chunk) marks the chunk's real
   tokens: padding (e.g. left padding of prompts of different lengths) is never
-  attended to.
+  attended to. `window`: keys `window` or more positions before the query are masked (a
+  local layer: its RoPE is `rope_frequencies(config, local=True)`).
   """
   config: DecoderConfig
+  window: Optional[int] = None
 
   @nn.compact
   def __call__(self, x: Array, positions: Array, mask: Optional[Array], *,
@@ -112,7 +120,7 @@ class GroupedQueryAttention(nn.Module):
       length, chunk = cached_key.value.shape[1], x.shape[1]
       if positions is None:  # absolute positions continue from the cache
         positions = jnp.broadcast_to(index + jnp.arange(chunk, dtype=jnp.int32), x.shape[:2])
-      inv_freq, factor = rope_frequencies(cfg)
+      inv_freq, factor = rope_frequencies(cfg, local=self.window is not None)
       query = apply_rope(query, positions, inv_freq, factor)
       key = apply_rope(key, positions, inv_freq, factor)
       key = lax.dynamic_update_slice(cached_key.value, key.astype(cached_key.value.dtype),
@@ -128,9 +136,12 @@ class GroupedQueryAttention(nn.Module):
       # Query i of the chunk sees the real cached positions <= index + i.
       seen = jnp.arange(length)[None, :] <= (index + jnp.arange(chunk))[:, None]
       seen = jnp.logical_and(seen[None, None], valid[:, None, None, :])
+      cache_slots = jnp.arange(length, dtype=jnp.int32)[None]
+      seen = layers.combine_masks(seen, layers.window_mask(
+          index + jnp.arange(chunk, dtype=jnp.int32)[None], cache_slots, self.window))
       mask = seen if mask is None else jnp.logical_and(mask, seen)
     else:
-      inv_freq, factor = rope_frequencies(cfg)
+      inv_freq, factor = rope_frequencies(cfg, local=self.window is not None)
       query = apply_rope(query, positions, inv_freq, factor)
       key = apply_rope(key, positions, inv_freq, factor)
       if decode:  # cache-creating call: zeros of the full decode length
@@ -153,18 +164,26 @@ class GroupedQueryAttention(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-  """Pre-norm attention and gated MLP, each with a residual."""
+  """Pre-norm attention and gated MLP, each with a residual; `window` as the attention's.
+  With `post_norms` (Gemma 2/3) each branch's output is normed before its residual add."""
   config: DecoderConfig
+  window: Optional[int] = None
 
   @nn.compact
   def __call__(self, x, positions, mask, deterministic=True, decode=False, chunk_valid=None):
     cfg = self.config
     h = rms_norm(cfg, "embed", "pre_self_attention_layer_norm")(x)
-    x = x + GroupedQueryAttention(cfg, name="self_attention")(
+    h = GroupedQueryAttention(cfg, window=self.window, name="self_attention")(
         h, positions, mask, decode=decode, deterministic=deterministic, chunk_valid=chunk_valid)
+    if cfg.post_norms:
+      h = rms_norm(cfg, "embed", "post_self_attention_layer_norm")(h)
+    x = x + h
     h = rms_norm(cfg, "embed", "pre_mlp_layer_norm")(x)
-    x = x + layers.GatedMlp(cfg.mlp_dim, cfg.activation, cfg.dropout_rate, cfg.jnp_dtype,
-                            dropout_on_output=True, name="mlp")(h, deterministic=deterministic)
+    h = layers.GatedMlp(cfg.mlp_dim, cfg.activation, cfg.dropout_rate, cfg.jnp_dtype,
+                        dropout_on_output=True, name="mlp")(h, deterministic=deterministic)
+    if cfg.post_norms:
+      h = rms_norm(cfg, "embed", "post_mlp_layer_norm")(h)
+    x = x + h
     return layers.constrain(x, ("batch", "length", "embed"))
 
 
@@ -233,9 +252,15 @@ class DecoderOnly(nn.Module):
     layer_cls = DecoderLayer
     if cfg.remat and not decode:
       layer_cls = nn.remat(DecoderLayer, static_argnums=(4, 5))
+    masks = {None: mask}  # one mask per distinct window
     for i in range(cfg.num_layers):
-      x = layer_cls(cfg, name=f"layers_{i}")(x, positions, mask, not enable_dropout, decode,
-                                             chunk_valid)
+      window = cfg.layer_window(i)
+      if window not in masks and not cached:  # cached calls: each attention masks its cache
+        index = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+        masks[window] = layers.combine_masks(mask, layers.window_mask(index, index, window))
+      x = layer_cls(cfg, window=window, name=f"layers_{i}")(x, positions, masks.get(window),
+                                                            not enable_dropout, decode,
+                                                            chunk_valid)
     x = rms_norm(cfg, "embed", "decoder_norm")(x)
     if cfg.tie_embeddings:
       logits = embedder.attend(x)

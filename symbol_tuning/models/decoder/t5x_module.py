@@ -1,5 +1,5 @@
-"""Our decoder-only network (RoPE, grouped-query attention, RMSNorm, gated MLP: Llama /
-Qwen2 / Qwen3 / Gemma by `DecoderConfig`) as the module of t5x's `DecoderOnlyModel`.
+"""Our decoder-only network (RoPE, grouped-query attention, RMSNorm, gated MLP: Llama / Mistral /
+Qwen2 / Qwen3 / Gemma 1-3 by `DecoderConfig`) as the module of t5x's `DecoderOnlyModel`.
 
 The gin files under gin/t5x/models/ (e.g. llama_3_2_1b.gin) bind
 
