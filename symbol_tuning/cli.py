@@ -61,15 +61,15 @@ class Parser(argparse.ArgumentParser):
     return group
 
   def error(self, message):
-    if "invalid choice:" in message:
-      wrong = message.split("invalid choice:", 1)[1].split("(", 1)[0].strip(" '")
-      close = difflib.get_close_matches(wrong, self._choices(), n=1)
-      message = message.split(" (choose from")[0] + (f"; did you mean {close[0]!r}?" if close
-                                                      else f"; choose from {self._choices()}")
+    if "invalid choice:" in message and " (choose from " in message:
+      # argparse: "argument X: invalid choice: 'foo' (choose from 'a', 'b')", for a command
+      # or an option: the choices are the ones that argument takes.
+      head, listed = message.split(" (choose from ", 1)
+      wrong = head.split("invalid choice:", 1)[1].strip(" '")
+      choices = [c.strip(" '") for c in listed.rstrip(")").split(",")]
+      close = difflib.get_close_matches(wrong, choices, n=1)
+      message = head + (f"; did you mean {close[0]!r}?" if close else f"; choose from {choices}")
     self.exit(2, f"{self.prog}: error: {message}\n")
-
-  def _choices(self) -> list[str]:
-    return list(self.subcommands)
 
 
 def _add_global_options(parser: argparse.ArgumentParser, default) -> None:

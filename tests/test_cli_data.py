@@ -195,6 +195,11 @@ def test_global_options_before_or_after_the_command(capsys, monkeypatch, bigbenc
     (["lsit"], "symbol-tuning: error: argument COMMAND: invalid choice: 'lsit'; "
                "did you mean 'list'?"),
     (["demo", "stray"], "symbol-tuning demo: error: unrecognized arguments: stray"),
+    # An option's wrong choice is answered with that option's choices, not the commands.
+    (["--source", "tfd", "list"], "symbol-tuning: error: argument --source: invalid choice: "
+                                  "'tfd'; did you mean 'tfds'?"),
+    (["--source", "x", "list"], "symbol-tuning: error: argument --source: invalid choice: "
+                                "'x'; choose from ['hf', 'tfds']"),
 ])
 def test_unknown_option_or_command_is_one_line_with_the_closest(capsys, argv, expected):
   try:

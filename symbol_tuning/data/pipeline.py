@@ -26,7 +26,6 @@ import threading
 from absl import logging
 
 import seqio
-from seqio import utils as seqio_utils
 import tensorflow as tf
 
 from symbol_tuning import tf_exit
