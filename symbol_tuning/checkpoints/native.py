@@ -18,9 +18,8 @@ import numpy as np
 from symbol_tuning import paths
 from symbol_tuning.checkpoints import CheckpointError, check_params, flatten, unflatten
 from symbol_tuning.models import registry
-from symbol_tuning.models.base import ModelConfig
+from symbol_tuning.models.base import CONFIG_FILE, ModelConfig, config_json
 
-CONFIG_FILE = "model_config.json"
 PARAMS_DIR = "params"
 
 
@@ -65,7 +64,7 @@ def save_native(config: ModelConfig, params, path: str, overwrite: bool = True) 
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(target, params)
     ckptr.wait_until_finished()
-  (path / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+  (path / CONFIG_FILE).write_text(config_json(config))
 
 
 def load_config(path: str) -> ModelConfig:

@@ -21,10 +21,7 @@ from etils import epath
 
 from symbol_tuning.checkpoints import CheckpointError
 from symbol_tuning.models import registry
-from symbol_tuning.models.base import ModelConfig
-
-CONFIG_FILE = "model_config.json"
-
+from symbol_tuning.models.base import CONFIG_FILE, ModelConfig, config_json
 
 def find_config(ckpt_dir: str) -> Optional[ModelConfig]:
   """The config in ckpt_dir/model_config.json, else in its model dir; None if neither has
@@ -49,6 +46,6 @@ def missing_config(ckpt_dir: str) -> CheckpointError:
 
 def write_config(config: ModelConfig, ckpt_dir: str) -> None:
   """model_config.json in the checkpoint_<step> dir and in its model dir."""
-  text = json.dumps(config.to_dict(), indent=2, sort_keys=True)
+  text = config_json(config)
   for where in (ckpt_dir, os.path.dirname(ckpt_dir)):
     epath.Path(where, CONFIG_FILE).write_text(text)

@@ -23,7 +23,18 @@ from __future__ import annotations
 import abc
 import functools
 import importlib
+import json
 from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence
+
+
+# A config's to_dict() (architecture-tagged) beside its params: native checkpoints, and t5x
+# checkpoints of families whose shapes do not tell the config.
+CONFIG_FILE = "model_config.json"
+
+
+def config_json(config: "ModelConfig") -> str:
+  """The text of CONFIG_FILE for `config`."""
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True)
 
 
 class CheckpointError(ValueError):

@@ -21,7 +21,6 @@ mixtures (symbol_tuning_eval_*_rank_*) or with `symbol-tuning eval`, which decod
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Mapping, Optional
 
 from etils import epath
@@ -31,10 +30,10 @@ from flax.linen import partitioning as flax_partitioning
 import jax
 from t5x import models
 
+from symbol_tuning.models.base import CONFIG_FILE, config_json
 from symbol_tuning.models.decoder.config import DecoderConfig
 from symbol_tuning.models.decoder.network import DecoderOnly
 
-CONFIG_FILE = "model_config.json"  # as native checkpoints and convert --to t5x write it
 
 
 def decoder_config(model_dir: Optional[str] = None, **fields) -> DecoderConfig:
@@ -50,7 +49,7 @@ def decoder_config(model_dir: Optional[str] = None, **fields) -> DecoderConfig:
     path = epath.Path(model_dir) / CONFIG_FILE
     if not path.exists():
       path.parent.mkdir(parents=True, exist_ok=True)
-      path.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+      path.write_text(config_json(config))
   return config
 
 
