@@ -445,6 +445,32 @@ def test_sliding_window_cache_equals_full_forward_beyond_the_window(name):
   assert moved.tolist() == [i < min(reach, 14) for i in range(14)], moved
 
 
+
+@pytest.mark.parametrize("name", ["gemma3", "per-layer"])
+def test_local_layers_cache_holds_at_most_the_window(name):
+  """The real cache after init and after prefilling a prompt 4x the window: local layers'
+  keys, values and valid flags have the window as their length axis, global layers the
+  whole decode length; a decode length under the window bounds a local layer's too."""
+  cfg = WINDOWED[name]
+  window, prompt = cfg.sliding_window, 4 * cfg.sliding_window
+  ops = decoder_inference.DecoderInference(cfg, init_params(cfg, 0))
+  _, cache, _ = ops.start([list(range(1, prompt + 1)), [5, 6]], 2, prompt, 4)
+  for state in (decoder_inference.init_cache(cfg, 2, prompt + 4), cache):
+    for i in range(cfg.num_layers):
+      layer = state["decoder"][f"layers_{i}"]["self_attention"]
+      length = window if cfg.layer_window(i) else prompt + 4
+      assert layer["cached_key"].shape == layer["cached_value"].shape == (
+          2, length, cfg.num_kv_heads, cfg.head_dim), (i, layer["cached_key"].shape)
+      assert layer["cached_valid"].shape == (2, length)
+  local = [i for i in range(cfg.num_layers) if cfg.layer_window(i)][0]
+  after = cache["decoder"][f"layers_{local}"]["self_attention"]
+  assert int(after["cache_index"]) == prompt
+  # Row 0's last `window` prompt positions fill the ring; row 1 (2 tokens) left-padded.
+  assert np.asarray(after["cached_valid"]).sum(axis=1).tolist() == [window, 2]
+  short = decoder_inference.init_cache(cfg, 1, window - 1)["decoder"][f"layers_{local}"]
+  assert short["self_attention"]["cached_key"].shape[1] == window - 1
+
+
 def test_decoder_packed_segments_equal_separate_examples(decoder_params):
   """Two examples packed in one row (segment ids, positions restarting) give each
   example's own logits; the trailing padding (segment 0) changes nothing."""

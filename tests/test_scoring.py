@@ -41,40 +41,59 @@ def test_bucket_rounds_up_to_powers_of_two():
 
 
 @functools.lru_cache(maxsize=None)
-def llama(**overrides) -> scoring.Model:
-  """llama-tiny with biases and QK-norm on, all weights perturbed (a random init leaves the
-  biases 0 and the norms 1); `overrides` change the config (e.g. a sliding window)."""
-  config = scoring.load_model("random:llama-tiny:3").config.replace(
-      **{"qkv_bias": True, "qk_norm": True, **overrides})
+def decoder(name: str, **overrides) -> scoring.Model:
+  """The decoder-only config `name` with `overrides`, all weights perturbed (a random init
+  leaves the biases 0 and the norms 1). Gemma's embeddings (scaled up by sqrt(d_model) on
+  the way in, tied logits on the way out) are scaled down by as much: at the init's unit
+  scale the model is so sure of its tokens that scores reach -230, where float32 numbers
+  lie 1.5e-5 apart and no two summation orders agree to 1e-5."""
+  config = scoring.load_model(f"random:{name}:3").config.replace(**overrides)
   rng = np.random.default_rng(0)
   params = jax.tree.map(
       lambda p: jnp.asarray(np.asarray(p) + 0.1 * rng.standard_normal(p.shape).astype(np.float32)),
       registry.init_params(config, 3))
+  if config.embed_scale:
+    embedder = params["decoder"]["token_embedder"]
+    embedder["embedding"] = embedder["embedding"] / np.sqrt(config.d_model)
   return scoring.Model(config, params, "test")
 
 
-def decoder_requests(n, seed, decode=5):
+# llama-tiny with biases and QK-norm on: no window.
+llama = functools.partial(decoder, "llama-tiny", qkv_bias=True, qk_norm=True)
+
+
+def decoder_requests(n, seed, decode=5, lengths=(3, 60)):
   """Prompts of 3..59 tokens (two length buckets), 2 or 3 options of 1..5 tokens, id 0 (a
   real token in some decoder vocabularies) included."""
   rng = np.random.default_rng(seed)
   out = []
   for _ in range(n):
-    prompt = rng.integers(1, 512, int(rng.integers(3, 60))).tolist()
+    prompt = rng.integers(1, 512, int(rng.integers(*lengths))).tolist()
     options = [rng.integers(0, 512, int(rng.integers(1, 6))).tolist()
                for _ in range(int(rng.integers(2, 4)))]
     out.append(scoring.Request(prompt, options, max_decode_len=decode))
   return out
 
 
+def windowed_requests(seed):
+  return (decoder_requests(1, seed + 7, lengths=(2, 4))
+          + decoder_requests(10, seed, lengths=(5, 32)))
+
+
 # family -> (model, requests(seed), naive recipe's padded prompt length (None: the longest
 # prompt's bucket)): T5's prompts end with EOS and its options never hold id 0 (it ends a
 # T5 target).
 CASES = {"t5": (tiny, lambda seed: synthetic_requests(7, seed), 128),
-         "decoder": (llama, lambda seed: decoder_requests(11, seed), None),
-         # Mistral's sliding window (8) on every layer: most prompts are longer than it.
-         "decoder-window": (functools.partial(llama, family="mistral", qkv_bias=False,
-                                              sliding_window=8),
-                            lambda seed: decoder_requests(11, seed), None)}
+         "decoder": (llama, lambda seed: decoder_requests(11, seed), None)}
+# Sliding windows (mistral: window 4 on every layer; gemma2: a local and a global layer;
+# gemma3: two local layers with their own RoPE base, then a global one). One prompt of 2
+# or 3 tokens (under the window: part of its cache stays padding), ten of 5..31 (one
+# bucket, up to 8 windows: prefill writes only their last 4 positions to the local layers'
+# cache); options and decoding read and extend it from there.
+WINDOWED = {f"decoder-{name}": functools.partial(decoder, f"{name}-tiny")
+            for name in ("mistral", "gemma2", "gemma3")}
+CASES.update({name: (model, lambda seed: windowed_requests(seed), None)
+              for name, model in WINDOWED.items()})
 
 
 def test_every_family_has_a_scoring_case():
@@ -134,10 +153,11 @@ def test_greedy_decoding_with_cache_matches_full_forward_passes():
     assert all(t < VOCAB for t in out.tokens)
 
 
-def test_decoder_greedy_decoding_from_the_cache_equals_step_by_step_full_passes():
-  scorer = scoring.Scorer(llama(), batch_size=4)
+@pytest.mark.parametrize("name", ["decoder"] + sorted(WINDOWED))
+def test_decoder_greedy_decoding_from_the_cache_equals_step_by_step_full_passes(name):
+  scorer = scoring.Scorer(CASES[name][0](), batch_size=4)
   assert isinstance(scorer.ops, decoder_inference.DecoderInference)
-  requests = decoder_requests(5, 1)
+  requests = CASES[name][1](1)[:5]
   fast = scorer.run(requests)
   model = registry.family_of(scorer.config).module(scorer.config)
   # One compiled full pass over a right-padded row (causal: the padding changes nothing).

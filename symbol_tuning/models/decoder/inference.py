@@ -10,8 +10,10 @@ pass per (prompt, option) row. Both give the same scores (tested to 1e-5).
 Prompts of a batch are LEFT-padded to their length bucket, so every prompt ends at the
 same cache index and options start right after; the padding is marked invalid in the
 cache (never attended to) and positions count from each prompt's first real token, so
-each row sees exactly what it would see alone. An option's score sums its own tokens'
-log-probabilities by length, not by token id (id 0 is a real token in some vocabularies).
+each row sees exactly what it would see alone. Local (windowed) layers' caches hold only
+the last `window` positions (`network.window_cache_step`): a prompt longer than the window
+leaves just its tail there. An option's score sums its own tokens' log-probabilities by
+length, not by token id (id 0 is a real token in some vocabularies).
 
 A prompt is the ids exactly as the model reads it (e.g. starting with the tokenizer's BOS);
 options are appended to it directly. `evaluation/scoring.py`'s Scorer batches and buckets.

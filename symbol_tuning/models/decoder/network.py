@@ -26,14 +26,16 @@ Masking: causal, within a segment when `decoder_segment_ids` are given, and
 bidirectional over the prefix marked by `decoder_causal_attention` (prefix LM).
 A layer with a window (`DecoderConfig.layer_window`: Mistral's every layer, Qwen2's
 upper layers with use_sliding_window, Gemma 2/3's local layers) also masks keys `window`
-or more positions back, in the full pass and in the cache alike (the cache keeps every
-position; the mask, not its size, bounds what a local layer reads).
+or more positions back, in the full pass and in the cache alike. Its KV cache holds at
+most `window` positions, a ring indexed by cache index mod window (`window_cache_step`);
+full-attention layers cache every position (`full_cache_step`).
 Token id 0 is NOT treated as padding (it is a real token in Qwen's
 vocabulary); right padding needs no mask in a causal model, and packed rows mark
 padding with segment id 0.
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 from flax import linen as nn
@@ -77,6 +79,69 @@ def _softcap(x: Array, cap: Optional[float]) -> Array:
   return x if cap is None else jnp.tanh(x / cap) * cap
 
 
+def full_cache_step(cache: tuple, index: Array, key: Array, value: Array,
+                    chunk_valid: Array) -> tuple:
+  """A full-attention layer's cache step: the chunk is written at `index`.
+
+  cache: (key, value, valid), (b, max_len, kv_heads, d) twice and (b, max_len); key and
+  value (b, chunk, kv_heads, d), after RoPE; chunk_valid (b, chunk).
+  Returns (the new cache, (keys, values, mask)): the attention reads the whole cache, query
+  i of the chunk the real positions at cache index <= index + i (mask (b, 1, chunk, max_len)).
+  """
+  cached_key, cached_value, cached_valid = cache
+  key = lax.dynamic_update_slice(cached_key, key.astype(cached_key.dtype), (0, index, 0, 0))
+  value = lax.dynamic_update_slice(cached_value, value.astype(cached_value.dtype),
+                                   (0, index, 0, 0))
+  valid = lax.dynamic_update_slice(cached_valid, chunk_valid, (0, index))
+  chunk, length = chunk_valid.shape[1], cached_key.shape[1]
+  seen = jnp.arange(length)[None, :] <= (index + jnp.arange(chunk))[:, None]
+  seen = jnp.logical_and(seen[None, None], valid[:, None, None, :])
+  return (key, value, valid), (key, value, seen)
+
+
+def window_cache_step(cache: tuple, index: Array, key: Array, value: Array,
+                      chunk_valid: Array, *, window: int) -> tuple:
+  """A local layer's cache step: a ring of R = min(window, max_len) slots.
+
+  Slot s holds the latest cache index i < `index` with i % R == s (transformers'
+  SlidingWindowCache keeps the same positions). The chunk's queries attend to the ring's
+  slots within the window and to the chunk's own keys (causal, within the window), so a
+  chunk longer than the window (a prefill) needs no more than it; then the chunk's last R
+  positions are written to their slots. Shapes as `full_cache_step`'s, the mask
+  (b, 1, chunk, R + chunk) over the keys [ring; chunk].
+
+  E.g. window 4, index 6 (indices 0..5 seen), chunk of 3: slots 0..3 hold indices 4, 5, 2,
+  3; query index 6 sees 3, 4, 5 and itself; afterwards the slots hold 8, 5, 6, 7.
+  """
+  cached_key, cached_value, cached_valid = cache
+  ring, chunk = cached_key.shape[1], key.shape[1]
+  slots = jnp.arange(ring, dtype=jnp.int32)
+  queries = index + jnp.arange(chunk, dtype=jnp.int32)
+  held = index - 1 - jnp.mod(index - 1 - slots, ring)  # < 0: never written
+  ring_seen = (held >= 0)[None, :] & (queries[:, None] - held[None, :] < window)
+  ring_seen = ring_seen[None, None] & cached_valid[:, None, None, :]
+  offsets = jnp.arange(chunk)
+  chunk_seen = ((offsets[:, None] >= offsets[None, :])
+                & (offsets[:, None] - offsets[None, :] < window))
+  chunk_seen = chunk_seen[None, None] & chunk_valid[:, None, None, :]
+  key, value = key.astype(cached_key.dtype), value.astype(cached_value.dtype)
+  attended = (jnp.concatenate([cached_key, key], axis=1),
+              jnp.concatenate([cached_value, value], axis=1),
+              jnp.concatenate([ring_seen, chunk_seen], axis=-1))
+  last = index + chunk - 1
+  written = last - jnp.mod(last - slots, ring)  # the latest index each slot will hold
+  take = written >= index
+  source = jnp.clip(written - index, 0, chunk - 1)
+
+  def write(cached, chunk_values):
+    keep_shape = (1, ring) + (1,) * (cached.ndim - 2)
+    return jnp.where(take.reshape(keep_shape), chunk_values[:, source], cached)
+
+  stored = (write(cached_key, key), write(cached_value, value),
+            write(cached_valid, chunk_valid))
+  return stored, attended
+
+
 class GroupedQueryAttention(nn.Module):
   """Causal self-attention with grouped-query heads, RoPE and optional QK-norm.
 
@@ -89,7 +154,8 @@ class GroupedQueryAttention(nn.Module):
   decode token by token). `chunk_valid` (batch, chunk) marks the chunk's real
   tokens: padding (e.g. left padding of prompts of different lengths) is never
   attended to. `window`: keys `window` or more positions before the query are masked (a
-  local layer: its RoPE is `rope_frequencies(config, local=True)`).
+  local layer: its RoPE is `rope_frequencies(config, local=True)`), and the cache's length
+  axis is min(window, max_len), a ring buffer (see `window_cache_step`).
   """
   config: DecoderConfig
   window: Optional[int] = None
@@ -111,43 +177,37 @@ class GroupedQueryAttention(nn.Module):
 
     query, key, value = project("query", heads), project("key", kv_heads), project("value", kv_heads)
 
+    local = self.window is not None
+    inv_freq, factor = rope_frequencies(cfg, local=local)
     if decode and self.has_variable("cache", "cached_key"):
-      cached_key = self.variable("cache", "cached_key")
-      cached_value = self.variable("cache", "cached_value")
-      cached_valid = self.variable("cache", "cached_valid")
+      names = ("cached_key", "cached_value", "cached_valid")
+      cache = [self.variable("cache", n) for n in names]
       cache_index = self.variable("cache", "cache_index")
       index = cache_index.value
-      length, chunk = cached_key.value.shape[1], x.shape[1]
       if positions is None:  # absolute positions continue from the cache
-        positions = jnp.broadcast_to(index + jnp.arange(chunk, dtype=jnp.int32), x.shape[:2])
-      inv_freq, factor = rope_frequencies(cfg, local=self.window is not None)
+        positions = jnp.broadcast_to(index + jnp.arange(x.shape[1], dtype=jnp.int32),
+                                     x.shape[:2])
       query = apply_rope(query, positions, inv_freq, factor)
       key = apply_rope(key, positions, inv_freq, factor)
-      key = lax.dynamic_update_slice(cached_key.value, key.astype(cached_key.value.dtype),
-                                     (0, index, 0, 0))
-      value = lax.dynamic_update_slice(cached_value.value,
-                                       value.astype(cached_value.value.dtype), (0, index, 0, 0))
       if chunk_valid is None:
         chunk_valid = jnp.ones(x.shape[:2], jnp.bool_)
-      valid = lax.dynamic_update_slice(cached_valid.value, chunk_valid.astype(jnp.bool_),
-                                       (0, index))
-      cached_key.value, cached_value.value, cached_valid.value = key, value, valid
-      cache_index.value = index + chunk
-      # Query i of the chunk sees the real cached positions <= index + i.
-      seen = jnp.arange(length)[None, :] <= (index + jnp.arange(chunk))[:, None]
-      seen = jnp.logical_and(seen[None, None], valid[:, None, None, :])
-      cache_slots = jnp.arange(length, dtype=jnp.int32)[None]
-      seen = layers.combine_masks(seen, layers.window_mask(
-          index + jnp.arange(chunk, dtype=jnp.int32)[None], cache_slots, self.window))
+      step = functools.partial(window_cache_step, window=self.window) if local else \
+          full_cache_step
+      stored, (key, value, seen) = step(tuple(v.value for v in cache), index, key, value,
+                                        chunk_valid.astype(jnp.bool_))
+      for variable, array in zip(cache, stored):
+        variable.value = array
+      cache_index.value = index + x.shape[1]
       mask = seen if mask is None else jnp.logical_and(mask, seen)
     else:
-      inv_freq, factor = rope_frequencies(cfg, local=self.window is not None)
       query = apply_rope(query, positions, inv_freq, factor)
       key = apply_rope(key, positions, inv_freq, factor)
-      if decode:  # cache-creating call: zeros of the full decode length
-        self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
-        self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
-        self.variable("cache", "cached_valid", jnp.zeros, key.shape[:2], jnp.bool_)
+      if decode:  # cache-creating call: zeros of the decode length (a local layer: the window)
+        shape = key.shape if not local else (
+            key.shape[0], min(self.window, key.shape[1])) + key.shape[2:]
+        self.variable("cache", "cached_key", jnp.zeros, shape, key.dtype)
+        self.variable("cache", "cached_value", jnp.zeros, shape, value.dtype)
+        self.variable("cache", "cached_valid", jnp.zeros, shape[:2], jnp.bool_)
         self.variable("cache", "cache_index", lambda: jnp.array(0, dtype=jnp.int32))
 
     groups = heads // kv_heads
