@@ -21,6 +21,7 @@ nothing); figures are steady-state examples (prompts) per second, measured in on
 on the same prompts, and the scores are compared.
 """
 import argparse
+import os
 
 import common  # pylint: disable=unused-import  (sets the environment first)
 
@@ -105,8 +106,11 @@ def main() -> None:
   options = sum(len(it.options) for it in items)
   print(f"{len(items)} prompts ({options} options) from the bigbench suite, settings "
         f"{args.settings}; input tokens: median {lengths[len(lengths) // 2]}, max {lengths[-1]}")
+  load_before = os.getloadavg()[0]  # the machine may be shared: say how busy it was
   results = [bench(c, items, args.batch_size, args.input_length, args.variants.split(","))
              for c in args.configs.split(",")]
+  load = [round(load_before, 1), round(os.getloadavg()[0], 1)]
+  print(f"load average (1 min) before / after: {load[0]} / {load[1]}")
   for r in results:
     print(f"{r['config']}: fast {r['fast']['examples_per_s']:.2f} examples/s, naive "
           f"{r['naive']['examples_per_s']:.2f} -> speed-up {r['speedup_vs_naive']:.2f}x "
@@ -118,7 +122,7 @@ def main() -> None:
       "num_prompts": len(items), "num_options": options, "batch_size": args.batch_size,
       "input_length": args.input_length, **padded,
       "input_tokens_median": lengths[len(lengths) // 2], "input_tokens_max": lengths[-1],
-      "results": results})
+      "load_average_before_after": load, "results": results})
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ SCRIPTS = {  # name -> (script, quick arguments)
     "packing": ("packing.py", ["--rows", "128"]),
     "train_step": ("train_step.py", ["--steps", "3"]),
     "eval_scoring": ("eval_scoring.py", []),
+    "kv_cache_memory": ("kv_cache_memory.py", []),
     "trainer_vs_t5x": ("trainer_vs_t5x.py", ["--quick"]),  # needs t5x (.ci/install_t5x.sh)
     "trainer_vs_t5x_hlo": ("trainer_vs_t5x_hlo.py", []),  # needs t5x; compiles, trains nothing
     "cache": ("cache.py", ["--num", "10000", "--per-label", "50"]),  # needs apache-beam
