@@ -16,8 +16,6 @@ import pytest
 from symbol_tuning import settings
 from symbol_tuning.data import catalogue
 
-pytest.importorskip("huggingface_hub")
-
 HF_ENTRIES = [e for g in ("tune", "eval") for e in catalogue.load(g) if e.source == "hf"]
 MISSING = "nobody/no-such-dataset"
 
