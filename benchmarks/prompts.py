@@ -142,7 +142,8 @@ def pipeline_speed(num: int, warmup: int = 1000) -> dict:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   import symbol_tuning.data.tasks  # pylint: disable=g-import-not-at-top,unused-import
-  from symbol_tuning.data import packing, prompt_workers  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.data import prompt_workers  # pylint: disable=g-import-not-at-top
+  from symbol_tuning.models.t5 import features  # pylint: disable=g-import-not-at-top
 
   def workers_cpu() -> float:  # seconds of CPU used so far by the live worker processes
     total = 0.0
@@ -155,7 +156,7 @@ def pipeline_speed(num: int, warmup: int = 1000) -> dict:
   ds = seqio.get_dataset(
       "symbol_tuning_bigbench", task_feature_lengths={"inputs": 2048, "targets": 512},
       dataset_split="train", shuffle=True, num_epochs=None, seed=0,
-      feature_converter=packing.BestFitEncDecFeatureConverter(pack=True))
+      feature_converter=features.BestFitEncDecFeatureConverter(pack=True))
   # Prompts per packed row, rows in batches of 32 as the trainer reads them.
   ds = ds.map(lambda ex: tf.reduce_max(ex["encoder_segment_ids"])).batch(32).prefetch(2)
   it = ds.as_numpy_iterator()

@@ -6,6 +6,9 @@ Environment variables (all optional):
   BIGBENCH_DIR            a directory laid out as BIG-bench's `bigbench/benchmark_tasks`
                           (else the package's archive, sources/bigbench.py); a folder or a
                           gs:// URL.
+  SYMBOL_TUNING_CATALOGUE_DIR  a folder of tune.json / eval.json / bigbench.json read
+                          instead of the package's tasks/ (e.g. a copy whose revisions
+                          `python -m symbol_tuning.data.sources.hf pin` rewrote).
   SYMBOL_TUNING_CACHE     where extracted and downloaded files go (~/.cache/symbol_tuning).
   SYMBOL_TUNING_SHARED    the workspace's shared/ folder (tests and benchmarks only).
   SYMBOL_TUNING_STORAGE_TIMEOUT  seconds a gs:// path (MODEL_DIR, data copies, BIG-bench,
@@ -47,7 +50,8 @@ def _packaged_or_repo(name: str) -> pathlib.Path:
 
 
 def catalogue_dir() -> pathlib.Path:
-  return _packaged_or_repo("tasks")
+  override = os.environ.get("SYMBOL_TUNING_CATALOGUE_DIR")
+  return pathlib.Path(override) if override else _packaged_or_repo("tasks")
 
 
 def gin_dir() -> pathlib.Path:

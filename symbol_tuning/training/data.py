@@ -147,7 +147,8 @@ def _dataset(cfg: DataConfig, host: int, hosts: int) -> tf.data.Dataset:
       shard_info=seqio.ShardInfo(index=host, num_shards=hosts) if hosts > 1 else None,
       feature_converter=feature_converter(cfg))
   features = registry.get_family(cfg.family).model_features
-  ds = ds.map(lambda ex: {k: ex[k] for k in features if k in ex})
+  if not set(ds.element_spec) <= set(features):  # a per-row map only where there is more
+    ds = ds.map(lambda ex: {k: ex[k] for k in features if k in ex})
   return ds.batch(cfg.batch_size // hosts, drop_remainder=True)
 
 

@@ -17,7 +17,9 @@ parquet copies), they are compared with the catalogue's `label_names`: equal is 
 permutation is remapped by name (and said once), anything else is an error.
 An air-gapped cluster exports once, on a machine with access:
   python -m symbol_tuning.data.sources.hf export --out /data/symbol_tuning
-which writes <out>/K/S.parquet for exactly the splits the tasks read (`used_splits`).
+which writes <out>/K/S.parquet for exactly the splits the tasks read (`used_splits`), and
+pins the catalogue's hub revisions to commit shas (sources/hf_pins.py):
+  python -m symbol_tuning.data.sources.hf pin [--dataset KEY ...] [--check]
 SYMBOL_TUNING_DATA_DIR and --out may be gs:// URLs (read and written through etils.epath;
 a save_to_disk copy on gs:// is downloaded to a temporary folder to be read).
 """
@@ -310,11 +312,27 @@ def export(out, groups=("tune", "eval"), keys=None, load=_hub_split) -> list:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
-      description="Export the catalogued HF datasets' used splits to <out>/<key>/<split>.parquet")
-  parser.add_argument("command", choices=["export"])
-  parser.add_argument("--out", required=True, help="a folder or gs://bucket/folder")
-  parser.add_argument("--keys", default=None, help="comma-separated dataset keys (default: all)")
+      description="export: write the catalogued HF datasets' used splits to "
+                  "<out>/<key>/<split>.parquet; pin: replace each branch hf_revision in "
+                  "tasks/*.json with the branch's current commit sha (README, 'Dataset pins')")
+  parser.add_argument("command", choices=["export", "pin"])
+  parser.add_argument("--out", help="export: a folder or gs://bucket/folder")
+  parser.add_argument("--keys", default=None, help="export: comma-separated dataset keys "
+                      "(default: all)")
+  parser.add_argument("--dataset", action="append", default=None, metavar="KEY",
+                      help="pin: this dataset only (repeatable; default: all HF entries)")
+  parser.add_argument("--check", action="store_true",
+                      help="pin: resolve and report, write nothing; exit 1 if any entry "
+                           "still follows a branch")
+  parser.add_argument("--tasks-dir", default=None,
+                      help="pin: the catalogue folder to rewrite (default: the package's tasks/)")
   args = parser.parse_args(argv)
+  if args.command == "pin":
+    from symbol_tuning.data.sources import hf_pins  # pylint: disable=g-import-not-at-top
+
+    return hf_pins.pin(args.tasks_dir, args.dataset, args.check)
+  if not args.out:
+    parser.error("export needs --out")
   keys = [k.strip() for k in args.keys.split(",")] if args.keys else None
   report = export(args.out, keys=keys)
   failed = sorted({key for key, _, rows, _ in report if rows is None})
