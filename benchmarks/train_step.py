@@ -8,7 +8,7 @@ each architecture, e.g. llama-100m, gemma2-100m), times the embedded trainer's j
 the model's FLOPs per second with the float32 matmul peak measured once in the same run.
 `--arch` picks decoder architectures' ~100M configs (`all`: every one). Prints and writes
 benchmarks/results/train_step.json (T5) or <family>_train_step.json (with --arch:
-<family>_train_step_<arch>.json unless all of them run).
+decoder_train_step_<arch>.json, e.g. decoder_train_step_all.json).
 
 Model FLOPs are counted analytically by the family (ModelFamily.train_flops: matmuls only,
 backward = 2x forward), the usual MFU convention; the XLA cost-analysis count of the
@@ -149,7 +149,7 @@ def main() -> None:
           f"= {row['mfu']:.0%} of the measured matmul peak", flush=True)
   print(markdown(family, rows, peak, load_before))
   name = common.result_name("train_step", family.name)
-  if args.arch and args.arch != "all":
+  if args.arch:  # beside, not over, the default run's file
     name += "_" + args.arch.replace(",", "_")
   common.write(name, {"family": family.name, "matmul_peak_flops_per_s": peak,
                       "load_average_before": load_before, "load_average_after": os.getloadavg(),
