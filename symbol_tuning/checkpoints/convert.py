@@ -117,7 +117,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--config", default=None,
                       help="named model config the checkpoint must match "
                            "(tiny, small, base, large, xl, xxl; llama-tiny, mistral-tiny, "
-                           "gemma2-tiny, gemma3-tiny, llama-100m)")
+                           "gemma2-tiny, gemma3-tiny, llama-100m, gemma2-100m, ...)")
 
 
 def register(subparsers) -> argparse.ArgumentParser:

@@ -65,7 +65,8 @@ def config_names() -> dict[str, list[str]]:
 
 def get_config(name: str, **overrides) -> ModelConfig:
   """A named config of any family: T5 ('tiny', 'small', 'flan-t5-base', ...) or
-  decoder-only ('llama-tiny', 'mistral-tiny', 'gemma2-tiny', 'gemma3-tiny', 'llama-100m')."""
+  decoder-only ('llama-tiny', 'mistral-tiny', 'gemma2-tiny', 'gemma3-tiny', and a ~100M config
+  per architecture: 'llama-100m', 'qwen3-100m', 'gemma2-100m', ...)."""
   for family in FAMILIES.values():
     if family.knows_config(name):
       return family.get_config(name, **overrides)

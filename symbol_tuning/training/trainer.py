@@ -41,7 +41,7 @@ class TrainConfig:
   initial_checkpoint_path: str | None = None  # INITIAL_CHECKPOINT_PATH: HF, t5x or ours
   model_size: str = "small"  # MODEL_SIZE: named config used when there is no checkpoint
   #   (T5: tiny, small, ... xxl; decoder-only: llama-tiny, mistral-tiny, gemma2-tiny,
-  #   gemma3-tiny, llama-100m)
+  #   gemma3-tiny, and <arch>-100m for llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3)
   dropout_rate: float = 0.05  # DROPOUT_RATE: the paper's finetuning dropout
   learning_rate: float = 3e-3  # LEARNING_RATE: constant (1e-3 for the largest model)
   activation_dtype: str = "float32"  # ACTIVATION_DTYPE: float32 or bfloat16

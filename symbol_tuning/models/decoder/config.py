@@ -186,6 +186,13 @@ def rope_frequencies(config: DecoderConfig, local: bool = False) -> tuple[np.nda
   return inv_freq, factor
 
 
+# The shape shared by the ~100M configs (vocabulary at the tasks' size, not the families').
+_100M = dict(vocab_size=32000, d_model=768, num_heads=12, num_kv_heads=4, head_dim=64,
+             mlp_dim=2048, num_layers=10)
+# What every Gemma generation shares.
+_GEMMA = dict(activation="gelu_tanh", norm_scale_offset=1.0, embed_scale=True,
+              tie_embeddings=True)
+
 CONFIGS: dict[str, DecoderConfig] = {
     # For tests: 2 layers, grouped-query attention, runs in milliseconds on CPU.
     "llama-tiny": DecoderConfig(vocab_size=512, d_model=64, num_heads=4, num_kv_heads=2,
@@ -214,10 +221,32 @@ CONFIGS: dict[str, DecoderConfig] = {
                                  query_pre_attn_scalar=16.0, rope_theta=1_000_000.0,
                                  rope_scaling={"rope_type": "linear", "factor": 8.0},
                                  local_rope_theta=10_000.0),
-    # ~100M-parameter Llama-style config (benchmarks).
-    "llama-100m": DecoderConfig(vocab_size=32000, d_model=768, num_heads=12, num_kv_heads=4,
-                                head_dim=64, mlp_dim=2048, num_layers=10),
+    # ~100M-parameter configs, one per architecture (benchmarks/train_step.py): one width and
+    # depth (_100M) so their step times compare, each with its architecture's own features.
+    # Windows are 256, half the benchmark's 512-token rows, so local layers mask real keys.
+    "llama-100m": DecoderConfig(**_100M),
+    "mistral-100m": DecoderConfig(family="mistral", sliding_window=256, **_100M),
+    # Qwen2: biases on q/k/v, RoPE base 1,000,000.
+    "qwen2-100m": DecoderConfig(family="qwen2", qkv_bias=True, rope_theta=1_000_000.0, **_100M),
+    # Qwen3: QK-norm instead of the biases.
+    "qwen3-100m": DecoderConfig(family="qwen3", qk_norm=True, rope_theta=1_000_000.0, **_100M),
+    # Gemma 1-3 tie the head to the embedding (so ~25M fewer parameters), use GeGLU, scale
+    # embeddings by sqrt(d_model) and store norm scales - 1.
+    "gemma-100m": DecoderConfig(family="gemma", **_GEMMA, **_100M),
+    # Gemma 2: local and global layers alternating, sandwich norms, soft-capped logits.
+    "gemma2-100m": DecoderConfig(family="gemma2", sliding_window=256, query_pre_attn_scalar=64.0,
+                                 attn_logit_softcap=50.0, final_logit_softcap=30.0,
+                                 **_GEMMA, **_100M),
+    # Gemma 3 (as its 1B): five local layers per global one, QK-norm, sandwich norms, RoPE
+    # base 10,000 on local layers and 1,000,000 on global ones.
+    "gemma3-100m": DecoderConfig(family="gemma3_text", sliding_window=256, qk_norm=True,
+                                 query_pre_attn_scalar=64.0, rope_theta=1_000_000.0,
+                                 local_rope_theta=10_000.0, **_GEMMA, **_100M),
 }
+
+
+# Architecture -> its ~100M config: {'llama': 'llama-100m', 'gemma2': 'gemma2-100m', ...}.
+ARCH_100M = {name.removesuffix("-100m"): name for name in CONFIGS if name.endswith("-100m")}
 
 
 def get_config(name: str, **overrides) -> DecoderConfig:

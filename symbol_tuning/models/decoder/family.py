@@ -45,12 +45,25 @@ class DecoderFamily(base.ModelFamily):
     return int(segments.max(axis=1).sum()), int((segments > 0).sum())
 
   def train_flops(self, config: DecoderConfig, batch: int, lengths: Mapping[str, int]) -> float:
-    """Attention scores over the whole row (the packed-segment mask does not skip work)."""
+    """Matmul FLOPs of a step, backward = 2x forward: per token and layer the q/k/v/out
+    projections, the attention scores and weighted values, the gated MLP's three matmuls;
+    then the logits (the tied head's too). Each query counts every key of its row (the
+    causal and packed-segment masks do not skip work), a windowed layer's only
+    min(window, row) keys (the work a windowed kernel needs). Not counted, being elementwise:
+    norms (QK and sandwich norms too), biases, RoPE, soft-capping, softmax, the embedding
+    gather (benchmarks/train_step.py reports XLA's count of everything beside this).
+
+    Example: llama-100m, batch 2, {'targets': 512} -> 5.86e11; gemma2-100m's five
+    window-256 layers count half the attention of its five global ones.
+    """
     length = sum(lengths.values())
     d, q = config.d_model, config.num_heads * config.head_dim
     kv = config.num_kv_heads * config.head_dim
-    per_token = config.num_layers * (2 * d * (2 * q + 2 * kv) + 2 * 2 * length * q
-                                     + 2 * 3 * d * config.mlp_dim) + 2 * d * config.vocab_size
+    per_token = 2 * d * config.vocab_size
+    for layer in range(config.num_layers):
+      window = config.layer_window(layer)
+      keys = length if window is None else min(window, length)
+      per_token += 2 * d * (2 * q + 2 * kv) + 2 * 2 * keys * q + 2 * 3 * d * config.mlp_dim
     return 3.0 * batch * length * per_token
 
 
