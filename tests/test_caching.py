@@ -139,6 +139,28 @@ def test_our_trainer_reads_the_cache(read_cache):
   assert seen >= 6 * 8
 
 
+@pytest.mark.usefixtures("clean_gin")
+def test_train_command_reads_the_cache(read_cache, tmp_path, monkeypatch, capsys):
+  """`symbol-tuning train` with gin/local/cached.gin: the cache's folder from SEQIO_CACHE_DIRS
+  alone (seqio's global cache dirs emptied), no raw data to fall back on."""
+  from symbol_tuning import cli
+  from symbol_tuning.data import pipeline
+
+  seqio.set_global_cache_dirs([])
+  monkeypatch.setenv("BIGBENCH_DIR", str(tmp_path / "no_data"))
+  pipeline.clear_caches()
+  code = cli.main(["train", "--gin_file=local/symbol_tuning_bigbench_tiny.gin",
+                   "--gin_file=local/cached.gin", f"--gin.MODEL_DIR='{tmp_path / 'run'}'",
+                   f"--gin.SEQIO_CACHE_DIRS=['{read_cache['out']}']",
+                   f"--gin.TASK_FEATURE_LENGTHS={LENGTHS}", "--gin.TRAIN_STEPS=1",
+                   "--gin.BATCH_SIZE=8", "--no_progress"])
+  err = capsys.readouterr().err
+  assert code == 0, err[-3000:]
+  assert "trained to step 1" in err
+  config = (tmp_path / "run" / "config.gin").read_text()
+  assert "USE_CACHED_TASKS = True" in config
+
+
 def test_t5x_trains_on_the_cache(cached, tmp_path):
   """t5x.train with USE_CACHED_TASKS (gin/t5x/cached.gin) reads the cached mixture through
   --seqio_additional_cache_dirs (one step of the tiny twin from scratch)."""

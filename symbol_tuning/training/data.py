@@ -54,6 +54,26 @@ def check_name(name: str) -> None:
                      f"mixture" + (f"; did you mean {', '.join(close)}?" if close else ""))
 
 
+def mixture_to_read(name: str, lengths: dict, use_cached: bool, cache_dirs=()) -> str:
+  """The task or mixture the trainer reads: `name`; with `use_cached`, its cached twin at
+  `lengths` (data/caching.py), registered here when `name` is the uncached one, with
+  `cache_dirs` added to seqio's global cache dirs (as t5x's --seqio_additional_cache_dirs).
+
+  Example: ("symbol_tuning_bigbench", {"inputs": 1024, "targets": 32}, True, ["gs://b/c"])
+    -> "symbol_tuning_bigbench_i1024_t32", read from gs://b/c.
+  """
+  if not use_cached:
+    return name
+  from symbol_tuning.data import caching  # pylint: disable=g-import-not-at-top
+
+  if cache_dirs:
+    seqio.add_global_cache_dirs([str(d) for d in cache_dirs])
+  if name.endswith(caching.cached_name("", lengths)):
+    return name  # the twin itself (registered by symbol_tuning.data.cached_tasks)
+  check_name(name)
+  return caching.register_cached(name, lengths, splits=("train",))
+
+
 class HostBatches:
   """Iterator of a host's numpy batches (batch_size / hosts rows each), from its own shard of
   every task's examples (seqio.ShardInfo; this process's by default), whose position can be

@@ -61,6 +61,11 @@ class TrainConfig:
   prefix_lm: bool = False  # PREFIX_LM: families with ModelFamily.prefix_lm (decoder-only);
   #   bidirectional attention over the prompt (seqio's decoder_causal_attention). False =
   #   causal LM, as HF models are trained
+  use_cached: bool = False  # USE_CACHED_TASKS (gin/local/cached.gin): read the mixture's
+  #   cached twin at TASK_FEATURE_LENGTHS (MIXTURE_OR_TASK_NAME may name the twin or the
+  #   mixture) from seqio's cache, written by cache_tasks_main (README, Data at scale)
+  seqio_cache_dirs: tuple = ()  # SEQIO_CACHE_DIRS: folders (or gs://) holding that cache,
+  #   added to seqio's global cache dirs (t5x's --seqio_additional_cache_dirs)
 
 
 class TrainError(ValueError):
@@ -187,10 +192,12 @@ class Trainer:
     self.param_shardings = partitioning.logical_to_shardings(self.mesh, logical_axes,
                                                              self.rules)
     self.state = self._initial_state(host_params)
-    self.data_cfg = data.DataConfig(cfg.mixture_or_task_name,
-                                    feature_lengths(self.family, cfg.task_feature_lengths),
-                                    cfg.batch_size, seed=cfg.random_seed, pack=cfg.pack,
-                                    family=self.family.name)
+    lengths = feature_lengths(self.family, cfg.task_feature_lengths)
+    self.data_cfg = data.DataConfig(data.mixture_to_read(cfg.mixture_or_task_name, lengths,
+                                                         cfg.use_cached, cfg.seqio_cache_dirs),
+                                    lengths, cfg.batch_size, seed=cfg.random_seed,
+                                    pack=cfg.pack, family=self.family.name,
+                                    use_cached=cfg.use_cached)
     rep = partitioning.replicated(self.mesh)
     state_shardings = jax.tree.map(lambda x: x.sharding, self.state)
     self._step = jax.jit(make_train_step(self.model, self.optimizer, cfg, self.family),
