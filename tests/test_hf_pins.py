@@ -13,6 +13,7 @@ import urllib.parse
 
 import pytest
 
+import readme_support
 from symbol_tuning import settings
 from symbol_tuning.data import catalogue
 
@@ -71,6 +72,15 @@ def copy_tasks(tmp_path):
   return copy
 
 
+def readme_pin(index: int) -> list[str]:
+  """The arguments after `pin` of README's command `index` (Dataset pins: --check, all,
+  --dataset rte --dataset cola)."""
+  command = readme_support.block("Data sources and local copies", 1).commands[index]
+  words = command.split("#")[0].split()
+  assert words[:4] == ["python", "-m", "symbol_tuning.data.sources.hf", "pin"], command
+  return words[4:]
+
+
 def run_pin(endpoint, *args):
   """The command as a user runs it, the hub's offline switches unset."""
   env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
@@ -85,7 +95,7 @@ def test_pin_writes_each_branchs_sha_in_place_and_list_and_export_show_it(
   copy = copy_tasks(tmp_path)
   before = {p.name: p.read_text() for p in copy.glob("*.json")}
   seen.clear()
-  proc = run_pin(endpoint, "--tasks-dir", str(copy))
+  proc = run_pin(endpoint, *readme_pin(1), "--tasks-dir", str(copy))
   assert proc.returncode == 0, proc.stdout + proc.stderr
   assert sorted(seen) == sorted((e.hf_id, e.hf_revision) for e in HF_ENTRIES)
   assert proc.stdout.splitlines()[-1] == ("pin: 33 of 33 branch revisions resolved, 33 "
@@ -105,7 +115,7 @@ def test_pin_writes_each_branchs_sha_in_place_and_list_and_export_show_it(
       changed += 1
   assert changed == 33 and (copy / "bigbench.json").read_text() == before["bigbench.json"]
   # Run again: nothing left to pin; --check agrees.
-  proc = run_pin(endpoint, "--tasks-dir", str(copy), "--check")
+  proc = run_pin(endpoint, *readme_pin(0), "--tasks-dir", str(copy))
   assert (proc.returncode, proc.stdout.splitlines()) == (0, [
       "pin: 0 of 0 branch revisions resolved, 0 written; 33 already pinned"])
 
@@ -147,7 +157,7 @@ def test_an_unknown_repo_is_one_line_naming_the_dataset_and_the_rest_are_pinned(
   assert text.count('"hf_id": "nyu-mll/glue", "hf_config": "cola"') == 1
   tune.write_text(text.replace('"hf_id": "nyu-mll/glue", "hf_config": "cola"',
                                f'"hf_id": "{MISSING}", "hf_config": "cola"'))
-  proc = run_pin(endpoint, "--tasks-dir", str(copy), "--dataset", "cola", "--dataset", "rte")
+  proc = run_pin(endpoint, *readme_pin(2), "--tasks-dir", str(copy))
   assert proc.returncode == 1
   lines = proc.stdout.splitlines()
   rte = catalogue.get("tune", "rte")
