@@ -7,6 +7,8 @@ Everything here is set before TensorFlow or jax is imported by any test module.
 """
 import os
 import pathlib
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -14,6 +16,17 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("SYMBOL_TUNING_VOCAB", "local")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# One persistent XLA compilation cache for the whole run, fresh for it: both pytest-xdist
+# workers and every process they start (train commands, t5x binaries, the multi-host runs)
+# compile the same tiny programs again and again; a hit loads the executable XLA compiled
+# the first time (the same executable, so the same numbers). The first process to import
+# this file (pytest's main process) makes the folder, the workers and subprocesses inherit
+# it through the environment, and the main process removes it at the end.
+_XLA_CACHE_MADE_HERE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _XLA_CACHE_MADE_HERE:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="symbol_tuning_xla_cache_")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import pytest  # noqa: E402
 
@@ -23,6 +36,29 @@ def pytest_configure(config):
   from absl import flags  # absl-based code reads FLAGS; pytest parses its own flags
 
   flags.FLAGS.mark_as_parsed()
+
+
+# Modules whose module-scoped fixtures are expensive (t5x and Beam runs, torch models):
+# pytest-xdist runs each on one worker (`--dist loadgroup`, tests/pytest.ini), so a fixture
+# is built once per run, not once per worker that happens to get one of its tests.
+SHARED_FIXTURE_MODULES = ("test_caching", "test_checkpoints", "test_determinism",
+                          "test_gin_local", "test_gin_t5x", "test_rope", "test_t5x_binaries",
+                          "test_t5x_decoder")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+  del config
+  for item in items:
+    module = item.module.__name__ if item.module else ""
+    if module in SHARED_FIXTURE_MODULES:
+      item.add_marker(pytest.mark.xdist_group(module))
+
+
+def pytest_unconfigure(config):
+  del config
+  if _XLA_CACHE_MADE_HERE:
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
