@@ -163,10 +163,12 @@ T5X_SHAPES = {"tiny": {"vocab_size": 8064},
 
 
 def trainer_commands(workdir, init_dir, *, steps: int, size: str, lengths, batch_size: int,
-                     activation_dtype: str) -> dict[str, list[str]]:
+                     activation_dtype: str, t5x_checkpoint_period: int | None = None
+                     ) -> dict[str, list[str]]:
   """The command lines of t5x.train ("t5x") and `symbol-tuning train` ("ours") on one config,
   from init_dir/init_t5x/checkpoint_0 and init_dir/init_hf, into workdir/t5x and workdir/ours
-  (run them from the repo root, in a t5x_env with BIGBENCH_DIR)."""
+  (run them from the repo root, in a t5x_env with BIGBENCH_DIR). t5x checkpoints every
+  `t5x_checkpoint_period` steps (default: after the last step only)."""
   workdir, init_dir = pathlib.Path(workdir), pathlib.Path(init_dir)
   feature_lengths = f"{{'inputs': {lengths[0]}, 'targets': {lengths[1]}}}"
   shape = {f"network.T5Config.{k}": v for k, v in T5X_SHAPES[size].items()}
@@ -177,7 +179,8 @@ def trainer_commands(workdir, init_dir, *, steps: int, size: str, lengths, batch
       # A metrics record every step, a checkpoint after the last only, as ours (t5x saves in
       # a background thread: a checkpoint every step would compete with the next steps for
       # the CPU and inflate t5x's step times); the stream's seed fixed, as ours is.
-      "__main__.train.stats_period": 1, "utils.SaveCheckpointConfig.period": steps,
+      "__main__.train.stats_period": 1,
+      "utils.SaveCheckpointConfig.period": t5x_checkpoint_period or steps,
       "train/utils.DatasetConfig.seed": 0,
       "network.T5Config.dtype": f"'{activation_dtype}'", **shape})
   ours = cli_command(
@@ -192,11 +195,13 @@ def trainer_commands(workdir, init_dir, *, steps: int, size: str, lengths, batch
 
 def compare_trainers(workdir, bigbench_dir, *, steps: int = 3, size: str = "tiny",
                      lengths=(512, 32), batch_size: int = 8,
-                     activation_dtype: str = "float32", init_dir=None) -> dict:
+                     activation_dtype: str = "float32", init_dir=None,
+                     t5x_checkpoint_period: int | None = None) -> dict:
   """Trains the same config with t5x.train and with our trainer, one after the other: the
   same initial checkpoint (random, `size`'s shape, written as HF and converted to t5x at
   step 0, under `init_dir` (default: workdir), reused if already there), the same seqio
-  batches (symbol_tuning_bigbench, seed 0, `lengths`, best-fit packing), dropout 0. Returns
+  batches (symbol_tuning_bigbench, seed 0, `lengths`, best-fit packing), dropout 0 (t5x
+  checkpointing every `t5x_checkpoint_period` steps, default after the last). Returns
   both per-step losses (per target token), seconds per step, peak resident memory (max RSS
   of each trainer's process), the largest difference of the final parameters, and the run
   directories."""
@@ -213,7 +218,8 @@ def compare_trainers(workdir, bigbench_dir, *, steps: int = 3, size: str = "tiny
     run_cli("convert", str(hf_dir), str(t5x_init), "--to", "t5x", "--step", "0", env=env)
   t5x_dir, ours_dir = workdir / "t5x", workdir / "ours"
   commands = trainer_commands(workdir, init_dir, steps=steps, size=size, lengths=lengths,
-                              batch_size=batch_size, activation_dtype=activation_dtype)
+                              batch_size=batch_size, activation_dtype=activation_dtype,
+                              t5x_checkpoint_period=t5x_checkpoint_period)
   t5x_usage, ours_usage = {}, {}
   for name, usage in (("t5x", t5x_usage), ("ours", ours_usage)):
     returncode, stdout, stderr = _run(commands[name], REPO, env, 900, usage)

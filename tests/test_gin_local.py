@@ -3,7 +3,8 @@
 Parsing: each Flan-T5 experiment parses into the paper's setup, layering the mix file
 switches the mixture, and the tiny default is offline (it trains in tests/test_trainer.py).
 
-Training: the local twin of each experiment, and the 16% mix on top of base, trains 2 steps
+Training: the local twin of each experiment (small and large are base's twin once the CPU
+overrides apply: checked, trained once), and the 16% mix on top of base, trains 2 steps
 through `symbol-tuning train` on the real 22-dataset 'symbol_tuning' mixture, read from
 small synthetic copies of the datasets (SYMBOL_TUNING_DATA_DIR, written from
 tasks/tune.json). Only what a CPU cannot run is overridden (CPU_OVERRIDES: model size,
@@ -18,7 +19,6 @@ import pathlib
 import datasets
 import gin
 import jax
-from jax.experimental.compilation_cache import compilation_cache
 import pytest
 import seqio
 
@@ -99,24 +99,6 @@ def tune_data_dir(tmp_path_factory):
       pipeline.clear_caches()
 
 
-@pytest.fixture(scope="module")
-def compilation_cache_dir(tmp_path_factory):
-  """A persistent XLA cache private to these runs. With the CPU overrides, small, base,
-  large and the mix compile the same programs; the cache compiles them once (~20 s a run
-  saved). Each run still traces its own step from its own config."""
-  old = {name: getattr(jax.config, name) for name in (
-      "jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")}
-  compilation_cache.reset_cache()
-  compilation_cache.set_cache_dir(str(tmp_path_factory.mktemp("xla_cache")))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-  try:
-    yield
-  finally:
-    compilation_cache.reset_cache()
-    for name, value in old.items():
-      jax.config.update(name, value)
-
-
 def train_twin(model_dir, gin_files, bindings=()):
   """Exit code of `symbol-tuning train` on the files, with the CPU overrides."""
   return cli.main(["train", *(f"--gin_file={f}" for f in gin_files),
@@ -173,9 +155,25 @@ def experiment(files, bindings=()):
     gin.clear_config()
 
 
-@pytest.mark.parametrize("size", SIZES)
-def test_local_twin_trains_two_steps(size, tmp_path, capsys, tune_data_dir,
-                                     compilation_cache_dir):
+def twin_config(size):
+  """The TrainConfig of `size`'s local twin: its experiment file with the CPU overrides."""
+  return experiment([f"local/symbol_tuning_flan_t5_{size}.gin"],
+                    [o[len("--gin."):] for o in CPU_OVERRIDES])
+
+
+# small, base and large differ only in what the CPU overrides replace (model, checkpoint,
+# vocabulary): their twins are one run, trained once as base (checked below).
+TRAINED_SIZES = ("base", "xl", "xxl")
+
+
+def test_small_and_large_twins_are_the_base_twin():
+  base = twin_config("base")
+  assert twin_config("small") == base and twin_config("large") == base
+  assert twin_config("xl") != base and twin_config("xxl") != base
+
+
+@pytest.mark.parametrize("size", TRAINED_SIZES)
+def test_local_twin_trains_two_steps(size, tmp_path, capsys, tune_data_dir):
   files = [f"local/symbol_tuning_flan_t5_{size}.gin"]
   want = experiment(files)
   assert want.mixture_or_task_name == "symbol_tuning"
@@ -186,7 +184,7 @@ def test_local_twin_trains_two_steps(size, tmp_path, capsys, tune_data_dir,
     assert "mesh: heads (4) replicated, the model axis (8) does not divide it" in err
 
 
-def test_mix_twin_trains_two_steps(tmp_path, capsys, tune_data_dir, compilation_cache_dir):
+def test_mix_twin_trains_two_steps(tmp_path, capsys, tune_data_dir):
   files = ["local/symbol_tuning_flan_t5_base.gin", "local/symbol_tuning_mix.gin"]
   bindings = ["SYMBOL_FRACTION=0.16"]
   want = experiment(files, bindings)

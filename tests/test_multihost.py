@@ -4,9 +4,9 @@ Each process runs `symbol-tuning train` as a host of a 2-host job: it joins thro
 jax.distributed (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), reads its own
 shard of the data and feeds its half of every global batch. The job writes each checkpoint
 once, both processes restore it, and the final parameters equal those of one process
-trained on the same global batches (both shards' host batches, concatenated). Once with
-MODEL_DIR on a shared local disk, once on GCS (a server on localhost) with each process in
-its own folder, as on a TPU VM slice.
+trained on the same global batches (both shards' host batches, concatenated). The first
+steps with MODEL_DIR on a shared local disk, the rest resumed from GCS (a server on
+localhost) with each process in its own folder, as on a TPU VM slice.
 """
 import json
 import os
@@ -91,33 +91,47 @@ def _one_process_on_the_same_global_batches(model_dir, steps):
   return losses, jax.tree.map(np.asarray, jax.device_get(trainer.state))
 
 
-def test_two_hosts_train_like_one_process_and_resume(tmp_path, bigbench_dir):
+def test_two_hosts_train_like_one_process_and_resume_on_gcs(gcs, tmp_path, bigbench_dir):
+  """Steps 1-2 with MODEL_DIR on a disk both processes share; then, the run copied to GCS,
+  steps 3-4 with each host in its own empty folder and MODEL_DIR on GCS only (as on a TPU VM
+  slice): both hosts restore gs://.../checkpoint_2 and write checkpoint_4 there."""
   assert len(jax.devices()) >= HOSTS * DEVICES_PER_HOST, "conftest asks XLA for 8 CPU devices"
-  run = tmp_path / "run"
-  first = _train_on_two_hosts(run, steps=2)  # writes checkpoint_2
-  second = _train_on_two_hosts(run, steps=4)  # both hosts restore checkpoint_2, go on to 4
+  local = tmp_path / "run"
+  first = _train_on_two_hosts(local, steps=2)  # writes checkpoint_2
   # Written once: one directory per checkpoint, complete; metrics and config from the chief.
-  assert sorted(p.name for p in run.iterdir()) == [
-      "checkpoint_2", "checkpoint_4", "config.gin", "metrics.jsonl", "train"]
-  for step in (2, 4):
-    assert (run / f"checkpoint_{step}" / "commit_success.txt").is_file()
-  rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-  assert [r["step"] for r in rows] == [1, 2, 3, 4]
-  assert len(list((run / "train").glob("events.out.tfevents.*"))) == 2  # one per invocation
+  assert sorted(p.name for p in local.iterdir()) == [
+      "checkpoint_2", "config.gin", "metrics.jsonl", "train"]
+  assert (local / "checkpoint_2" / "commit_success.txt").is_file()
+  # Each host wrote its part of the state.
+  stored = local / "checkpoint_2" / "state"
+  assert all(any((stored / f"ocdbt.process_{i}").rglob("*")) for i in range(HOSTS))
+
+  run = "gs://bkt/run"
+  paths.upload_dir(str(local), run)
+  cwds = [tmp_path / f"host_{i}" for i in range(HOSTS)]
+  for cwd in cwds:
+    cwd.mkdir()
+  second = _train_on_two_hosts(run, steps=4, cwds=cwds)  # both restore gs://.../checkpoint_2
   # Only the chief reports progress; each host says where it stopped.
   for errs in (first, second):
     assert ["step 1/" in e or "step 3/" in e for e in errs] == [True, False], errs[1][-2000:]
   assert all("trained to step 4" in e for e in second)
+  names = gcs.objects("bkt", "run/")
+  for step in (2, 4):  # written once, complete, each host's data position in it
+    assert f"run/checkpoint_{step}/commit_success.txt" in names
+    for i in range(HOSTS):
+      assert any(n.startswith(f"run/checkpoint_{step}/data/host_{i}.") for n in names)
+  assert len([n for n in names if n.startswith("run/train/events.out.tfevents.")]) == 2
+  assert all(not any(cwd.iterdir()) for cwd in cwds)  # nothing written locally
+  rows = [json.loads(line) for line in
+          (paths.path(run) / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == [1, 2, 3, 4]
 
   losses, state = _one_process_on_the_same_global_batches(tmp_path / "ref", steps=4)
-  # Each host wrote its part of the state, and nothing twice: the stored (compressed)
-  # bytes stay below one raw copy of it.
-  stored = run / "checkpoint_4" / "state"
-  assert all(any((stored / f"ocdbt.process_{i}").rglob("*")) for i in range(HOSTS))
+  # Nothing written twice: the stored (compressed) bytes stay below one raw copy of the state.
   raw = sum(x.nbytes for x in jax.tree.leaves(state))
   written = sum(p.stat().st_size for p in stored.rglob("*") if p.is_file())
   assert written < raw, (written, raw)
-
   _assert_like_one_process(rows, losses, state["params"], run)
 
 
@@ -130,28 +144,6 @@ def _assert_like_one_process(rows, losses, want, run):
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=jax.tree_util.keystr(path))
     worst = max(worst, float(np.abs(a - b).max()))
   print(f"max |2 hosts - 1 process| over the final params: {worst:.3g}")
-
-
-def test_two_hosts_without_a_shared_disk(gcs, tmp_path, bigbench_dir):
-  """Each host in its own local folder (as TPU VM workers are), MODEL_DIR on GCS only."""
-  run = "gs://bkt/run"
-  cwds = [tmp_path / f"host_{i}" for i in range(HOSTS)]
-  for cwd in cwds:
-    cwd.mkdir()
-  _train_on_two_hosts(run, steps=2, cwds=cwds)
-  second = _train_on_two_hosts(run, steps=4, cwds=cwds)  # both restore gs://.../checkpoint_2
-  assert all("trained to step 4" in e for e in second)
-  names = gcs.objects("bkt", "run/")
-  for step in (2, 4):  # written once, complete, each host's data position in it
-    assert f"run/checkpoint_{step}/commit_success.txt" in names
-    for i in range(HOSTS):
-      assert any(n.startswith(f"run/checkpoint_{step}/data/host_{i}.") for n in names)
-  assert all(not any(cwd.iterdir()) for cwd in cwds)  # nothing written locally
-  rows = [json.loads(line) for line in
-          (paths.path(run) / "metrics.jsonl").read_text().splitlines()]
-  assert [r["step"] for r in rows] == [1, 2, 3, 4]
-  losses, state = _one_process_on_the_same_global_batches(tmp_path / "ref", steps=4)
-  _assert_like_one_process(rows, losses, state["params"], run)
 
 
 def test_model_axis_across_hosts_is_refused():

@@ -22,6 +22,7 @@ import os
 import pathlib
 import re
 import shlex
+import shutil
 import sys
 
 import numpy as np
@@ -36,11 +37,13 @@ TINY_STEPS = 2
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, bigbench_dir):
-  """The tiny twin trained TINY_STEPS steps from a converted checkpoint by t5x.train, and the
-  same config by our trainer (t5x_support.compare_trainers)."""
+  """The tiny twin trained TINY_STEPS steps from a converted checkpoint by t5x.train (a
+  checkpoint after every step), and the same config by our trainer
+  (t5x_support.compare_trainers)."""
   t5x_support.require_t5x()
   root = tmp_path_factory.mktemp("t5x_tiny")
-  result = t5x_support.compare_trainers(root, bigbench_dir, steps=TINY_STEPS)
+  result = t5x_support.compare_trainers(root, bigbench_dir, steps=TINY_STEPS,
+                                        t5x_checkpoint_period=1)
   return dict(result, root=root, model_dir=pathlib.Path(result["t5x_dir"]),
               env=t5x_support.t5x_env(BIGBENCH_DIR=str(bigbench_dir)))
 
@@ -67,10 +70,10 @@ def test_same_losses_and_parameters_as_t5x(tiny_run):
 def test_converted_checkpoint_trains_with_t5x(tiny_run):
   model_dir = tiny_run["model_dir"]
   # t5x.train restored the converted checkpoint (optimizer state included) and stopped at
-  # its step (0) + FINETUNE_STEPS (compare_trainers checkpoints after the last step only; t5x
-  # also saves the step it starts from).
+  # its step (0) + FINETUNE_STEPS (checkpointing every step; t5x also saves the step it
+  # starts from).
   steps = sorted(int(p.name.split("_")[1]) for p in model_dir.glob("checkpoint_*"))
-  assert steps == [0, TINY_STEPS]
+  assert steps == list(range(TINY_STEPS + 1))
   # t5x.train's default layout is Orbax (use_orbax=True), with the train state in state/.
   assert (model_dir / f"checkpoint_{TINY_STEPS}" / "state" / "_METADATA").is_file()
   losses = t5x_support.train_metrics(model_dir)
@@ -81,66 +84,74 @@ def test_converted_checkpoint_trains_with_t5x(tiny_run):
   assert "feature_converter_cls = @features.BestFitEncDecFeatureConverter" in config
 
 
-def test_a_restarted_run_trains_on_the_batches_of_an_uninterrupted_one(tiny_run):
-  """The run stopped after TINY_STEPS steps, restarted from its newest checkpoint for one
-  more step, ends with the parameters (bit for bit) and losses of one run of TINY_STEPS + 1
-  steps: symbol_tuning.gin fixes the data seed (DATASET_SEED) and saves the dataset
-  iterator with each checkpoint, which t5x.train restores (a restart that replayed the
-  stream from its start would train step 3 on batch 1)."""
+def test_a_restarted_run_trains_on_the_batches_of_an_uninterrupted_one(tiny_run, tmp_path):
+  """The run as it stood after step TINY_STEPS - 1 (its checkpoints up to there), restarted
+  by t5x.train, trains step TINY_STEPS on the batch the uninterrupted run did: the same loss,
+  the same parameters bit for bit. symbol_tuning.gin fixes the data seed (DATASET_SEED) and
+  saves the dataset iterator with each checkpoint, which t5x.train restores (a restart that
+  replayed the stream from its start would train step TINY_STEPS on batch 1)."""
   from symbol_tuning.checkpoints import convert, flatten
 
-  model_dir = tiny_run["model_dir"]
-  init = f"'{tiny_run['root'] / 'init_t5x' / 'checkpoint_0'}'"
-  log = t5x_support.run_t5x("train", ["symbol_tuning_bigbench_tiny.gin"], {
-      "MODEL_DIR": f"'{model_dir}'", "FLAN_T5_CHECKPOINT": init,
-      "FINETUNE_STEPS": TINY_STEPS + 1, "utils.SaveCheckpointConfig.period": 1},
-                            tiny_run["env"])
-  assert f"checkpoint_{TINY_STEPS}" in log
-  assert (model_dir / f"checkpoint_{TINY_STEPS + 1}" / "state").is_dir()
+  whole = tiny_run["model_dir"]
+  last = TINY_STEPS - 1
   # t5x saved this host's tf.data iterator beside the train state.
-  assert list((model_dir / f"checkpoint_{TINY_STEPS}").rglob("train_ds-*")), \
-      sorted(p.name for p in (model_dir / f"checkpoint_{TINY_STEPS}").rglob("*"))
-  once = tiny_run["root"] / "uninterrupted"
-  t5x_support.run_t5x("train", ["symbol_tuning_bigbench_tiny.gin"], {
-      "MODEL_DIR": f"'{once}'", "FLAN_T5_CHECKPOINT": init,
-      "FINETUNE_STEPS": TINY_STEPS + 1, "utils.SaveCheckpointConfig.period": TINY_STEPS + 1,
-      "__main__.train.stats_period": 1},  # per-step losses (else one mean per period)
-                      tiny_run["env"])
-  resumed = t5x_support.train_metrics(model_dir)
-  whole = t5x_support.train_metrics(once)
-  assert sorted(whole) == list(range(1, TINY_STEPS + 2))
-  assert all(math.isfinite(v) for v in whole.values())
-  assert {step: resumed[step] for step in whole} == whole
-  (_, a), (_, b) = (convert.load_any(str(d / f"checkpoint_{TINY_STEPS + 1}"))
-                    for d in (model_dir, once))
+  assert list((whole / f"checkpoint_{last}").rglob("train_ds-*")), \
+      sorted(p.name for p in (whole / f"checkpoint_{last}").rglob("*"))
+  # tiny_run's t5x command (t5x_support.compare_trainers' defaults), in a new MODEL_DIR that
+  # holds its checkpoints up to `last`, as if preempted before checkpoint_TINY_STEPS.
+  cmd = t5x_support.trainer_commands(tmp_path, tiny_run["root"], steps=TINY_STEPS, size="tiny",
+                                     lengths=(512, 32), batch_size=8, activation_dtype="float32",
+                                     t5x_checkpoint_period=1)["t5x"]
+  restarted = tmp_path / "t5x"
+  for step in range(TINY_STEPS):
+    shutil.copytree(whole / f"checkpoint_{step}", restarted / f"checkpoint_{step}")
+  code, out, err = t5x_support._run(cmd, t5x_support.REPO, tiny_run["env"], 900, None)  # pylint: disable=protected-access
+  log = out + err
+  assert code == 0, log[-6000:]
+  assert f"checkpoint_{last}" in log
+  resumed = t5x_support.train_metrics(restarted)
+  assert list(resumed) == [TINY_STEPS]
+  assert resumed[TINY_STEPS] == t5x_support.train_metrics(whole)[TINY_STEPS]
+  (_, a), (_, b) = (convert.load_any(str(d / f"checkpoint_{TINY_STEPS}"))
+                    for d in (restarted, whole))
   a, b = flatten(a), flatten(b)
   assert sorted(a) == sorted(b)
   assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
 @pytest.fixture(scope="module")
-def tiny_eval(tiny_run):
-  """t5x.eval of the trained checkpoint on a rank-classification and an exact-match mixture
-  (4 examples of each task)."""
+def readme_tiny(tmp_path_factory):
+  """README's Cloud TPU block for the tiny twin, run as written (TINY_STEPS steps, 4 eval
+  examples per task): t5x.train from scratch, then t5x.eval of its checkpoint on the
+  rank-classification mixture of the symbols setting."""
+  t5x_support.require_t5x()
+  root = tmp_path_factory.mktemp("readme_tiny")
+  run_readme_t5x("Cloud TPU", 4, root, TINY_STEPS)
+  model_dir = root / "runs" / "tiny_t5x"
+  return {"model_dir": model_dir, "checkpoint": model_dir / f"checkpoint_{TINY_STEPS}",
+          "rank": model_dir / "eval" / "inference_eval"}
+
+
+@pytest.fixture(scope="module")
+def tiny_eval(tiny_run, readme_tiny):
+  """t5x.eval's outputs on a rank-classification mixture (README's run, above) and on an
+  exact-match one (tiny_run's checkpoint), 4 examples of each task."""
   checkpoint = tiny_run["model_dir"] / f"checkpoint_{TINY_STEPS}"
-  out = {}
-  for kind, mixture in (("rank", "symbol_tuning_eval_bigbench_rank_symbols"),
-                        ("exact", "symbol_tuning_eval_bigbench_flipped")):
-    out_dir = tiny_run["root"] / f"eval_{kind}"
-    t5x_support.run_t5x("eval", ["symbol_tuning_eval_tiny.gin"], {
-        "MIXTURE_OR_TASK_NAME": f"'{mixture}'", "CHECKPOINT_PATH": f"'{checkpoint}'",
-        "EVAL_OUTPUT_DIR": f"'{out_dir}'", "seqio.Evaluator.num_examples": 4},
-                        tiny_run["env"])
-    out[kind] = out_dir / "inference_eval"
-  out["checkpoint"] = checkpoint
-  return out
+  out_dir = tiny_run["root"] / "eval_exact"
+  t5x_support.run_t5x("eval", ["symbol_tuning_eval_tiny.gin"], {
+      "MIXTURE_OR_TASK_NAME": "'symbol_tuning_eval_bigbench_flipped'",
+      "CHECKPOINT_PATH": f"'{checkpoint}'", "EVAL_OUTPUT_DIR": f"'{out_dir}'",
+      "seqio.Evaluator.num_examples": 4}, tiny_run["env"])
+  return {"exact": out_dir / "inference_eval", "rank": readme_tiny["rank"],
+          "rank_checkpoint": readme_tiny["checkpoint"]}
 
 
 @pytest.mark.parametrize("kind,metric", [("rank", "rank_classification_accuracy"),
                                          ("exact", "exact_match")])
 def test_eval_files_score_the_validation_split(tiny_eval, kind, metric):
   files = sorted(tiny_eval[kind].glob("*-metrics.jsonl"))
-  assert len(files) >= 6  # one per task of the mixture (11 held-out; flipped: the binary ones)
+  # One per task of the mixture: the 11 held-out tasks; flipped: the binary ones.
+  assert len(files) == 11 if kind == "rank" else len(files) >= 6
   for path in files:
     record = json.loads(path.read_text().splitlines()[-1])
     assert record["step"] == TINY_STEPS
@@ -151,7 +162,7 @@ def test_our_cli_reads_t5x_orbax_checkpoints_with_t5x_scores(tiny_eval, tmp_path
   """The Orbax checkpoint t5x.train wrote -> `symbol-tuning convert --to hf` -> our scorer
   gives the log-likelihoods t5x.eval wrote for the same prompts and options."""
   hf_dir = tmp_path / "hf"
-  t5x_support.run_cli("convert", str(tiny_eval["checkpoint"]), str(hf_dir), "--to", "hf")
+  t5x_support.run_cli("convert", str(tiny_eval["rank_checkpoint"]), str(hf_dir), "--to", "hf")
   from symbol_tuning.data import vocab  # pylint: disable=import-outside-toplevel
   from symbol_tuning.evaluation import scoring  # pylint: disable=import-outside-toplevel
 
@@ -169,7 +180,7 @@ def test_our_cli_reads_t5x_orbax_checkpoints_with_t5x_scores(tiny_eval, tmp_path
   theirs = np.array([r["score"] for r in rows])
   np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-3)
   # `eval` takes the t5x checkpoint directly, too.
-  t5x_support.run_cli("--vocab", "local", "eval", "--checkpoint", str(tiny_eval["checkpoint"]), "--suite",
+  t5x_support.run_cli("--vocab", "local", "eval", "--checkpoint", str(tiny_eval["rank_checkpoint"]), "--suite",
        "bigbench", "--settings", "symbols", "--max_examples", "1", "--out",
        str(tmp_path / "eval"), env=t5x_support.t5x_env(BIGBENCH_DIR=str(bigbench_dir)))
   assert (tmp_path / "eval" / "results.json").is_file()
@@ -245,14 +256,10 @@ def test_decoder_only_twin_trains_and_evaluates_with_t5x(tmp_path, bigbench_dir)
     assert 0.0 <= record["rank_classification_accuracy"] <= 100.0
 
 
-def test_readme_tiny_twin_commands(tmp_path, bigbench_dir):
+def test_readme_tiny_twin_commands(readme_tiny):
   """README's Cloud TPU section: the tiny twins on CPU with the real binaries."""
-  del bigbench_dir
-  t5x_support.require_t5x()
-  run_readme_t5x("Cloud TPU", 4, tmp_path, TINY_STEPS)
-  losses = t5x_support.train_metrics(tmp_path / "runs" / "tiny_t5x")
+  losses = t5x_support.train_metrics(readme_tiny["model_dir"])
   assert max(losses) == TINY_STEPS and all(math.isfinite(v) for v in losses.values())
-  files = sorted((tmp_path / "runs" / "tiny_t5x" / "eval" / "inference_eval").glob(
-      "*-metrics.jsonl"))
+  files = sorted(readme_tiny["rank"].glob("*-metrics.jsonl"))
   assert len(files) == 11 and all(
       json.loads(f.read_text().splitlines()[-1])["step"] == TINY_STEPS for f in files)

@@ -129,40 +129,44 @@ def test_run_file_requires_the_converted_checkpoint(size_probe):
   assert error.startswith("ValueError: INITIAL_CHECKPOINT_PATH") and "REQUIRED" in error
 
 
-def _hf_tiny(root, family):
-  """A tiny random `transformers` model of `family` saved under root/<family>_hf."""
+@pytest.fixture(scope="module")
+def hf_tinies(tmp_path_factory):
+  """A tiny random `transformers` model of each family in HF_TINY, saved under
+  <root>/<family>_hf by one torch process (one start-up for all three)."""
+  hf_reference.require_torch()
+  root = tmp_path_factory.mktemp("hf_tinies")
   tokens = np.random.default_rng(0).integers(0, 8064, size=(2, 24)).astype(np.int32)
-  hf_dir = root / f"{family}_hf"
   hf_reference.run("hf_reference:decoder_logits", {"tokens": tokens}, jobs=[
-      {"name": family, "dir": str(hf_dir), "model_type": family, "config": HF_TINY[family]}])
-  return hf_dir
+      {"name": family, "dir": str(root / f"{family}_hf"), "model_type": family,
+       "config": config} for family, config in HF_TINY.items()])
+  return {family: root / f"{family}_hf" for family in HF_TINY}
 
 
-def _train(root, family, env, steps):
-  """convert --to t5x at STEP, then t5x.train `steps` steps; returns the model dir."""
-  hf_dir = _hf_tiny(root, family)
-  t5x_support.run_cli("convert", str(hf_dir), str(root / f"{family}_t5x"), "--to", "t5x",
-                      "--step", str(STEP), env=env)
+def _train(root, hf_dir, family, env, steps):
+  """convert --to t5x at STEP (in this process), then t5x.train `steps` steps; returns the
+  model dir."""
+  from symbol_tuning.checkpoints import convert  # pylint: disable=import-outside-toplevel
+
+  convert.convert(str(hf_dir), str(root / f"{family}_t5x"), "t5x", step=STEP)
   model_dir = root / f"{family}_run"
   t5x_support.run_t5x("train", [f"models/{family}_tiny.gin", "symbol_tuning_bigbench_decoder.gin"], {
       "MODEL_DIR": f"'{model_dir}'",
       "INITIAL_CHECKPOINT_PATH": f"'{root / f'{family}_t5x' / f'checkpoint_{STEP}'}'",
       "FINETUNE_STEPS": steps, "BATCH_SIZE": 2, "utils.SaveCheckpointConfig.period": steps},
                       env)
-  return hf_dir, model_dir
+  return model_dir
 
 
 @pytest.fixture(scope="module")
-def llama_run(tmp_path_factory, bigbench_dir):
+def llama_run(tmp_path_factory, bigbench_dir, hf_tinies):
   """README's decoder-only t5x block as written, from a folder linking gin/: a tiny random
   Llama -> convert --to t5x -> t5x.train (STEPS steps, batch 2) -> t5x.eval (2 queries per
   task) -> `symbol-tuning eval` (1 query per task) and `convert --to hf` of the checkpoint
   t5x wrote."""
   t5x_support.require_t5x()
-  hf_reference.require_torch()
   root = tmp_path_factory.mktemp("t5x_decoder")
   (root / "gin").symlink_to(t5x_support.REPO / "gin")
-  hf_dir = _hf_tiny(root, "llama")
+  hf_dir = hf_tinies["llama"]
   bin_dir = os.path.dirname(sys.executable)  # README says python3 / symbol-tuning: the venv's
   env = t5x_support.t5x_env(BIGBENCH_DIR=str(bigbench_dir),
                             PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -231,12 +235,11 @@ def test_our_cli_reads_the_t5x_checkpoint_with_t5x_eval_scores(llama_run):
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-4)
 
 
-def _one_t5x_step(tmp_path, bigbench_dir, family):
+def _one_t5x_step(tmp_path, bigbench_dir, hf_dir, family):
   """(config, params) of the checkpoint t5x.train wrote one step after the converted one."""
   t5x_support.require_t5x()
-  hf_reference.require_torch()
   env = t5x_support.t5x_env(BIGBENCH_DIR=str(bigbench_dir))
-  _, model_dir = _train(tmp_path, family, env, 1)
+  model_dir = _train(tmp_path, hf_dir, family, env, 1)
   losses = t5x_support.train_metrics(model_dir)
   assert list(losses) == [STEP + 1] and math.isfinite(losses[STEP + 1])
   from symbol_tuning.checkpoints import convert  # pylint: disable=import-outside-toplevel
@@ -244,17 +247,17 @@ def _one_t5x_step(tmp_path, bigbench_dir, family):
   return convert.load_any(str(model_dir / f"checkpoint_{STEP + 1}"))
 
 
-def test_t5x_train_tunes_a_converted_qwen2(tmp_path, bigbench_dir):
+def test_t5x_train_tunes_a_converted_qwen2(tmp_path, bigbench_dir, hf_tinies):
   """Qwen2's q/k/v biases and tied embeddings through the same path, one step."""
-  config, params = _one_t5x_step(tmp_path, bigbench_dir, "qwen2")
+  config, params = _one_t5x_step(tmp_path, bigbench_dir, hf_tinies["qwen2"], "qwen2")
   assert (config.family, config.qkv_bias, config.tie_embeddings) == ("qwen2", True, True)
   assert "bias" in params["decoder"]["layers_0"]["self_attention"]["query"]
 
 
-def test_t5x_train_tunes_a_converted_gemma2(tmp_path, bigbench_dir):
+def test_t5x_train_tunes_a_converted_gemma2(tmp_path, bigbench_dir, hf_tinies):
   """Gemma 2's block (local/global layers, soft-capping, sandwich norms) through the same
   path, one step; the checkpoint t5x wrote reads back as Gemma 2."""
-  config, params = _one_t5x_step(tmp_path, bigbench_dir, "gemma2")
+  config, params = _one_t5x_step(tmp_path, bigbench_dir, hf_tinies["gemma2"], "gemma2")
   assert (config.family, config.layer_window(0), config.layer_window(1)) == ("gemma2", 8, None)
   assert (config.attn_logit_softcap, config.final_logit_softcap) == (50.0, 30.0)
   assert "post_mlp_layer_norm" in params["decoder"]["layers_1"]
