@@ -18,7 +18,6 @@ import pathlib
 
 import datasets
 import gin
-import jax
 import pytest
 import seqio
 
