@@ -56,3 +56,12 @@ def test_preset_flops_count_windows(arch):
   # keys fewer, for each of the row's 512 queries.
   saved = sum(3 * 2 * 2 * q * 512 * (512 - config.layer_window(i)) for i in local)
   assert family.train_flops(unwindowed, 1, ROW) - flops == saved
+
+
+def test_a_depth_override_keeps_the_familys_layer_pattern():
+  """num_layers on a Gemma 2 preset re-derives its alternating local/global layers; a preset
+  with layer_types written out asks for them with the new depth."""
+  config = registry.get_config("gemma2-100m", num_layers=12)
+  assert config.layer_types == ("sliding_attention", "full_attention") * 6
+  with pytest.raises(ValueError, match="sets layer_types for its 3 layers"):
+    registry.get_config("gemma3-tiny", num_layers=4)

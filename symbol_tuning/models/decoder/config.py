@@ -254,4 +254,12 @@ def get_config(name: str, **overrides) -> DecoderConfig:
   if name not in CONFIGS:
     raise ValueError(f"unknown decoder-only config {name!r}; known: {', '.join(CONFIGS)}")
   check_overrides(DecoderConfig, overrides)
-  return CONFIGS[name].replace(**overrides) if overrides else CONFIGS[name]
+  base = CONFIGS[name]
+  if "num_layers" in overrides and "layer_types" not in overrides and base.layer_types:
+    pattern = GEMMA_PATTERNS.get(base.family)
+    if pattern and base.layer_types == gemma_layer_types(base.num_layers, pattern):
+      overrides = dict(overrides, layer_types=())  # the family's pattern, at the new depth
+    else:
+      raise ValueError(f"decoder-only config {name!r} sets layer_types for its "
+                       f"{base.num_layers} layers; with num_layers, pass layer_types too")
+  return base.replace(**overrides) if overrides else base
