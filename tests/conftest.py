@@ -38,21 +38,27 @@ def pytest_configure(config):
   flags.FLAGS.mark_as_parsed()
 
 
-# Modules whose module-scoped fixtures are expensive (t5x and Beam runs, torch models):
-# pytest-xdist runs each on one worker (`--dist loadgroup`, tests/pytest.ini), so a fixture
-# is built once per run, not once per worker that happens to get one of its tests.
+# Modules whose module-scoped fixtures are expensive (t5x and Beam runs, torch models): each
+# runs on one worker, so a fixture is built once per run, not once per worker that happens to
+# get one of its tests. (xdist's own `--dist loadgroup` does not group under pytest 9: it
+# renames items through a field pytest 9 no longer reads.)
 SHARED_FIXTURE_MODULES = ("test_caching", "test_checkpoints", "test_determinism",
                           "test_gin_local", "test_gin_t5x", "test_rope", "test_t5x_binaries",
                           "test_t5x_decoder")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(config, items):
-  del config
-  for item in items:
-    module = item.module.__name__ if item.module else ""
-    if module in SHARED_FIXTURE_MODULES:
-      item.add_marker(pytest.mark.xdist_group(module))
+def pytest_xdist_make_scheduler(config, log):
+  """xdist's scope scheduling with one scope per module above and one per test elsewhere;
+  the biggest scopes are handed out first, then single tests as workers free up."""
+  from xdist.scheduler import LoadScopeScheduling  # pylint: disable=import-outside-toplevel
+
+  class ModuleGroups(LoadScopeScheduling):
+
+    def _split_scope(self, nodeid: str) -> str:
+      module = nodeid.split("::", 1)[0]
+      return module if pathlib.PurePath(module).stem in SHARED_FIXTURE_MODULES else nodeid
+
+  return ModuleGroups(config, log)
 
 
 def pytest_unconfigure(config):
