@@ -168,3 +168,12 @@ def test_an_unknown_repo_is_one_line_naming_the_dataset_and_the_rest_are_pinned(
       "pin: 1 of 2 branch revisions resolved, 1 written; 0 already pinned; FAILED: cola"]
   pinned = {raw["key"]: raw["hf_revision"] for raw in json.loads(tune.read_text())["datasets"]}
   assert pinned["rte"] == sha_of(rte.hf_id, rte.hf_revision) and pinned["cola"] == "main"
+
+
+def test_a_missing_catalogue_folder_is_one_line(tmp_path):
+  from symbol_tuning.data.sources import hf_pins
+
+  lines = []
+  assert hf_pins.pin(tmp_path / "none", out=lines.append) == 1
+  assert len(lines) == 1 and lines[0].startswith("pin: cannot read the catalogue file ")
+  assert str(tmp_path / "none" / "tune.json") in lines[0]

@@ -55,7 +55,13 @@ def branch_entries(tasks_dir: pathlib.Path, keys=None) -> tuple[list[Branch], in
   found, pinned, known = [], 0, []
   for group in HF_GROUPS:
     path = tasks_dir / catalogue.CATALOGUE_FILES[group]
-    for raw in json.loads(path.read_text(encoding="utf-8"))["datasets"]:
+    try:
+      raws = json.loads(path.read_text(encoding="utf-8"))["datasets"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      raise PinError(f"pin: cannot read the catalogue file {path} ({type(e).__name__}: "
+                     f"{str(e).splitlines()[0] if str(e) else ''}); --tasks-dir names a "
+                     "folder holding tune.json and eval.json") from None
+    for raw in raws:
       if raw.get("source") != "hf":
         continue
       known.append(raw["key"])
