@@ -161,6 +161,29 @@ def test_train_command_reads_the_cache(read_cache, tmp_path, monkeypatch, capsys
   assert "USE_CACHED_TASKS = True" in config
 
 
+@pytest.mark.usefixtures("clean_gin")
+def test_train_command_without_the_cache_is_one_line(tmp_path, capsys, bigbench_dir):
+  from symbol_tuning import cli
+
+  del bigbench_dir
+  before = list(seqio.utils.get_global_cache_dirs())
+  try:
+    code = cli.main(["train", "--gin_file=local/symbol_tuning_bigbench_tiny.gin",
+                     "--gin_file=local/cached.gin", f"--gin.MODEL_DIR='{tmp_path / 'run'}'",
+                     f"--gin.SEQIO_CACHE_DIRS=['{tmp_path / 'no_cache'}']",
+                     # Lengths no other test caches (seqio keeps a task's cache dir once found).
+                     "--gin.TASK_FEATURE_LENGTHS={'inputs': 512, 'targets': 32}",
+                     "--gin.TRAIN_STEPS=1",
+                     "--no_progress"])
+  finally:
+    seqio.set_global_cache_dirs(before)
+  err = capsys.readouterr().err.strip().splitlines()
+  assert code == 2 and len(err) == 1, err
+  assert err[0].startswith("symbol-tuning train: error: USE_CACHED_TASKS: 18 task(s) of "
+                           "'symbol_tuning_bigbench_i512_t32' are not cached")
+  assert str(tmp_path / "no_cache") in err[0] and "cache_tasks_main" in err[0]
+
+
 def test_t5x_trains_on_the_cache(cached, tmp_path):
   """t5x.train with USE_CACHED_TASKS (gin/t5x/cached.gin) reads the cached mixture through
   --seqio_additional_cache_dirs (one step of the tiny twin from scratch)."""

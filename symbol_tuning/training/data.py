@@ -68,10 +68,18 @@ def mixture_to_read(name: str, lengths: dict, use_cached: bool, cache_dirs=()) -
 
   if cache_dirs:
     seqio.add_global_cache_dirs([str(d) for d in cache_dirs])
-  if name.endswith(caching.cached_name("", lengths)):
-    return name  # the twin itself (registered by symbol_tuning.data.cached_tasks)
   check_name(name)
-  return caching.register_cached(name, lengths, splits=("train",))
+  if not name.endswith(caching.cached_name("", lengths)):  # else the twin itself
+    name = caching.register_cached(name, lengths, splits=("train",))
+  provider = seqio.get_mixture_or_task(name)
+  missing = [task.name for task in getattr(provider, "tasks", [provider])
+             if task.cache_dir is None]
+  if missing:
+    raise DataError(f"USE_CACHED_TASKS: {len(missing)} task(s) of {name!r} are not cached in "
+                    f"any of seqio's cache dirs {seqio.utils.get_global_cache_dirs()} "
+                    f"(SEQIO_CACHE_DIRS), e.g. {missing[0]!r}; build them with seqio's "
+                    "cache_tasks_main (README, Data at scale)")
+  return name
 
 
 class HostBatches:
