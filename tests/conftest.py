@@ -10,9 +10,11 @@ import pathlib
 import shutil
 import tempfile
 
+from xla_flags import xla_flags
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("XLA_FLAGS", xla_flags(8))  # tests/xla_flags.py: 8 devices, fast compiles
 os.environ.setdefault("SYMBOL_TUNING_VOCAB", "local")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -42,7 +44,7 @@ def pytest_configure(config):
 # runs on one worker, so a fixture is built once per run, not once per worker that happens to
 # get one of its tests. (xdist's own `--dist loadgroup` does not group under pytest 9: it
 # renames items through a field pytest 9 no longer reads.)
-SHARED_FIXTURE_MODULES = ("test_caching", "test_checkpoints", "test_determinism",
+SHARED_FIXTURE_MODULES = ("test_caching", "test_checkpoints", "test_determinism", "test_gcs",
                           "test_gin_local", "test_gin_t5x", "test_rope", "test_t5x_binaries",
                           "test_t5x_decoder")
 

@@ -10,6 +10,7 @@ import pytest
 from symbol_tuning import cli
 from symbol_tuning.data import pipeline, prompts
 from symbol_tuning.data.sources import bigbench
+from xla_flags import xla_flags
 
 
 def write_jsonl(path, rows):
@@ -48,15 +49,46 @@ COMMANDS = {
 }
 
 
+# Runs each command of COMMANDS (JSON in argv[1]) through cli.main in this one process, as
+# a user's shell would run it (its stdout and stderr captured at the file descriptors, so
+# what libraries log is captured too), and writes {name: [exit code, stdout, stderr]} to
+# argv[2]. One process for all: importing TensorFlow and jax once, not once per command.
+DRIVER = r"""
+import json, os, sys, tempfile, traceback
+from symbol_tuning import cli
+results = {}
+for name, argv in json.loads(sys.argv[1]).items():
+  with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    sys.stdout.flush(); sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    os.dup2(out.fileno(), 1); os.dup2(err.fileno(), 2)
+    try:
+      try:
+        code = cli.main(argv)
+      except SystemExit as e:
+        code = e.code
+      except BaseException:
+        traceback.print_exc()
+        code = None
+    finally:
+      sys.stdout.flush(); sys.stderr.flush()
+      os.dup2(saved[0], 1); os.dup2(saved[1], 2)
+    out.seek(0); err.seek(0)
+    results[name] = [code, out.read(), err.read()]
+with open(sys.argv[2], "w") as f:
+  json.dump(results, f)
+"""
+
+
 def test_no_command_hangs_or_prints_a_traceback_on_broken_copies(tmp_path, broken_copies):
   env = dict(os.environ, SYMBOL_TUNING_DATA_DIR=str(broken_copies))
-  env.pop("XLA_FLAGS", None)
-  procs = {}
-  for name, (argv, _) in COMMANDS.items():
-    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    procs[name] = subprocess.Popen(
-        [sys.executable, "-m", "symbol_tuning.cli", "--vocab", "local", *argv], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  env["XLA_FLAGS"] = xla_flags()  # one CPU device
+  argvs = {name: ["--vocab", "local", *(a.replace("{tmp}", str(tmp_path)) for a in argv)]
+           for name, (argv, _) in COMMANDS.items()}
+  procs = {"cli": subprocess.Popen(
+      [sys.executable, "-c", DRIVER, json.dumps(argvs), str(tmp_path / "results.json")],
+      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)}
+  # The HF export is its own process: huggingface_hub reads HF_ENDPOINT when imported.
   procs["hf export"] = subprocess.Popen(
       [sys.executable, "-m", "symbol_tuning.data.sources.hf", "export", "--out", str(tmp_path / "x"),
        "--keys", "rte"], env=dict(env, HF_DATASETS_OFFLINE="0", HF_HUB_OFFLINE="0",
@@ -71,6 +103,9 @@ def test_no_command_hangs_or_prints_a_traceback_on_broken_copies(tmp_path, broke
       proc.communicate()
       pytest.fail(f"`{name}` hung on a broken local copy")
     results[name] = (proc.returncode, out, err)
+  code, out, err = results.pop("cli")
+  assert code == 0 and "Traceback" not in err, err[-3000:]
+  results.update(json.loads((tmp_path / "results.json").read_text()))
   for name, (argv, code) in COMMANDS.items():
     got, out, err = results[name]
     assert got == code, (name, err[-2000:])

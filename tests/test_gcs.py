@@ -37,19 +37,19 @@ def _steps(emulator, complete: bool) -> set[int]:
   return committed if complete else steps - committed
 
 
-def _start_reference(tmp_path):
-  """The same run, uninterrupted, on a local disk."""
-  return subprocess.Popen(train_cmd(tmp_path / "ref"), env=subprocess_env(),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, bigbench_dir):
+  """What the interrupted runs on gs:// must end as: the same run, uninterrupted, on a local
+  disk (trained once for this module's tests; conftest keeps them on one worker)."""
+  del bigbench_dir
+  ref = tmp_path_factory.mktemp("gcs_reference") / "ref"
+  done = subprocess.run(train_cmd(ref), env=subprocess_env(), capture_output=True, text=True,
+                        timeout=300, check=False)
+  assert done.returncode == 0, done.stderr[-2000:]
+  return ref
 
 
-def _finish(proc):
-  _, err = proc.communicate(timeout=300)
-  assert proc.returncode == 0, err[-2000:]
-
-
-def test_train_kill_resume_convert_on_gcs(gcs, tmp_path, bigbench_dir):
-  reference = _start_reference(tmp_path)
+def test_train_kill_resume_convert_on_gcs(gcs, tmp_path, reference):
   # Killed while a checkpoint is being written, then between checkpoints.
   assert run_and_kill(RUN, lambda d: bool(_steps(gcs, complete=False)), "t5")
   assert run_and_kill(RUN, lambda d: logged_steps(d) >= 8, "t5")
@@ -60,8 +60,7 @@ def test_train_kill_resume_convert_on_gcs(gcs, tmp_path, bigbench_dir):
                         capture_output=True, text=True, timeout=300, check=False)
   assert done.returncode == 0, done.stderr[-2000:]
   assert not list(staging.glob("symbol_tuning_tb_*"))
-  _finish(reference)
-  trainer_support.assert_same_checkpoint(tmp_path / "ref", RUN)
+  trainer_support.assert_same_checkpoint(reference, RUN)
   assert [r["step"] for r in trainer_support.metrics_rows(RUN)] == list(range(1, STEPS + 1))
   # Everything on the server, nothing in a local ./gs: folder.
   names = gcs.objects("bkt", "run/")
@@ -99,8 +98,7 @@ def test_train_kill_resume_convert_on_gcs(gcs, tmp_path, bigbench_dir):
       f"cmp/{n}" for n in ("compare.json", "compare.md", "settings.png", "tasks.png")]
 
 
-def test_server_stopped_mid_save_loses_nothing(gcs, tmp_path, bigbench_dir):
-  reference = _start_reference(tmp_path)
+def test_server_stopped_mid_save_loses_nothing(gcs, reference):
   proc = subprocess.Popen(train_cmd(RUN), env=subprocess_env(), stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 240
@@ -119,8 +117,7 @@ def test_server_stopped_mid_save_loses_nothing(gcs, tmp_path, bigbench_dir):
     done = subprocess.run(train_cmd(RUN), env=subprocess_env(), capture_output=True,
                           text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-  _finish(reference)
-  trainer_support.assert_same_checkpoint(tmp_path / "ref", RUN)
+  trainer_support.assert_same_checkpoint(reference, RUN)
   for step in sorted(_steps(gcs, complete=True)):
     convert.load_any(f"{RUN}/checkpoint_{step}")  # every committed checkpoint reads back
   assert not _steps(gcs, complete=False)

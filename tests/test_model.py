@@ -27,6 +27,7 @@ from symbol_tuning.models.t5 import network  # noqa: E402
 from symbol_tuning.models.t5.config import CONFIGS, T5Config, get_config  # noqa: E402
 from symbol_tuning.models.t5.inference import init_cache  # noqa: E402
 from symbol_tuning.models.t5.network import Transformer  # noqa: E402
+from xla_flags import xla_flags  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -331,7 +332,7 @@ def test_sharded_forward_under_set_mesh():
   """Logical axis names map to a 2x2 (data, model) mesh; same logits as unsharded."""
   script = textwrap.dedent("""
     import os
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=4"
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax, jax.numpy as jnp, numpy as np
     from flax import linen as nn
@@ -363,7 +364,7 @@ def test_sharded_forward_under_set_mesh():
     print("OK")
   """)
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  env.pop("XLA_FLAGS", None)
+  env["XLA_FLAGS"] = xla_flags()  # the script asks for its 4 devices itself
   proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                         env=env, timeout=300, cwd=REPO)
   assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]

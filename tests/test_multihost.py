@@ -26,6 +26,7 @@ from symbol_tuning.checkpoints import convert
 from symbol_tuning import paths
 from symbol_tuning.training import data, partitioning
 from symbol_tuning.training import trainer as trainer_lib
+from xla_flags import xla_flags
 
 TASK = "symbol_tuning.bigbench.navigate"
 LENGTHS = {"inputs": 256, "targets": 16}
@@ -51,7 +52,7 @@ def _train_on_two_hosts(model_dir, steps: int, timeout: float = 600, cwds=None) 
   procs = []
   for process_id in range(HOSTS):
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES_PER_HOST}",
+               XLA_FLAGS=xla_flags(DEVICES_PER_HOST),
                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(HOSTS),
                JAX_PROCESS_ID=str(process_id))
     procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,

@@ -19,12 +19,12 @@ from symbol_tuning.training import trainer as trainer_lib
 
 # family -> the TrainConfig overrides of its tiny model (trainer_support)
 MODELS = {"t5": T5_TINY, "decoder": LLAMA_TINY}
-# Decoder-only layouts checked by the sharded step too: Mistral's sliding window (4 of the
-# 272 positions) and Gemma 3's block (local/global layers, sandwich norms, QK-norm, local
-# RoPE; Gemma 2's is the same block with soft-capping and no QK-norm) train and shard
-# like Llama.
-LAYOUTS = {**MODELS, "decoder-mistral": dict(LLAMA_TINY, model_size="mistral-tiny"),
-           "decoder-gemma3": dict(LLAMA_TINY, model_size="gemma3-tiny")}
+# Decoder-only layouts checked by the sharded step too: Gemma 3's block (sliding-window
+# local layers and global ones, sandwich norms, QK-norm, local RoPE) trains and shards like
+# Llama. Its local layers are Mistral's windowed attention (Mistral: Llama's block with a
+# window everywhere) and its block is Gemma 2's (which adds soft-capping, drops QK-norm):
+# tests/test_model.py and test_checkpoints.py check those against transformers.
+LAYOUTS = {**MODELS, "decoder-gemma3": dict(LLAMA_TINY, model_size="gemma3-tiny")}
 
 pytestmark = pytest.mark.usefixtures("clean_gin")
 

@@ -17,6 +17,7 @@ from symbol_tuning import cli, paths
 from symbol_tuning.checkpoints import convert
 from symbol_tuning.training import data
 from symbol_tuning.training import trainer as trainer_lib
+from xla_flags import xla_flags
 
 TASK = "symbol_tuning.bigbench.navigate"
 T5_TINY = dict(task_feature_lengths={"inputs": 512, "targets": 16}, model_size="tiny")
@@ -124,7 +125,7 @@ def train_cmd(model_dir, kind="t5"):
 
 def subprocess_env():
   env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # one CPU device: the batch of 4 need not divide by 8
+  env["XLA_FLAGS"] = xla_flags()  # one CPU device: the batch of 4 need not divide by 8
   return env
 
 
