@@ -166,6 +166,7 @@ def test_eval_files_score_the_validation_split(tiny_eval, kind, metric):
 def test_our_cli_reads_t5x_orbax_checkpoints_with_t5x_scores(tiny_eval, tmp_path, bigbench_dir):
   """The Orbax checkpoint t5x.train wrote -> `symbol-tuning convert --to hf` -> our scorer
   gives the log-likelihoods t5x.eval wrote for the same prompts and options."""
+  del bigbench_dir  # extracted before `eval` below reads the BIG-bench tasks
   from symbol_tuning import cli  # pylint: disable=import-outside-toplevel
   hf_dir = tmp_path / "hf"
   assert cli.main(["convert", str(tiny_eval["rank_checkpoint"]), str(hf_dir), "--to", "hf"]) == 0
@@ -186,7 +187,6 @@ def test_our_cli_reads_t5x_orbax_checkpoints_with_t5x_scores(tiny_eval, tmp_path
   theirs = np.array([r["score"] for r in rows])
   np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-3)
   # `eval` takes the t5x checkpoint directly, too.
-  del bigbench_dir  # (the BIG-bench tasks `eval` reads)
   assert cli.main(["--vocab", "local", "eval", "--checkpoint", str(tiny_eval["rank_checkpoint"]),
                    "--suite", "bigbench", "--settings", "symbols", "--max_examples", "1",
                    "--out", str(tmp_path / "eval"), "--no_progress"]) == 0
