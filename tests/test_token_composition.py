@@ -115,3 +115,24 @@ def test_concurrent_writers_of_one_token_cache_key_all_succeed(tmp_path, monkeyp
   tokens._token_ids_in_process.clear()  # pylint: disable=protected-access
   assert [list(a) for a in tokens.token_ids(texts, "digest-of-a-test-tokenizer", None)][:2] \
       == [[6, 0], [6, 1]]
+
+
+def test_builders_share_one_memo_of_the_symbol_pool(bigbench_dir):
+  """Every builder of a symbols setting reads one {symbol: ids} of the evaluation pool
+  (~270k texts) per process and vocabulary, made once: copying it into each builder cost an
+  11-task evaluation suite ~2 s every time it was built. The ids are the tokenizer's."""
+  from symbol_tuning.data import symbols  # pylint: disable=import-outside-toplevel
+
+  builders = [pipeline.PromptBuilder(
+      seqio.get_mixture_or_task(f"symbol_tuning.eval_bigbench.{task}.symbols").source.spec,
+      "validation", 1023) for task in ("implicatures", "social_support")]
+  shared = [b.pieces._shared for b in builders]  # pylint: disable=protected-access
+  assert len(shared[0]) == len(shared[1]) == 1 and shared[0][0] is shared[1][0]
+  pool = symbols.get_pool("eval")
+  assert len(shared[0][0]) == len(set(pool.integers + pool.letter_strings + pool.words))
+  tokenizer = vocab.resolve().tokenizer
+  for symbol in (pool.integers[7], pool.letter_strings[-1], pool.words[100]):
+    assert list(builders[1].pieces(symbol)) == tokenizer.EncodeAsIds(symbol)
+  # A second share of the same collection is not rebuilt (its texts are not even listed).
+  builders[0].pieces.share("symbol_pool:eval", lambda: pytest.fail("rebuilt"))
+  assert len(builders[0].pieces._shared) == 1  # pylint: disable=protected-access

@@ -103,7 +103,8 @@ class PromptBuilder:
     pool = symbols.get_pool(spec.setting.symbol_pool)
     self.sample_symbols = pool.sample
     if spec.setting.labels == "symbols":  # fresh symbols per prompt: tokenize the pool too
-      self.pieces.prime(pool.integers + pool.letter_strings + pool.words)
+      self.pieces.share(f"symbol_pool:{pool.name}",
+                        lambda: pool.integers + pool.letter_strings + pool.words)
     self.compose = True  # the probes are built composed ...
     self.compose = self._composes()  # ... and decide: memoised pieces or whole prompts
 

@@ -14,7 +14,8 @@ import itertools
 import os
 import sys
 import tempfile
-from typing import Sequence
+import threading
+from typing import Callable, Sequence
 import zipfile
 
 import numpy as np
@@ -110,10 +111,15 @@ class PieceEncoder:
     self._decode = tokenizer.DecodeIds
     self._tokenizer_digest = tokenizer.digest
     self._memo: dict[str, array.array] = {}
+    self._shared: list[dict[str, array.array]] = []  # read-only memos of `share`
 
   def __call__(self, text: str) -> array.array:
     ids = self._memo.get(text)
     if ids is None:
+      for memo in self._shared:
+        ids = memo.get(text)
+        if ids is not None:
+          return ids
       ids = self._memo[text] = array.array("i", self._encode(text))
     return ids
 
@@ -124,6 +130,25 @@ class PieceEncoder:
     for text, ids in zip(texts, token_ids(tuple(texts), self._tokenizer_digest, self._encode)):
       self._memo.setdefault(text, ids)
 
+  def share(self, name: str, texts: Callable[[], Sequence[str]]) -> None:
+    """Memoises a fixed collection of texts that `name` identifies in this process (a
+    symbol pool: up to ~270k texts) in one read-only {text: ids} per tokenizer, which every
+    encoder of the process reads. `prime` would copy them into each encoder, and an
+    evaluation suite makes one per task and setting. `texts` is called only the first time.
+
+    Example: two builders' encoders share("symbol_pool:eval", lambda: pool_texts): the
+      first tokenizes (or reads the token cache) and builds the memo, the second reuses it.
+    """
+    key = (name, self._tokenizer_digest)
+    with _shared_lock:  # tf.data threads make builders concurrently
+      memo = _shared_memos.get(key)
+      if memo is None:
+        collection = tuple(texts())
+        memo = _shared_memos[key] = dict(
+            zip(collection, token_ids(collection, self._tokenizer_digest, self._encode)))
+    if not any(m is memo for m in self._shared):
+      self._shared.append(memo)
+
   def encode_full(self, text: str) -> list[int]:
     return self._encode(text)
 
@@ -132,6 +157,9 @@ class PieceEncoder:
 
 
 _TOKEN_CACHE_VERSION = 2
+# {(collection name, tokenizer digest): {text: ids}} of PieceEncoder.share, per process.
+_shared_memos: dict[tuple[str, str], dict[str, array.array]] = {}
+_shared_lock = threading.Lock()
 _token_ids_in_process: dict[str, list[array.array]] = {}
 
 
