@@ -143,6 +143,13 @@ class QuerySource(seqio.DataSource):
     return ds
 
 
+def builder(spec: PromptSpec, split: str, max_input_tokens: int) -> PromptBuilder:
+  """The process's PromptBuilder of a task split, budget and the chosen vocabulary, made
+  once: the training pipeline and every evaluation in a process share it (making one
+  tokenizes the data and checks composition on probe prompts)."""
+  return _builder(spec, split, max_input_tokens, vocab_lib.current_spec())
+
+
 @functools.cache
 def _builder(spec: PromptSpec, split: str, max_input_tokens: int, vocab_spec: str):
   del vocab_spec  # part of the cache key: a new vocabulary needs a new token counter
@@ -209,8 +216,8 @@ def build_prompts(dataset: tf.data.Dataset, sequence_length=None, output_feature
       out = prompt_workers.pool(workers, tokenizer).build_batch(
           spec, split, budget, positions, seeds, model_length, eos)
     else:
-      builder = _builder(spec, split, budget, vocab_lib.current_spec())
-      out = prompt_builder.build_batch(builder, positions, seeds, model_length, eos)
+      out = prompt_builder.build_batch(builder(spec, split, budget), positions, seeds,
+                                       model_length, eos)
     _count(spec, split, model_length or length, len(positions), len(out[0]))
     return out
 

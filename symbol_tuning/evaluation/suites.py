@@ -128,7 +128,7 @@ def _classification_items(task_name: str, key: str, setting: str, input_length: 
   """`answer_in_sequence` (decoder-only): prompt + EOS + the longest option + EOS fit
   `input_length` (the model's whole sequence, as in training); else prompt + EOS fit it."""
   spec = seqio.get_mixture_or_task(task_name).source.spec
-  builder = pipeline.PromptBuilder(spec, "validation", input_length - 1)  # room for EOS
+  builder = pipeline.builder(spec, "validation", input_length - 1)  # room for EOS
   eos = vocab_lib.resolve().eos_id
   items, unfit = [], 0
   for pos in query_positions(len(builder.queries), max_examples, key, seed):
