@@ -17,10 +17,10 @@ fitted to 2048 tokens, seed 0):
   - naive_bucketed: the naive recipe with the fast path's length buckets, to separate the
            gain of encoding once from the gain of bucketing.
 The prompts are built twice first and both times printed (prompt_build_s_first_second):
-the second is what each further evaluation in a process pays. Every variant is compiled
-on a warm-up pass first (the timed pass is checked to compile
-nothing); figures are steady-state examples (prompts) per second, measured in one process
-on the same prompts, and the scores are compared.
+the second is what each further evaluation in a process pays. Every variant is compiled on a
+warm-up pass first (the timed pass is checked to compile nothing); figures are steady-state
+examples (prompts) per second, measured in one process on the same prompts, and the scores
+are compared.
 """
 import argparse
 import os
