@@ -31,7 +31,8 @@ after a bare `--` are passed to the binary as they are.
 
 On each worker (paths relative to the home directory):
   st-venv/          Python 3.11 venv (uv-managed: the TPU images ship 3.10, the project needs 3.11)
-  symbol-tuning/    this project (git clone of --repo_url, or a tarball of --source_dir),
+  symbol-tuning/    this project (git clone of --repo_url, or a tarball of --source_dir's
+                    files that git would commit: launch/pack_source.py),
                     installed with its pinned stack, then jax[tpu] at that same jax version
   t5x/ airio/ jestimator/  git checkouts at the commits the tests use (T5X_PINS: the
                     snapshots in ../shared/vendor), installed without their unpinned
@@ -52,6 +53,7 @@ import common  # noqa: E402  pylint: disable=wrong-import-position
 import queued  # noqa: E402  pylint: disable=wrong-import-position
 
 REPO_DIR = pathlib.Path(__file__).resolve().parent.parent
+PACK_SOURCE = pathlib.Path(__file__).resolve().with_name("pack_source.py")
 VENV, PROJECT, DATA, LOGS = ("st-venv", "symbol-tuning", "symbol_tuning_data",
                              "symbol_tuning_logs")
 TARBALL = "symbol-tuning-src.tar.gz"
@@ -137,11 +139,10 @@ def setup_commands(args):
     steps += [_sh("git", "clone", "-q", args.repo_url, PROJECT)]
     if args.repo_ref:
       steps += [_sh("git", "-C", PROJECT, "checkout", "-q", args.repo_ref)]
-  else:  # a tarball of a local checkout, copied to every worker
+  else:  # a tarball of a local checkout (the files git would commit), copied to every worker
     tarball = os.path.join(tempfile.gettempdir(), TARBALL)
     commands += [
-        ["tar", "--exclude=.git", "--exclude=__pycache__", "--exclude=*.egg-info",
-         "--exclude=.venv", "-czf", tarball, "-C", str(args.source_dir), "."],
+        [sys.executable, str(PACK_SOURCE), str(args.source_dir), tarball],
         scp_all(args, tarball, TARBALL),
     ]
     steps += [_sh("mkdir", "-p", PROJECT), _sh("tar", "-xzf", TARBALL, "-C", PROJECT)]
@@ -252,7 +253,9 @@ def build_parser():
   setup.add_argument("--repo_url", help="git URL of this project to clone on the workers "
                                         "(default: copy a tarball of --source_dir)")
   setup.add_argument("--repo_ref", help="branch, tag or commit of --repo_url")
-  setup.add_argument("--source_dir", default=str(REPO_DIR), help="local checkout to copy")
+  setup.add_argument("--source_dir", default=str(REPO_DIR),
+                     help="local checkout to copy: the files git would commit "
+                          "(launch/pack_source.py)")
   setup.add_argument("--t5x_url", help=f"t5x git URL (default {T5X_PINS[0][1]})")
   setup.add_argument("--t5x_ref", help="t5x branch, tag or commit (default: the pinned "
                                        f"commit {T5X_PINS[0][2][:12]}, the tests' snapshot)")

@@ -24,12 +24,18 @@ def test_wheel_carries_the_data_the_library_reads(tmp_path):
   """A non-editable install has the BIG-bench archive (with its notice), the local
   vocabulary and the gin / catalogue files: the Quick start needs nothing else."""
   import pathlib  # pylint: disable=import-outside-toplevel
+  import shutil  # pylint: disable=import-outside-toplevel
   import subprocess  # pylint: disable=import-outside-toplevel
   import zipfile  # pylint: disable=import-outside-toplevel
 
+  # Built from a copy: setuptools writes build/ and *.egg-info into the folder it builds,
+  # and other tests read the checkout meanwhile (test_launch packs it).
   repo = pathlib.Path(__file__).resolve().parent.parent
+  source = tmp_path / "source"
+  shutil.copytree(repo, source, ignore=shutil.ignore_patterns(
+      ".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", "runs"))
   subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                  "-w", str(tmp_path), str(repo)], check=True, capture_output=True, timeout=600)
+                  "-w", str(tmp_path), str(source)], check=True, capture_output=True, timeout=600)
   (wheel,) = tmp_path.glob("symbol_tuning-*.whl")
   names = set(zipfile.ZipFile(wheel).namelist())
   for name in ("symbol_tuning/assets/bigbench_tasks.tar.xz",

@@ -11,6 +11,7 @@ import pathlib
 import shlex
 import subprocess
 import sys
+import tarfile
 import textwrap
 
 import pytest
@@ -91,6 +92,77 @@ def test_every_worker_command_runs_on_all_workers(tmp_path):
   assert kinds[0][4] == "create" and "--accelerator-type=v4-32" in shlex.split(lines[0])
   assert not any("delete" in k for k in kinds)  # not asked for
   assert _binary_argv(lines[-1]) == _expected(["symbol_tuning_flan_t5_small.gin"])
+
+
+PACK_SOURCE = REPO / "launch" / "pack_source.py"
+
+
+def _packed(source, out):
+  result = _launch(PACK_SOURCE, str(source), str(out))
+  with tarfile.open(out) as tar:
+    return {m.name: (tar.extractfile(m).read(), m.mode) for m in tar.getmembers()}, result
+
+
+def _write(root, files):
+  for name, text in files.items():
+    (root / name).parent.mkdir(parents=True, exist_ok=True)
+    (root / name).write_text(text)
+
+
+def test_setup_packs_the_files_git_would_commit(tmp_path):
+  """`setup` copies what git would commit: tracked files as they are now (edits included,
+  deleted ones left out) and untracked files .gitignore keeps; not a venv, build/ or runs/.
+  Outside git, every file but the venv, build and cache folders."""
+  src = tmp_path / "src"
+  _write(src, {"pkg/a.py": "a = 1\n", "run.sh": "echo hi\n", "gone.py": "",
+               ".gitignore": "build/\n/runs/\n.venv/\n"})
+  (src / "run.sh").chmod(0o755)
+  git = ["git", "-C", str(src), "-c", "user.name=t", "-c", "user.email=t@t"]
+  subprocess.run(git[:3] + ["init", "-q"], check=True)
+  subprocess.run(git + ["add", "-A"], check=True)
+  subprocess.run(git + ["commit", "-qm", "x"], check=True)
+  (src / "gone.py").unlink()
+  _write(src, {"pkg/a.py": "a = 2\n", "pkg/new.py": "b = 1\n", "build/lib/a.py": "",
+               "runs/ckpt/x": "", ".venv/bin/python": "", "pkg/__pycache__/a.pyc": ""})
+  (src / ".gitignore").write_text("build/\n/runs/\n.venv/\n__pycache__/\n")
+  members, result = _packed(src, tmp_path / "git.tar.gz")
+  assert sorted(members) == [".gitignore", "pkg/a.py", "pkg/new.py", "run.sh"]
+  assert members["pkg/a.py"][0] == b"a = 2\n" and members["run.sh"][1] == 0o755
+  assert "packed 4 files" in result.stderr
+  # Outside git: every file but the skipped folders.
+  subprocess.run(["rm", "-rf", str(src / ".git")], check=True)
+  members, _ = _packed(src, tmp_path / "plain.tar.gz")
+  assert sorted(members) == [".gitignore", "pkg/a.py", "pkg/new.py", "run.sh", "runs/ckpt/x"]
+  # The worker unpacks it with GNU tar (no folder entries in the archive).
+  unpacked = tmp_path / "unpacked"
+  unpacked.mkdir()
+  subprocess.run(["tar", "-xzf", str(tmp_path / "git.tar.gz"), "-C", str(unpacked)], check=True)
+  assert (unpacked / "pkg" / "new.py").read_text() == "b = 1\n"
+  assert os.access(unpacked / "run.sh", os.X_OK)
+
+
+def test_packing_a_checkout_that_is_being_written_to_succeeds(tmp_path):
+  """A build or a local run writing into the checkout while `setup` packs it: `tar` failed
+  such a copy ("file changed as we read it"); the packer reads each file once."""
+  src = tmp_path / "src"
+  _write(src, {f"pkg/m{i}.py": "x = 1\n" * 2000 for i in range(200)})
+  writer = subprocess.Popen(
+      [sys.executable, "-c", textwrap.dedent(f"""\
+          import os, time
+          root = {str(src)!r}
+          for i in range(100000):
+            name = os.path.join(root, 'build%d' % (i % 7))
+            open(name, 'w').write('x' * (i % 100))
+            if i % 3 == 0:
+              os.remove(name)
+          """)])
+  try:
+    for attempt in range(3):
+      members, _ = _packed(src, tmp_path / f"out{attempt}.tar.gz")
+      assert {f"pkg/m{i}.py" for i in range(200)} <= set(members)
+  finally:
+    writer.kill()
+    writer.wait()
 
 
 def test_delete_only_when_asked():
