@@ -73,6 +73,9 @@ def is_missing(value) -> bool:
   return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+_INTEGER = re.compile(r"[+-]?\d+")  # a label text that is a whole number
+
+
 def label_key(value):
   """A raw label in its comparable form (the label rule in the module docstring).
 
@@ -85,7 +88,7 @@ def label_key(value):
     return int(value)
   if isinstance(value, str):
     text = value.strip()
-    return int(text) if re.fullmatch(r"[+-]?\d+", text) else text
+    return int(text) if _INTEGER.fullmatch(text) else text
   return value
 
 
@@ -99,12 +102,19 @@ def _kind(value) -> str:
                                                                   f"a {type(value).__name__}")
 
 
-def _class_index(entry: catalogue.DatasetEntry, value, where: str) -> int | None:
-  """Class of a raw label value; None for values the entry drops."""
+def _label_keys(entry: catalogue.DatasetEntry) -> tuple[list, list]:
+  """(dropped label keys, class value keys) of an entry, computed once per split."""
+  return ([label_key(v) for v in entry.drop_label_values],
+          [label_key(v) for v in entry.raw_label_values])
+
+
+def _class_index(entry: catalogue.DatasetEntry, value, where: str,
+                 keys: tuple[list, list]) -> int | None:
+  """Class of a raw label value; None for values the entry drops. keys: _label_keys(entry)."""
   key = label_key(value)
-  if key in [label_key(v) for v in entry.drop_label_values]:
+  dropped, values = keys
+  if key in dropped:
     return None
-  values = [label_key(v) for v in entry.raw_label_values]
   if key in values:
     return values.index(key)
   if isinstance(key, str) and key in entry.label_names:
@@ -122,6 +132,7 @@ def to_examples(entry: catalogue.DatasetEntry, records: Iterable[dict], split: s
                 origin: str, cap: int | None = None) -> LoadedSplit:
   """Validates records; filters (and counts) unlabelled and empty ones; applies the cap."""
   examples, filtered, num = [], collections.Counter(), 0
+  keys = _label_keys(entry)
   for index, record in enumerate(records):
     num += 1
     where = f"dataset {entry.key!r} ({origin}), split {split!r}, example {index}"
@@ -145,7 +156,7 @@ def to_examples(entry: catalogue.DatasetEntry, records: Iterable[dict], split: s
       continue
     if entry.label_field not in record or is_missing(record[entry.label_field]):
       raise DataSourceError(f"{where}: missing field {entry.label_field!r}")
-    label = _class_index(entry, record[entry.label_field], where)
+    label = _class_index(entry, record[entry.label_field], where, keys)
     if label is None:
       filtered["unlabelled"] += 1
       continue
