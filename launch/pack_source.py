@@ -83,6 +83,9 @@ def main(argv=None) -> int:
   if not os.path.isdir(source):
     print(f"error: {source} is not a folder (--source_dir)", file=sys.stderr)
     return 2
+  if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+    print(f"error: the folder of {out} does not exist", file=sys.stderr)
+    return 2
   packed, vanished, size = pack(source, out)
   print(f"packed {len(packed)} files ({size / 1e6:.1f} MB) of {source} into {out}",
         file=sys.stderr)

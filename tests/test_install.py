@@ -24,16 +24,20 @@ def test_wheel_carries_the_data_the_library_reads(tmp_path):
   """A non-editable install has the BIG-bench archive (with its notice), the local
   vocabulary and the gin / catalogue files: the Quick start needs nothing else."""
   import pathlib  # pylint: disable=import-outside-toplevel
+  import runpy  # pylint: disable=import-outside-toplevel
   import shutil  # pylint: disable=import-outside-toplevel
   import subprocess  # pylint: disable=import-outside-toplevel
   import zipfile  # pylint: disable=import-outside-toplevel
 
-  # Built from a copy: setuptools writes build/ and *.egg-info into the folder it builds,
-  # and other tests read the checkout meanwhile (test_launch packs it).
+  # Built from a copy of the files git would commit (what `tpu_vm.py setup` ships):
+  # setuptools writes build/ and *.egg-info into the folder it builds, and other tests read
+  # the checkout meanwhile (test_launch packs it).
   repo = pathlib.Path(__file__).resolve().parent.parent
+  source_files = runpy.run_path(str(repo / "launch" / "pack_source.py"))["source_files"]
   source = tmp_path / "source"
-  shutil.copytree(repo, source, ignore=shutil.ignore_patterns(
-      ".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", "runs"))
+  for name in source_files(repo):
+    (source / name).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(repo / name, source / name)
   subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
                   "-w", str(tmp_path), str(source)], check=True, capture_output=True, timeout=600)
   (wheel,) = tmp_path.glob("symbol_tuning-*.whl")

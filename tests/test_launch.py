@@ -139,6 +139,13 @@ def test_setup_packs_the_files_git_would_commit(tmp_path):
   subprocess.run(["tar", "-xzf", str(tmp_path / "git.tar.gz"), "-C", str(unpacked)], check=True)
   assert (unpacked / "pkg" / "new.py").read_text() == "b = 1\n"
   assert os.access(unpacked / "run.sh", os.X_OK)
+  # Bad input: one line, exit status 2.
+  for args, message in (([str(tmp_path / "missing"), str(tmp_path / "a.tar.gz")],
+                         "is not a folder (--source_dir)"),
+                        ([str(src), str(tmp_path / "missing" / "a.tar.gz")],
+                         "does not exist")):
+    result = _launch(PACK_SOURCE, *args, check=False)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
 def test_packing_a_checkout_that_is_being_written_to_succeeds(tmp_path):
