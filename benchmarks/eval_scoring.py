@@ -8,7 +8,10 @@ the held-out BIG-bench suite's prompts (--settings, --max_examples queries per t
 fitted to 2048 tokens, seed 0):
   - fast:  scoring.Scorer.rank: each prompt run once (T5: one encoder pass; decoder-only:
            one prefill into the KV cache), all label options in one pass over that
-           repeated state, inputs padded to power-of-two length buckets;
+           repeated state, inputs padded to power-of-two length buckets, one batch size
+           per bucket and the call's largest option count (Scorer.batches: fewest
+           compilations, a little padding, which a 44-prompt sample pays more of than a
+           full evaluation);
   - naive: scoring.Scorer.rank_naive: the whole prompt repeated once per option, a full
            forward pass per (prompt, option) row, every input padded to one length
            (2048, the TASK_FEATURE_LENGTHS t5x's eval runs with; a one-sequence family's

@@ -8,7 +8,9 @@ import pytest
 import readme_support
 from symbol_tuning import cli
 
-SHORT = ["--max_examples", "2", "--no_progress"]
+# Short prompts too: a tiny model's evaluations spend most of their time running 2,048-token
+# prompts, and the code path is the same at any budget.
+SHORT = ["--max_examples", "2", "--input_length", "1024", "--no_progress"]
 
 
 pytestmark = pytest.mark.usefixtures("clean_gin")
@@ -39,6 +41,7 @@ def test_demo_writes_everything_and_resumes(tmp_path, monkeypatch, capsys, bigbe
   assert [p.name for p in (out / "run").glob("checkpoint_*")] == ["checkpoint_2"]
   metrics = json.loads((out / "metrics.json").read_text())
   assert metrics["train_last"]["step"] == 2 and metrics["steps"] == 2
+  assert metrics["input_length"] == metrics["before"]["input_length"] == 1024
   before, after = metrics["before"], metrics["after"]
   assert before["label"] == "before" and after["label"] == "after"
   # The identical prompts before and after: the same tasks, settings and query counts.
@@ -71,7 +74,8 @@ def test_demo_writes_everything_and_resumes(tmp_path, monkeypatch, capsys, bigbe
   evaluation = readme_support.block("Evaluation", 0).commands
   assert [c.split()[1] for c in evaluation] == ["eval", "eval", "compare"]
   for command in evaluation:
-    extra = ["--max_examples", "1", "--no_progress"] if command.split()[1] == "eval" else []
+    extra = (["--max_examples", "1", "--input_length", "1024", "--no_progress"]
+             if command.split()[1] == "eval" else [])
     assert cli.main(readme_support.cli_argv(command) + extra) == 0, command
   evaluated = [json.loads((tmp_path / "runs" / name / "results.json").read_text())
                for name in ("eval_before", "eval_after")]

@@ -40,6 +40,17 @@ def test_bucket_rounds_up_to_powers_of_two():
   assert scoring.bucket(0, 4) == 4 and scoring.bucket(5) == 8
 
 
+def test_one_batch_size_per_length_bucket_docstring_example():
+  """Scorer.batches: groups of 3 and 19 prompts -> one batch of 4; three of 8 (the last
+  padded): one shape per group, longest prompts first."""
+  scorer = scoring.Scorer(scoring.load_model("random:tiny"), batch_size=8)
+  requests = [scoring.Request([5] * n) for n in [40] * 3 + list(range(100, 119))]
+  batches = list(scorer.batches(requests, lambda r: (scoring.bucket(len(r.input_ids), 32),)))
+  assert [(k, size, len(members)) for k, size, members in batches] == [
+      ((64,), 4, 3), ((128,), 8, 8), ((128,), 8, 8), ((128,), 8, 3)]
+  assert batches[1][2][0] == len(requests) - 1  # the longest prompt leads its bucket
+
+
 @functools.lru_cache(maxsize=None)
 def decoder(name: str, **overrides) -> scoring.Model:
   """The decoder-only config `name` with `overrides`, all weights perturbed (a random init

@@ -123,7 +123,7 @@ def test_a_restarted_run_trains_on_the_batches_of_an_uninterrupted_one(tiny_run,
 
 @pytest.fixture(scope="module")
 def readme_tiny(tmp_path_factory):
-  """README's Cloud TPU block for the tiny twin, run as written (TINY_STEPS steps, 4 eval
+  """README's Cloud TPU block for the tiny twin, run as written (TINY_STEPS steps, 2 eval
   examples per task): t5x.train from scratch, then t5x.eval of its checkpoint on the
   rank-classification mixture of the symbols setting."""
   t5x_support.require_t5x()
@@ -138,13 +138,13 @@ def readme_tiny(tmp_path_factory):
 def tiny_eval(tiny_run, readme_tiny):
   """t5x.eval's outputs on a rank-classification mixture (README's run, above) and on an
   exact-match task (tiny_run's checkpoint; one task of the flipped mixture: the mixtures
-  themselves are finalized by tests/test_gin_t5x.py), 4 examples of each task."""
+  themselves are finalized by tests/test_gin_t5x.py), 2 examples of each task."""
   checkpoint = tiny_run["model_dir"] / f"checkpoint_{TINY_STEPS}"
   out_dir = tiny_run["root"] / "eval_exact"
   t5x_support.run_t5x("eval", ["symbol_tuning_eval_tiny.gin"], {
       "MIXTURE_OR_TASK_NAME": f"'{EXACT_TASK}'",
       "CHECKPOINT_PATH": f"'{checkpoint}'", "EVAL_OUTPUT_DIR": f"'{out_dir}'",
-      "seqio.Evaluator.num_examples": 4}, tiny_run["env"])
+      "seqio.Evaluator.num_examples": 2}, tiny_run["env"])
   return {"exact": out_dir / "inference_eval", "rank": readme_tiny["rank"],
           "rank_checkpoint": readme_tiny["checkpoint"]}
 
@@ -222,7 +222,7 @@ def test_flan_t5_small_file_with_the_mix_layer_trains(tmp_path):
 
 def run_readme_t5x(section: str, index: int, workdir: pathlib.Path, steps: int) -> list[str]:
   """README's t5x commands of one bash block, run by bash as written from `workdir` (which
-  links gin/), with `steps` training steps and 4 eval examples appended (and the eval's
+  links gin/), with `steps` training steps and 2 eval examples appended (and the eval's
   checkpoint step to match); returns each command's output."""
   (workdir / "gin").symlink_to(t5x_support.REPO / "gin")
   # README says python / python3: this interpreter's (venv) bin folder comes first.
@@ -233,7 +233,7 @@ def run_readme_t5x(section: str, index: int, workdir: pathlib.Path, steps: int) 
     binary = shlex.split(command)[2]
     assert binary in ("t5x.train", "t5x.eval"), command
     extra = f"--gin.FINETUNE_STEPS={steps}" if binary == "t5x.train" else \
-        "--gin.seqio.Evaluator.num_examples=4"
+        "--gin.seqio.Evaluator.num_examples=2"
     line = re.sub(r"/checkpoint_\d+'", f"/checkpoint_{steps}'", command) + " " + extra
     code, out, err = t5x_support._run(["bash", "-c", line], workdir, env, 900, None)  # pylint: disable=protected-access
     assert code == 0, f"{line}\n{(out + err)[-6000:]}"

@@ -8,8 +8,9 @@
   6. report    report.md (before/after table, settings, timings), plots, metrics JSON
 A stage whose output exists is not run again, so after Ctrl-C the same command continues
 where it stopped (training resumes from its newest checkpoint). Rerunning with more --steps
-continues training; an evaluation reruns when its checkpoint step, --max_examples or --seed
-changed. Another --seed, --init or --vocab needs a new --out (the starting model differs).
+continues training; an evaluation reruns when its checkpoint step, --max_examples, --seed or
+--input_length changed. Another --seed, --init or --vocab needs a new --out (the starting
+model differs).
 --out may be a gs:// folder: every file goes through etils.epath, and the stages' commands
 (train, eval, compare) take gs:// themselves.
 """
@@ -38,6 +39,9 @@ def register(subparsers) -> None:
   p.add_argument("--steps", type=positive_int, default=200, help="training steps (default 200)")
   p.add_argument("--max_examples", type=positive_int, default=20,
                  help="evaluation queries per task and setting (default 20; the paper: 100)")
+  p.add_argument("--input_length", type=positive_int, default=2048,
+                 help="token budget each evaluation prompt is fitted to (default 2048, the "
+                      "paper's); shorter prompts (fewer exemplars) evaluate faster")
   p.add_argument("--seed", type=int, default=0, help="fixes init, prompts and data order")
   p.add_argument("--no_progress", action="store_true", help="plain log lines, no bars")
   p.set_defaults(func=run)
@@ -118,12 +122,13 @@ def _newest_step(model_dir: epath.Path) -> int | None:
 def _evaluate(checkpoint: str, out: epath.Path, args, label: str, step=None) -> None:
   """Evaluates unless results for the same checkpoint step and settings exist."""
   key = {"checkpoint": checkpoint, "step": step, "max_examples": args.max_examples,
-         "seed": args.seed}
+         "seed": args.seed, "input_length": args.input_length}
   done = out / "demo_stage.json"
   if (out / "results.json").exists() and done.is_file() and json.loads(done.read_text()) == key:
     return
   argv = ["eval", "--checkpoint", checkpoint, "--suite", "bigbench", "--out", str(out),
-          "--max_examples", str(args.max_examples), "--seed", str(args.seed), "--label", label]
+          "--max_examples", str(args.max_examples), "--seed", str(args.seed),
+          "--input_length", str(args.input_length), "--label", label]
   _call(argv + (["--no_progress"] if args.no_progress else []))
   done.write_text(json.dumps(key))
 
@@ -191,7 +196,8 @@ def write_report(out: epath.Path, args, init: str, timings: dict) -> epath.Path:
              if line.startswith('{"step"')]
   first, last = metrics[0], metrics[-1]
   summary = {"timings_s": timings, "init": init, "steps": args.steps, "seed": args.seed,
-             "max_examples": args.max_examples, "train_first": first, "train_last": last,
+             "max_examples": args.max_examples, "input_length": args.input_length,
+             "train_first": first, "train_last": last,
              "before": json.loads((out / "eval_before" / "results.json").read_text()),
              "after": json.loads((out / "eval_after" / "results.json").read_text())}
   (out / "metrics.json").write_text(json.dumps(summary, indent=1))
@@ -203,8 +209,9 @@ def write_report(out: epath.Path, args, init: str, timings: dict) -> epath.Path:
       f"embedded trainer (`gin/{TRAIN_GIN}`); training loss {first['loss']:.3f} at step "
       f"{first['step']} -> {last['loss']:.3f} at step {last['step']}.",
       f"Evaluated on the 11 held-out tasks, at most {args.max_examples} queries per task and "
-      f"setting, k = 4 exemplars per class, the same prompts before and after (seed "
-      f"{args.seed}). Accuracy is rank classification over the label options.", "",
+      f"setting, k = 4 exemplars per class, prompts fitted to {args.input_length} tokens, the "
+      f"same prompts before and after (seed {args.seed}). Accuracy is rank classification "
+      f"over the label options.", "",
       compare_md.strip(), "",
       "![accuracy per setting](settings.png)", "", "![accuracy per task](tasks.png)", "",
       "## What this can and cannot show", "",

@@ -14,11 +14,16 @@ option) row a full forward pass, every input padded to one fixed length. Both gi
 same scores (tested to 1e-5); the benchmark compares their speed.
 
 Shapes are bucketed so `jax.jit` compiles once per bucket: prompts are grouped by input
-length rounded up to a power of two (and by number of options), longest first; a group's
-last batch is padded with all-padding rows to a power of two; option targets are padded to
-one power-of-two length per call, greedy decoding to one length per call. The jitted
-functions take the config as a static argument, so runs of the same model shape share the
-compiled code (set JAX_COMPILATION_CACHE_DIR to keep it across processes).
+length rounded up to a power of two, longest first, with one batch size per group (see
+`Scorer.batches`; a group's last batch is padded with all-padding rows); every prompt's
+options are padded to the call's largest option count (empty options, their scores
+dropped), option targets to one power-of-two length per call, greedy decoding to one
+length per call. So a call compiles each function once per input-length bucket, where
+each option count and each partial batch's size used to add one more (25 compilations ->
+13 for the tiny T5 on the demo's 108-prompt evaluation); for a real model a compilation
+costs far more than the padded rows. The jitted functions take the config as a static
+argument, so runs of the same model shape share the compiled code (set
+JAX_COMPILATION_CACHE_DIR to keep it across processes).
 """
 from __future__ import annotations
 
@@ -104,11 +109,16 @@ class Scorer:
     self.min_target_length = MIN_TARGET_BUCKET  # raise it to share shapes across calls
 
   # --- batching ----------------------------------------------------------------------
-  def _batches(self, requests: Sequence[Request], key: Callable[[Request], tuple],
-               full_batches: bool = False):
-    """(key, padded batch size, indices) grouped by shape key, longest prompts first. A
-    group's last, partial batch is padded to a power of two (at most log2(batch) more
-    shapes, far less padding compute), or to the full batch size with `full_batches`."""
+  def batches(self, requests: Sequence[Request], key: Callable[[Request], tuple],
+              full_batches: bool = False):
+    """(key, padded batch size, indices) grouped by shape key, longest prompts first, ONE
+    batch size per group (one compilation): the batch size, or for a group smaller than
+    that its size rounded up to a power of two (at most 2x the rows); a group's last,
+    partial batch is padded with all-padding rows. `full_batches`: always the batch size.
+
+    Example: batch_size 8; groups of 3 and 19 prompts -> batches of 4 (3 + 1 padding row);
+      8, 8 and 8 (3 + 5 padding rows): two shapes, where padding each group's last batch to
+      a power of two would have compiled four."""
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(requests):
       groups.setdefault(key(r), []).append(i)
@@ -116,9 +126,10 @@ class Scorer:
       length = k[0]
       size = max(1, min(self.batch_size, self.max_batch_tokens // length))
       members = sorted(groups[k], key=lambda i: -len(requests[i].input_ids))
+      if not full_batches:
+        size = min(size, bucket(len(members)))
       for start in range(0, len(members), size):
-        batch = members[start:start + size]
-        yield k, size if full_batches else min(size, bucket(len(batch))), batch
+        yield k, size, members[start:start + size]
 
   def target_length(self, requests: Iterable[Request]) -> int:
     longest = max((len(o) for r in requests for o in (r.options or ())), default=1)
@@ -135,14 +146,17 @@ class Scorer:
     d_len = bucket(max((r.max_decode_len or 0 for r in requests), default=0),
                    MIN_TARGET_BUCKET)
 
+    # One option count per call too: a prompt with fewer options gets empty ones.
+    n_opt = max((len(r.options or ()) for r in requests), default=0)
+
     def key(r):
-      return (bucket(len(r.input_ids), MIN_INPUT_BUCKET), len(r.options or ()),
+      return (bucket(len(r.input_ids), MIN_INPUT_BUCKET), bool(r.options),
               d_len if r.max_decode_len else 0)
 
-    for (length, n_opt, dec_len), size, members in self._batches(requests, key):
+    for (length, ranked, dec_len), size, members in self.batches(requests, key):
       state = self.ops.start([requests[i].input_ids for i in members], size, length,
-                             max(t_len if n_opt else 0, dec_len))
-      if n_opt:
+                             max(t_len if ranked else 0, dec_len))
+      if ranked:
         options = np.zeros((size, n_opt, t_len), np.int32)
         option_lengths = np.zeros((size, n_opt), np.int32)
         for row, i in enumerate(members):
@@ -151,7 +165,7 @@ class Scorer:
             option_lengths[row, j] = len(ids)
         scores = np.asarray(self.ops.score(state, options, option_lengths))
         for row, i in enumerate(members):
-          outputs[i].scores = scores[row]
+          outputs[i].scores = scores[row, :len(requests[i].options)]
       if dec_len:
         decoded = np.asarray(self.ops.decode(state, dec_len, self.eos_id, self.vocab_limit))
         for row, i in enumerate(members):
@@ -177,7 +191,7 @@ class Scorer:
       return (bucket(len(r.input_ids), MIN_INPUT_BUCKET) if bucketed else fixed_length,)
 
     scores = [np.zeros(len(r.options or ()), np.float32) for r in requests]
-    for (length,), size, members in self._batches(row_requests, key, not bucketed):
+    for (length,), size, members in self.batches(row_requests, key, not bucketed):
       out = np.asarray(self.ops.score_naive([row_requests[m].input_ids for m in members],
                                             [row_requests[m].options[0] for m in members],
                                             size, length, t_len))
