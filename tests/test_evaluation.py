@@ -282,5 +282,14 @@ def test_eval_with_no_data_at_all_fails_clearly(capsys, tmp_path, monkeypatch):
   monkeypatch.delenv("SYMBOL_TUNING_DATA_DIR", raising=False)
   code, _, err = run(capsys, "eval", "--checkpoint", "random:tiny", "--suite", "paper",
                      "--settings", "symbols", "--out", str(tmp_path), "--no_progress")
-  assert code == 1 and "nothing was evaluated" in err
+  assert code == 1 and "nothing was evaluated (every task was skipped)" in err
   assert err.count("symbol-tuning eval: skipped") == 11
+
+
+def test_eval_where_no_prompt_fits_says_to_raise_the_input_length(capsys, tmp_path, bigbench_dir):
+  del bigbench_dir
+  code, _, err = run(capsys, "eval", "--checkpoint", "random:tiny", "--suite", "bigbench",
+                     "--settings", "symbols", "--max_examples", "1", "--input_length", "64",
+                     "--out", str(tmp_path), "--no_progress")
+  assert code == 1 and ("nothing was evaluated (no prompt fits --input_length 64 even with one "
+                        "exemplar per class; raise it)") in err

@@ -161,7 +161,9 @@ def run_eval(args) -> int:
   print(f"wrote {', '.join(str(p) for p in written)} ({results['num_examples']} prompts in "
         f"{results['seconds']:.1f} s; {len(results['skipped'])} tasks skipped)", file=sys.stderr)
   if not records:
-    print("symbol-tuning eval: nothing was evaluated (every task was skipped)", file=sys.stderr)
+    why = (f"no prompt fits --input_length {args.input_length} even with one exemplar per "
+           f"class; raise it" if results["unfit_prompts"] else "every task was skipped")
+    print(f"symbol-tuning eval: nothing was evaluated ({why})", file=sys.stderr)
     return 1
   return 0
 

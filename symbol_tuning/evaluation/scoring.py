@@ -18,10 +18,8 @@ length rounded up to a power of two, longest first, with one batch size per grou
 `Scorer.batches`; a group's last batch is padded with all-padding rows); every prompt's
 options are padded to the call's largest option count (empty options, their scores
 dropped), option targets to one power-of-two length per call, greedy decoding to one
-length per call. So a call compiles each function once per input-length bucket, where
-each option count and each partial batch's size used to add one more (25 compilations ->
-13 for the tiny T5 on the demo's 108-prompt evaluation); for a real model a compilation
-costs far more than the padded rows. The jitted functions take the config as a static
+length per call. So a call compiles each function once per input-length bucket: for a
+real model a compilation costs far more than the padded rows. The jitted functions take the config as a static
 argument, so runs of the same model shape share the compiled code (set
 JAX_COMPILATION_CACHE_DIR to keep it across processes).
 """
